@@ -1,0 +1,46 @@
+//! # Streamguard
+//!
+//! A failover engine for live streaming. Host apps wrap each vendor SDK (Agora, ZegoCloud,
+//! LiveKit, WebRTC, RTMP) in a [`ProviderAdapter`]; the [`StreamingProviderManager`] decides
+//! which provider carries each stream: bounded retries with jittered backoff, priority
+//! failover, health monitoring with fast confirmation, live migration, cool-downs, and events
+//! and statistics for every decision. Pure Rust on tokio; bindings live in other crates.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use streamguard::{ManagerConfig, StreamingProviderManager};
+//! # async fn demo(agora: Arc<dyn streamguard::ProviderAdapter>) -> Result<(), streamguard::StreamguardError> {
+//! let manager = StreamingProviderManager::new(ManagerConfig::new("https://api.example.com/api"))?;
+//! manager.register_adapter("agora", agora)?;
+//! let session = manager.start_stream("stream-42").await?;
+//! println!("live on {:?}", session.provider);
+//! manager.end_stream("stream-42").await?;
+//! manager.shutdown().await
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod backoff;
+mod config;
+mod error;
+mod events;
+pub mod health;
+mod manager;
+pub mod ordering;
+mod provider;
+pub mod registry;
+
+pub use backoff::JitterSource;
+pub use config::ManagerConfig;
+pub use error::{
+    Attempt, BackendError, ErrorClass, ProviderError, ProviderErrorKind, StreamguardError,
+};
+pub use events::{
+    EventKind, FailoverReason, MigrationStrategy, Operation, ProviderStats, Role, SessionInfo,
+    SessionState, StreamEvent,
+};
+pub use health::HealthStatus;
+pub use manager::{ManagerBuilder, StreamingProviderManager};
+pub use provider::{ProviderAdapter, ProviderInfo};
+pub use registry::{HttpRegistry, ProviderList, ProviderRegistry, RegistryHealth};

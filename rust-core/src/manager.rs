@@ -1,0 +1,1758 @@
+//! The streaming provider manager: the public handle and the engine behind it.
+//!
+//! Shape (after mini-redis `db.rs`): one `State` behind a std mutex that is never held across
+//! an `.await` or a call into host code, one background monitor task that sleeps until the
+//! next health check or list refresh is due (or until it is woken), and short-lived tracked
+//! tasks for every operation, check and migration, so `shutdown()` can wait for all of them.
+//! Per-session async locks serialize start, migration and end of the same stream.
+
+use crate::backoff::{Backoff, JitterSource};
+use crate::config::ManagerConfig;
+use crate::error::{
+    Attempt, BackendError, ErrorClass, ProviderError, ProviderErrorKind, StreamguardError,
+};
+use crate::events::{
+    EventKind, FailoverReason, MigrationStrategy, Operation, ProviderStats, Role, SessionInfo,
+    SessionState, StreamEvent,
+};
+use crate::health::{Change, HealthPolicy, HealthStatus, HealthTracker};
+use crate::ordering::{position, rank, Standing};
+use crate::provider::{ProviderAdapter, ProviderInfo};
+use crate::registry::{HttpRegistry, ProviderList, ProviderRegistry};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Notify, OwnedMutexGuard};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+/// How many finished sessions are remembered for `session()` before the oldest are dropped.
+const FINISHED_SESSIONS_KEPT: usize = 256;
+/// Weight of the newest sample in latency moving averages.
+const EWMA_ALPHA: f64 = 0.2;
+
+/// The failover engine. Cheap to clone; all clones drive the same engine. Must be created
+/// inside a tokio runtime. Dropping the last clone without `shutdown()` cancels everything and
+/// leaves live providers in the background, best effort.
+#[derive(Clone)]
+pub struct StreamingProviderManager {
+    shared: Arc<Shared>,
+    _lifetime: Arc<Lifetime>,
+}
+
+/// Builds a [`StreamingProviderManager`] with a custom registry or jitter source.
+pub struct ManagerBuilder {
+    config: ManagerConfig,
+    registry: Option<Arc<dyn ProviderRegistry>>,
+    jitter: Option<Box<dyn JitterSource>>,
+}
+
+impl ManagerBuilder {
+    /// Use `registry` instead of the HTTP client of `config.base_url`.
+    pub fn registry(mut self, registry: Arc<dyn ProviderRegistry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Use `jitter` for backoff samples (tests pass a seeded RNG).
+    pub fn jitter(mut self, jitter: Box<dyn JitterSource>) -> Self {
+        self.jitter = Some(jitter);
+        self
+    }
+
+    /// Validate the config and start the engine.
+    pub fn build(self) -> Result<StreamingProviderManager, StreamguardError> {
+        self.config.validate()?;
+        let config = self.config;
+        let registry: Arc<dyn ProviderRegistry> = match self.registry {
+            Some(r) => r,
+            None => Arc::new(
+                HttpRegistry::new(
+                    &config.base_url,
+                    config.auth_token.clone(),
+                    config.request_timeout,
+                    config.max_response_bytes,
+                )
+                .map_err(|e| StreamguardError::InvalidConfig(e.to_string()))?,
+            ),
+        };
+        let jitter = self
+            .jitter
+            .unwrap_or_else(|| Box::new(<rand::rngs::StdRng as rand::SeedableRng>::from_os_rng()));
+        let (events, _) = broadcast::channel(config.event_buffer);
+        let (retry_now, _) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            policy: config.health_policy(),
+            backoff: Backoff {
+                base: config.backoff_base,
+                cap: config.backoff_cap,
+            },
+            config,
+            registry,
+            state: Mutex::new(State::default()),
+            events,
+            wake: Notify::new(),
+            retry_now,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            epoch: Instant::now(),
+            jitter: Mutex::new(jitter),
+            refresh_gate: tokio::sync::Mutex::new(()),
+        });
+        let monitor = shared.clone();
+        shared.tracker.spawn(async move { monitor.monitor().await });
+        info!(config = ?shared.config, "streamguard manager started");
+        Ok(StreamingProviderManager {
+            _lifetime: Arc::new(Lifetime {
+                shared: shared.clone(),
+            }),
+            shared,
+        })
+    }
+}
+
+impl StreamingProviderManager {
+    /// Start the engine with `config` and the HTTP registry at `config.base_url`.
+    pub fn new(config: ManagerConfig) -> Result<Self, StreamguardError> {
+        Self::builder(config).build()
+    }
+
+    /// A builder for a custom registry or jitter source.
+    pub fn builder(config: ManagerConfig) -> ManagerBuilder {
+        ManagerBuilder {
+            config,
+            registry: None,
+            jitter: None,
+        }
+    }
+
+    /// Register the adapter for provider `name` (replacing any earlier one). Providers without
+    /// an adapter are skipped.
+    pub fn register_adapter(
+        &self,
+        name: &str,
+        adapter: Arc<dyn ProviderAdapter>,
+    ) -> Result<(), StreamguardError> {
+        if name.trim().is_empty() {
+            return Err(StreamguardError::InvalidArgument(
+                "provider name must not be empty".into(),
+            ));
+        }
+        let mut st = self.shared.state();
+        if st.shut_down {
+            return Err(StreamguardError::ShutDown);
+        }
+        st.adapters.insert(
+            name.to_string(),
+            Arc::new(AdapterSlot {
+                adapter,
+                initialized: tokio::sync::Mutex::new(None),
+            }),
+        );
+        Ok(())
+    }
+
+    /// Go live as publisher of `stream_id`, with retries and failover. Idempotent: starting a
+    /// session that is already live returns it unchanged.
+    pub async fn start_stream(&self, stream_id: &str) -> Result<SessionInfo, StreamguardError> {
+        self.open(stream_id, Role::Publisher).await
+    }
+
+    /// Watch `stream_id` as a viewer, with retries and failover.
+    pub async fn join_stream(&self, stream_id: &str) -> Result<SessionInfo, StreamguardError> {
+        self.open(stream_id, Role::Viewer).await
+    }
+
+    /// End a session: stop its monitoring at once and leave its provider. Ending a finished
+    /// session is a no-op; an unknown stream id is an error. Cancels a start still running.
+    pub async fn end_stream(&self, stream_id: &str) -> Result<(), StreamguardError> {
+        let shared = self.shared.clone();
+        let id = stream_id.to_string();
+        shared
+            .tracked(move |s: Arc<Shared>| async move { s.end(&id).await })
+            .await
+    }
+
+    /// Passive signal from the vendor SDK's own callbacks: `error` happened on `stream_id`.
+    /// Transient kinds count as a failure and trigger an immediate confirming check;
+    /// provider-fatal kinds move every session off the provider at once; a request-fatal kind
+    /// fails this session.
+    pub fn record_error(
+        &self,
+        stream_id: &str,
+        error: ProviderError,
+    ) -> Result<(), StreamguardError> {
+        self.shared.record_error(stream_id, error)
+    }
+
+    /// Hint that connectivity changed (Wi-Fi to cellular, VPN): cut pending backoff waits
+    /// short, forget cool-downs, re-check providers and re-read the list now.
+    pub fn network_changed(&self) {
+        self.shared.network_changed();
+    }
+
+    /// Re-read the provider list now. Live sessions migrate if the change calls for it. On a
+    /// registry error the last good list stays in use and the error is returned.
+    pub async fn refresh_providers(&self) -> Result<Vec<ProviderInfo>, StreamguardError> {
+        self.shared.ensure_running()?;
+        let shared = self.shared.clone();
+        shared
+            .tracked(move |s: Arc<Shared>| async move {
+                s.refresh(true).await?;
+                Ok(s.state().providers.clone())
+            })
+            .await
+    }
+
+    /// The provider list in use (the last good one read from the registry).
+    pub fn providers(&self) -> Vec<ProviderInfo> {
+        self.shared.state().providers.clone()
+    }
+
+    /// A snapshot of one session, if it is known.
+    pub fn session(&self, stream_id: &str) -> Option<SessionInfo> {
+        self.shared
+            .state()
+            .sessions
+            .get(stream_id)
+            .map(|s| s.info.clone())
+    }
+
+    /// Snapshots of every known session.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self
+            .shared
+            .state()
+            .sessions
+            .values()
+            .map(|s| s.info.clone())
+            .collect();
+        v.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+        v
+    }
+
+    /// Statistics of every provider known from the list or from use, preferred first.
+    pub fn provider_stats(&self) -> Vec<ProviderStats> {
+        self.shared.stats()
+    }
+
+    /// Subscribe to events. Each subscriber gets every event from now on; one that falls more
+    /// than `event_buffer` events behind loses the oldest (and is told so by `recv`).
+    pub fn subscribe(&self) -> broadcast::Receiver<StreamEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Leave every provider and stop every task. Idempotent. Afterwards every call but the
+    /// read-only ones returns [`StreamguardError::ShutDown`].
+    pub async fn shutdown(&self) -> Result<(), StreamguardError> {
+        self.shared.clone().shutdown().await;
+        Ok(())
+    }
+
+    /// Background tasks still running (the monitor, checks, operations). Zero after shutdown.
+    pub fn task_count(&self) -> usize {
+        self.shared.tracker.len()
+    }
+
+    async fn open(&self, stream_id: &str, role: Role) -> Result<SessionInfo, StreamguardError> {
+        validate_stream_id(stream_id)?;
+        self.shared.ensure_running()?;
+        let shared = self.shared.clone();
+        let id = stream_id.to_string();
+        // Run on a tracked task: `shutdown()` waits for it, and a bug that panics inside the
+        // engine comes back as an error instead of unwinding into the caller.
+        shared
+            .tracked(move |s: Arc<Shared>| async move { s.open(&id, role).await })
+            .await
+    }
+}
+
+fn validate_stream_id(id: &str) -> Result<(), StreamguardError> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        return Err(StreamguardError::InvalidArgument(
+            "stream_id must be 1 to 256 bytes of printable text".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Cancels the engine when the last handle goes away.
+struct Lifetime {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Lifetime {
+    fn drop(&mut self) {
+        if self.shared.state().shut_down {
+            return;
+        }
+        warn!("manager dropped without shutdown(); leaving live providers in the background");
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let shared = self.shared.clone();
+                rt.spawn(async move { shared.shutdown().await });
+            }
+            // No runtime left to leave providers on: at least stop every task.
+            Err(_) => self.shared.cancel.cancel(),
+        }
+    }
+}
+
+struct AdapterSlot {
+    adapter: Arc<dyn ProviderAdapter>,
+    /// The provider entry the adapter was last initialized with. An async lock, held across
+    /// `initialize`, so two sessions never initialize the same SDK at once.
+    initialized: tokio::sync::Mutex<Option<ProviderInfo>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Ewma(Option<f64>);
+
+impl Ewma {
+    fn add(&mut self, d: Duration) {
+        let x = d.as_secs_f64();
+        self.0 = Some(match self.0 {
+            None => x,
+            Some(m) => m + EWMA_ALPHA * (x - m),
+        });
+    }
+    fn get(&self) -> Option<Duration> {
+        self.0.map(Duration::from_secs_f64)
+    }
+}
+
+#[derive(Default)]
+struct ProviderRecord {
+    health: HealthTracker,
+    attempts: u64,
+    successes: u64,
+    failures: u64,
+    reported_errors: u64,
+    checks: u64,
+    failed_checks: u64,
+    last_check_at: Option<Instant>,
+    check_latency: Ewma,
+    connect_latency: Ewma,
+    next_check: Option<Instant>,
+    check_in_flight: bool,
+}
+
+struct Session {
+    info: SessionInfo,
+    /// Held by whoever operates on the session: start/join, migration, end.
+    op_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Cancelled by `end_stream` (and, as a child of the manager's token, by shutdown).
+    cancel: CancellationToken,
+    finished_seq: u64,
+}
+
+#[derive(Default)]
+struct State {
+    providers: Vec<ProviderInfo>,
+    list_known: bool,
+    list_etag: Option<String>,
+    list_fetched_at: Option<Instant>,
+    adapters: HashMap<String, Arc<AdapterSlot>>,
+    records: HashMap<String, ProviderRecord>,
+    sessions: HashMap<String, Session>,
+    next_refresh: Option<Instant>,
+    shut_down: bool,
+    finished_seq: u64,
+}
+
+impl State {
+    fn record(&mut self, name: &str) -> &mut ProviderRecord {
+        self.records.entry(name.to_string()).or_default()
+    }
+
+    fn is_cooling(&self, name: &str, now: Instant) -> bool {
+        self.records
+            .get(name)
+            .is_some_and(|r| r.health.is_cooling(now))
+    }
+
+    fn ranked(&self, now: Instant, excluded: &HashSet<String>, only_parallel: bool) -> Vec<String> {
+        rank(&self.providers, |name| Standing {
+            has_adapter: self
+                .adapters
+                .get(name)
+                .is_some_and(|a| !only_parallel || a.adapter.supports_parallel_sessions()),
+            cooling: self.is_cooling(name, now),
+            excluded: excluded.contains(name),
+        })
+    }
+
+    fn live_on(&self, provider: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| {
+                s.info.state == SessionState::Live && s.info.provider.as_deref() == Some(provider)
+            })
+            .map(|s| s.info.stream_id.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Providers that need checks: those carrying live sessions and, with failback on, the
+    /// preferred provider of every session that runs elsewhere.
+    fn monitored(&self, now: Instant, failback: bool) -> HashSet<String> {
+        let mut set = HashSet::new();
+        let ranked = if failback {
+            self.ranked(now, &HashSet::new(), false)
+        } else {
+            Vec::new()
+        };
+        for s in self.sessions.values() {
+            if s.info.state != SessionState::Live {
+                continue;
+            }
+            let Some(p) = &s.info.provider else { continue };
+            set.insert(p.clone());
+            if let Some(best) = ranked.first() {
+                if best != p {
+                    set.insert(best.clone());
+                }
+            }
+        }
+        set
+    }
+}
+
+/// A session that must move off `from`.
+struct MigrationJob {
+    stream_id: String,
+    from: String,
+    reason: FailoverReason,
+}
+
+/// What one connect loop was asked to do.
+struct ConnectRequest<'a> {
+    stream_id: &'a str,
+    role: Role,
+    operation: Operation,
+    exclude: HashSet<String>,
+    only_parallel: bool,
+    cancel: &'a CancellationToken,
+}
+
+enum Verdict {
+    Good,
+    Bad(String),
+    Unknown,
+}
+
+struct Shared {
+    config: ManagerConfig,
+    policy: HealthPolicy,
+    backoff: Backoff,
+    registry: Arc<dyn ProviderRegistry>,
+    state: Mutex<State>,
+    events: broadcast::Sender<StreamEvent>,
+    /// Wakes the monitor when the schedule may have changed.
+    wake: Notify,
+    /// Bumped by `network_changed` to cut backoff waits short.
+    retry_now: watch::Sender<u64>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    epoch: Instant,
+    jitter: Mutex<Box<dyn JitterSource>>,
+    /// Single-flight for list refreshes.
+    refresh_gate: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere must not wedge the engine: the state is kept consistent between
+        // statements, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ensure_running(&self) -> Result<(), StreamguardError> {
+        if self.state().shut_down || self.cancel.is_cancelled() {
+            Err(StreamguardError::ShutDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn emit(&self, kind: EventKind) {
+        let at = Instant::now().saturating_duration_since(self.epoch);
+        debug!(?kind, "event");
+        // No subscribers is fine: events are a view, not a control path.
+        let _ = self.events.send(StreamEvent { at, kind });
+    }
+
+    fn since_epoch(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.epoch)
+    }
+
+    /// Run `f` on a tracked task and turn an engine panic into an error.
+    async fn tracked<T, F, Fut>(self: Arc<Self>, f: F) -> Result<T, StreamguardError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Shared>) -> Fut,
+        Fut: Future<Output = Result<T, StreamguardError>> + Send + 'static,
+    {
+        let fut = f(self.clone());
+        match self.tracker.spawn(fut).await {
+            Ok(r) => r,
+            Err(e) => Err(StreamguardError::Internal(format!(
+                "engine task failed: {}",
+                panic_message(e)
+            ))),
+        }
+    }
+
+    fn set_state(
+        &self,
+        st: &mut State,
+        stream_id: &str,
+        to: SessionState,
+        provider: Option<String>,
+    ) {
+        let Some(s) = st.sessions.get_mut(stream_id) else {
+            return;
+        };
+        let from = s.info.state;
+        let changed = from != to || s.info.provider != provider;
+        s.info.state = to;
+        s.info.provider = provider.clone();
+        if to.is_finished() && !from.is_finished() {
+            st.finished_seq += 1;
+            let seq = st.finished_seq;
+            if let Some(s) = st.sessions.get_mut(stream_id) {
+                s.finished_seq = seq;
+            }
+            prune_finished(st);
+        }
+        if changed {
+            info!(
+                stream_id,
+                ?from,
+                ?to,
+                provider = provider.as_deref(),
+                "session state"
+            );
+            self.emit(EventKind::SessionStateChanged {
+                stream_id: stream_id.to_string(),
+                from,
+                to,
+                provider,
+            });
+        }
+        self.wake.notify_one();
+    }
+
+    fn set_last_error(st: &mut State, stream_id: &str, error: String) {
+        if let Some(s) = st.sessions.get_mut(stream_id) {
+            s.info.last_error = Some(error);
+        }
+    }
+
+    /// Apply a health change of `provider`: announce it, reschedule its check, and return the
+    /// migrations a new outage calls for.
+    fn apply_change(
+        &self,
+        st: &mut State,
+        provider: &str,
+        change: Change,
+        reason: FailoverReason,
+        detail: &str,
+        now: Instant,
+    ) -> Vec<MigrationJob> {
+        let rec = st.record(provider);
+        let consecutive = rec.health.consecutive_failures();
+        let delay = rec.health.next_check_delay(&self.policy);
+        if let Some(next) = rec.next_check {
+            rec.next_check = Some(next.min(now + delay));
+        }
+        if change.status_changed() {
+            info!(provider, from = ?change.from, to = ?change.to, consecutive, detail, "provider health");
+            self.emit(EventKind::HealthChanged {
+                provider: provider.to_string(),
+                from: change.from,
+                to: change.to,
+                consecutive_failures: consecutive,
+                detail: detail.to_string(),
+            });
+        }
+        self.wake.notify_one();
+        if !change.outage {
+            return Vec::new();
+        }
+        warn!(provider, detail, "outage confirmed; moving live sessions");
+        st.live_on(provider)
+            .into_iter()
+            .map(|stream_id| MigrationJob {
+                stream_id,
+                from: provider.to_string(),
+                reason,
+            })
+            .collect()
+    }
+
+    /// Mark jobs' sessions as migrating (so no second migration starts) and spawn them.
+    fn start_migrations(self: &Arc<Self>, st: &mut State, jobs: Vec<MigrationJob>) {
+        for job in jobs {
+            let Some(s) = st.sessions.get(&job.stream_id) else {
+                continue;
+            };
+            if s.info.state != SessionState::Live
+                || s.info.provider.as_deref() != Some(job.from.as_str())
+            {
+                continue;
+            }
+            let provider = s.info.provider.clone();
+            self.set_state(st, &job.stream_id, SessionState::Migrating, provider);
+            let me = self.clone();
+            self.tracker.spawn(async move { me.migrate(job).await });
+        }
+    }
+
+    // ----- adapter calls -------------------------------------------------------------------
+
+    /// Call into host code on its own task, bounded by `adapter_timeout`. A panic or a hang
+    /// becomes a typed error; the engine never waits longer than the timeout.
+    async fn call_adapter<F, Fut>(
+        &self,
+        what: &str,
+        adapter: Arc<dyn ProviderAdapter>,
+        f: F,
+    ) -> Result<(), ProviderError>
+    where
+        F: FnOnce(Arc<dyn ProviderAdapter>) -> Fut,
+        Fut: Future<Output = Result<(), ProviderError>> + Send + 'static,
+    {
+        let mut handle = self.tracker.spawn(f(adapter));
+        match tokio::time::timeout(self.config.adapter_timeout, &mut handle).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(ProviderError::internal(format!(
+                "adapter {what} failed: {}",
+                panic_message(e)
+            ))),
+            Err(_) => {
+                handle.abort();
+                Err(ProviderError::timeout(format!(
+                    "adapter {what} did not finish within {:?}",
+                    self.config.adapter_timeout
+                )))
+            }
+        }
+    }
+
+    async fn ensure_initialized(
+        &self,
+        slot: &AdapterSlot,
+        info: &ProviderInfo,
+    ) -> Result<(), ProviderError> {
+        let mut done = slot.initialized.lock().await;
+        if done.as_ref() == Some(info) {
+            return Ok(());
+        }
+        let owned = info.clone();
+        self.call_adapter(
+            "initialize",
+            slot.adapter.clone(),
+            move |a: Arc<dyn ProviderAdapter>| async move { a.initialize(&owned).await },
+        )
+        .await?;
+        *done = Some(info.clone());
+        Ok(())
+    }
+
+    async fn adapter_connect(
+        &self,
+        slot: &AdapterSlot,
+        info: &ProviderInfo,
+        stream_id: &str,
+        role: Role,
+    ) -> Result<(), ProviderError> {
+        self.ensure_initialized(slot, info).await?;
+        let id = stream_id.to_string();
+        match role {
+            Role::Publisher => {
+                self.call_adapter(
+                    "start_stream",
+                    slot.adapter.clone(),
+                    move |a: Arc<dyn ProviderAdapter>| async move { a.start_stream(&id).await },
+                )
+                .await
+            }
+            Role::Viewer => {
+                self.call_adapter(
+                    "join_stream",
+                    slot.adapter.clone(),
+                    move |a: Arc<dyn ProviderAdapter>| async move { a.join_stream(&id).await },
+                )
+                .await
+            }
+        }
+    }
+
+    /// Leave `stream_id` on `provider` through that provider's own adapter.
+    async fn leave(&self, provider: &str, stream_id: &str) {
+        let slot = self.state().adapters.get(provider).cloned();
+        let Some(slot) = slot else {
+            warn!(provider, stream_id, "no adapter to leave through");
+            return;
+        };
+        let id = stream_id.to_string();
+        let r = self
+            .call_adapter(
+                "leave_stream",
+                slot.adapter.clone(),
+                move |a: Arc<dyn ProviderAdapter>| async move { a.leave_stream(&id).await },
+            )
+            .await;
+        match r {
+            Ok(()) => debug!(provider, stream_id, "left"),
+            Err(e) => warn!(provider, stream_id, error = %e, "leave failed"),
+        }
+    }
+
+    // ----- start / join / migrate ----------------------------------------------------------
+
+    /// Read the list if none is known or it is older than `provider_list_max_age`. A failure
+    /// is fatal only when no list was ever read.
+    async fn ensure_list(self: &Arc<Self>) -> Result<(), StreamguardError> {
+        let (known, fresh) = {
+            let st = self.state();
+            let fresh = st
+                .list_fetched_at
+                .is_some_and(|t| t.elapsed() < self.config.provider_list_max_age);
+            (st.list_known, fresh)
+        };
+        if fresh {
+            return Ok(());
+        }
+        match self.refresh(false).await {
+            Ok(_) => Ok(()),
+            Err(e) if !known => Err(e),
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn open(
+        self: Arc<Self>,
+        stream_id: &str,
+        role: Role,
+    ) -> Result<SessionInfo, StreamguardError> {
+        self.ensure_list().await?;
+        let (op_lock, cancel) = {
+            let mut st = self.state();
+            if st.shut_down {
+                return Err(StreamguardError::ShutDown);
+            }
+            if let Some(s) = st.sessions.get(stream_id) {
+                if s.info.state == SessionState::Live && s.info.role == role {
+                    return Ok(s.info.clone());
+                }
+                if !s.info.state.is_finished() {
+                    return Err(StreamguardError::SessionBusy {
+                        stream_id: stream_id.to_string(),
+                        state: s.info.state,
+                    });
+                }
+            }
+            let session = Session {
+                info: SessionInfo {
+                    stream_id: stream_id.to_string(),
+                    role,
+                    provider: None,
+                    state: SessionState::Idle,
+                    attempts: 0,
+                    migrations: 0,
+                    last_error: None,
+                },
+                op_lock: Arc::new(tokio::sync::Mutex::new(())),
+                cancel: self.cancel.child_token(),
+                finished_seq: 0,
+            };
+            let handles = (session.op_lock.clone(), session.cancel.clone());
+            st.sessions.insert(stream_id.to_string(), session);
+            self.set_state(&mut st, stream_id, SessionState::Connecting, None);
+            handles
+        };
+        let _op = op_lock.lock_owned().await;
+        let operation = match role {
+            Role::Publisher => Operation::Start,
+            Role::Viewer => Operation::Join,
+        };
+        let result = self
+            .connect(ConnectRequest {
+                stream_id,
+                role,
+                operation,
+                exclude: HashSet::new(),
+                only_parallel: false,
+                cancel: &cancel,
+            })
+            .await;
+        let mut st = self.state();
+        match result {
+            Ok(provider) => {
+                self.set_state(&mut st, stream_id, SessionState::Live, Some(provider));
+                Ok(st.sessions[stream_id].info.clone())
+            }
+            Err(e) => {
+                let to = match e {
+                    StreamguardError::Cancelled(_) | StreamguardError::ShutDown => {
+                        SessionState::Ended
+                    }
+                    _ => SessionState::Failed,
+                };
+                Self::set_last_error(&mut st, stream_id, e.to_string());
+                self.set_state(&mut st, stream_id, to, None);
+                Err(e)
+            }
+        }
+    }
+
+    fn stop_error(&self, stream_id: &str) -> StreamguardError {
+        if self.cancel.is_cancelled() {
+            StreamguardError::ShutDown
+        } else {
+            StreamguardError::Cancelled(stream_id.to_string())
+        }
+    }
+
+    /// The escalation loop shared by start, join and migration: retry the same provider after
+    /// a jittered backoff on transient errors, fail over after `attempts_per_provider` or a
+    /// provider-fatal error, stop on a request-fatal error, never exceed `max_attempts` or the
+    /// operation deadline. Returns the provider now carrying the stream.
+    async fn connect(
+        self: &Arc<Self>,
+        req: ConnectRequest<'_>,
+    ) -> Result<String, StreamguardError> {
+        let cfg = &self.config;
+        let deadline = Instant::now() + cfg.operation_deadline;
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut tries: HashMap<String, u32> = HashMap::new();
+        let mut excluded = req.exclude;
+        let mut retry: Option<(String, Duration)> = None;
+        let mut left_behind: Option<(String, FailoverReason)> = None;
+        let mut retry_rx = self.retry_now.subscribe();
+        let stream_id = req.stream_id;
+        loop {
+            if req.cancel.is_cancelled() {
+                return Err(self.stop_error(stream_id));
+            }
+            if attempts.len() as u32 >= cfg.max_attempts {
+                return Err(StreamguardError::AllAttemptsFailed { attempts });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StreamguardError::DeadlineExceeded { attempts });
+            }
+            // Choose: the provider being retried if it is still listed, else the best ranked.
+            let choice = {
+                let st = self.state();
+                let retried = retry.as_ref().and_then(|(p, _)| {
+                    st.providers
+                        .iter()
+                        .any(|i| &i.name == p && i.is_active)
+                        .then(|| p.clone())
+                });
+                retried
+                    .or_else(|| {
+                        st.ranked(now, &excluded, req.only_parallel)
+                            .into_iter()
+                            .next()
+                    })
+                    .and_then(|p| {
+                        let info = st.providers.iter().find(|i| i.name == p)?.clone();
+                        let slot = st.adapters.get(&p)?.clone();
+                        Some((p, info, slot))
+                    })
+            };
+            if let Some((from, reason)) = left_behind.take() {
+                self.emit(EventKind::Failover {
+                    stream_id: stream_id.to_string(),
+                    from: from.clone(),
+                    to: choice.as_ref().map(|c| c.0.clone()),
+                    reason,
+                });
+                info!(
+                    stream_id,
+                    from,
+                    to = choice.as_ref().map(|c| c.0.as_str()),
+                    ?reason,
+                    "failover"
+                );
+            }
+            let Some((provider, info, slot)) = choice else {
+                return Err(if attempts.is_empty() {
+                    StreamguardError::NoProviderAvailable {
+                        reason: "no active provider with a registered adapter".into(),
+                    }
+                } else {
+                    StreamguardError::AllAttemptsFailed { attempts }
+                });
+            };
+            if let Some((p, delay)) = retry.take() {
+                if p == provider && !delay.is_zero() {
+                    let until = (Instant::now() + delay).min(deadline);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {}
+                        _ = retry_rx.changed() => debug!(stream_id, "retry now"),
+                        _ = req.cancel.cancelled() => return Err(self.stop_error(stream_id)),
+                    }
+                }
+            }
+            let number = attempts.len() as u32 + 1;
+            {
+                let mut st = self.state();
+                st.record(&provider).attempts += 1;
+                if let Some(s) = st.sessions.get_mut(stream_id) {
+                    s.info.attempts += 1;
+                }
+            }
+            self.emit(EventKind::AttemptStarted {
+                stream_id: stream_id.to_string(),
+                provider: provider.clone(),
+                attempt: number,
+                operation: req.operation,
+            });
+            let started = Instant::now();
+            let result = self
+                .adapter_connect(&slot, &info, stream_id, req.role)
+                .await;
+            let now = Instant::now();
+            match result {
+                Ok(()) => {
+                    if req.cancel.is_cancelled() {
+                        // Ended while the call ran: do not leave a stream running nobody owns.
+                        self.leave(&provider, stream_id).await;
+                        return Err(self.stop_error(stream_id));
+                    }
+                    let mut st = self.state();
+                    let rec = st.record(&provider);
+                    rec.successes += 1;
+                    rec.connect_latency.add(now - started);
+                    let change = rec.health.on_success(now, &self.policy);
+                    let jobs = self.apply_change(
+                        &mut st,
+                        &provider,
+                        change,
+                        FailoverReason::HealthCheckFailed,
+                        "connected",
+                        now,
+                    );
+                    self.start_migrations(&mut st, jobs);
+                    info!(stream_id, provider, attempt = number, "connected");
+                    return Ok(provider);
+                }
+                Err(error) => {
+                    warn!(stream_id, provider, attempt = number, %error, "attempt failed");
+                    attempts.push(Attempt {
+                        provider: provider.clone(),
+                        number,
+                        error: error.clone(),
+                    });
+                    let class = error.class();
+                    let budget_left = (attempts.len() as u32) < cfg.max_attempts;
+                    let mut retry_in = None;
+                    {
+                        let mut st = self.state();
+                        if let Some(s) = st.sessions.get_mut(stream_id) {
+                            s.info.last_error = Some(error.to_string());
+                        }
+                        let rec = st.record(&provider);
+                        rec.failures += 1;
+                        // The request's own fault says nothing about the provider.
+                        let change = if class == ErrorClass::RequestFatal {
+                            None
+                        } else {
+                            Some(rec.health.on_failure(now, &self.policy))
+                        };
+                        match class {
+                            ErrorClass::RequestFatal => {}
+                            ErrorClass::ProviderFatal => {
+                                excluded.insert(provider.clone());
+                                rec.health.cool_down(now, &self.policy);
+                                left_behind =
+                                    Some((provider.clone(), FailoverReason::ProviderRejected));
+                            }
+                            ErrorClass::Transient => {
+                                let n = tries.entry(provider.clone()).or_default();
+                                *n += 1;
+                                if *n >= cfg.attempts_per_provider {
+                                    excluded.insert(provider.clone());
+                                    rec.health.cool_down(now, &self.policy);
+                                    left_behind =
+                                        Some((provider.clone(), FailoverReason::RetriesExhausted));
+                                } else if budget_left {
+                                    let unit = self
+                                        .jitter
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .next_unit();
+                                    let delay = self.backoff.delay(*n, unit);
+                                    retry = Some((provider.clone(), delay));
+                                    retry_in = Some(delay);
+                                }
+                            }
+                        }
+                        if let Some(change) = change {
+                            let jobs = self.apply_change(
+                                &mut st,
+                                &provider,
+                                change,
+                                FailoverReason::HealthCheckFailed,
+                                &error.to_string(),
+                                now,
+                            );
+                            self.start_migrations(&mut st, jobs);
+                        }
+                    }
+                    self.emit(EventKind::AttemptFailed {
+                        stream_id: stream_id.to_string(),
+                        provider: provider.clone(),
+                        attempt: number,
+                        operation: req.operation,
+                        error: error.clone(),
+                        retry_in,
+                    });
+                    if class == ErrorClass::RequestFatal {
+                        return Err(StreamguardError::RequestRejected { provider, error });
+                    }
+                    if !budget_left {
+                        // The budget is spent: announce the failover that cannot happen.
+                        if let Some((from, reason)) = left_behind.take() {
+                            self.emit(EventKind::Failover {
+                                stream_id: stream_id.to_string(),
+                                from,
+                                to: None,
+                                reason,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Move a live session off `job.from`.
+    async fn migrate(self: Arc<Self>, job: MigrationJob) {
+        let MigrationJob {
+            stream_id,
+            from,
+            reason,
+        } = job;
+        let Some((op_lock, cancel, role)) = ({
+            let st = self.state();
+            st.sessions
+                .get(&stream_id)
+                .map(|s| (s.op_lock.clone(), s.cancel.clone(), s.info.role))
+        }) else {
+            return;
+        };
+        let _op: OwnedMutexGuard<()> = op_lock.lock_owned().await;
+        let now = Instant::now();
+        let (strategy, target) = {
+            let st = self.state();
+            let still_ours = st.sessions.get(&stream_id).is_some_and(|s| {
+                s.info.state == SessionState::Migrating
+                    && s.info.provider.as_deref() == Some(from.as_str())
+            });
+            if !still_ours || cancel.is_cancelled() {
+                return;
+            }
+            let mut ex = HashSet::new();
+            ex.insert(from.clone());
+            let target = st.ranked(now, &ex, false).into_iter().next();
+            let parallel = |p: &str| {
+                st.adapters
+                    .get(p)
+                    .is_some_and(|a| a.adapter.supports_parallel_sessions())
+            };
+            let mbb = parallel(&from) && target.as_deref().is_some_and(parallel);
+            let strategy = if mbb {
+                MigrationStrategy::MakeBeforeBreak
+            } else {
+                MigrationStrategy::BreakBeforeMake
+            };
+            (strategy, target)
+        };
+        let health_driven = matches!(
+            reason,
+            FailoverReason::HealthCheckFailed | FailoverReason::ErrorReported
+        );
+        self.emit(EventKind::Failover {
+            stream_id: stream_id.clone(),
+            from: from.clone(),
+            to: target.clone(),
+            reason,
+        });
+        self.emit(EventKind::MigrationStarted {
+            stream_id: stream_id.clone(),
+            from: from.clone(),
+            reason,
+            strategy,
+        });
+        info!(stream_id, from, ?reason, ?strategy, "migration started");
+        let started = Instant::now();
+        let mut exclude = HashSet::new();
+        exclude.insert(from.clone());
+        let (result, gap_start) = match strategy {
+            MigrationStrategy::MakeBeforeBreak => {
+                let r = self
+                    .connect(ConnectRequest {
+                        stream_id: &stream_id,
+                        role,
+                        operation: Operation::Migrate,
+                        exclude,
+                        only_parallel: true,
+                        cancel: &cancel,
+                    })
+                    .await;
+                let stopped = matches!(
+                    r,
+                    Err(StreamguardError::Cancelled(_) | StreamguardError::ShutDown)
+                );
+                if r.is_ok() {
+                    self.leave(&from, &stream_id).await;
+                } else if health_driven && !stopped {
+                    // The old provider is down and nothing else took the stream: leave it
+                    // cleanly (once: the session no longer names it).
+                    {
+                        let mut st = self.state();
+                        self.set_state(&mut st, &stream_id, SessionState::Migrating, None);
+                    }
+                    self.leave(&from, &stream_id).await;
+                }
+                (r, None)
+            }
+            MigrationStrategy::BreakBeforeMake => {
+                self.leave(&from, &stream_id).await;
+                let gap_start = Instant::now();
+                {
+                    let mut st = self.state();
+                    self.set_state(&mut st, &stream_id, SessionState::Migrating, None);
+                }
+                // A planned move may fall back to the old provider: it is healthy, only no
+                // longer preferred. A health-driven move must not go back.
+                if !health_driven {
+                    exclude.clear();
+                }
+                let r = self
+                    .connect(ConnectRequest {
+                        stream_id: &stream_id,
+                        role,
+                        operation: Operation::Migrate,
+                        exclude,
+                        only_parallel: false,
+                        cancel: &cancel,
+                    })
+                    .await;
+                (r, Some(gap_start))
+            }
+        };
+        let end = Instant::now();
+        let mut st = self.state();
+        match result {
+            Ok(to) => {
+                if let Some(s) = st.sessions.get_mut(&stream_id) {
+                    s.info.migrations += 1;
+                }
+                self.set_state(&mut st, &stream_id, SessionState::Live, Some(to.clone()));
+                let gap = gap_start.map_or(Duration::ZERO, |g| end - g);
+                info!(stream_id, from, to, ?gap, "migration finished");
+                self.emit(EventKind::MigrationFinished {
+                    stream_id: stream_id.clone(),
+                    from,
+                    to,
+                    gap,
+                    duration: end - started,
+                    strategy,
+                });
+            }
+            Err(StreamguardError::Cancelled(_) | StreamguardError::ShutDown) => {
+                // `end_stream` or `shutdown` owns the session now and will finish it.
+            }
+            Err(e) => {
+                Self::set_last_error(&mut st, &stream_id, e.to_string());
+                let stay = strategy == MigrationStrategy::MakeBeforeBreak && !health_driven;
+                let still_on = stay.then(|| from.clone());
+                if stay {
+                    self.set_state(&mut st, &stream_id, SessionState::Live, Some(from.clone()));
+                } else {
+                    self.set_state(&mut st, &stream_id, SessionState::Failed, None);
+                }
+                warn!(stream_id, from, error = %e, "migration failed");
+                self.emit(EventKind::MigrationFailed {
+                    stream_id: stream_id.clone(),
+                    from,
+                    error: e.to_string(),
+                    still_on,
+                });
+            }
+        }
+    }
+
+    // ----- end, errors, hints --------------------------------------------------------------
+
+    async fn end(self: Arc<Self>, stream_id: &str) -> Result<(), StreamguardError> {
+        let (op_lock, cancel) = {
+            let st = self.state();
+            let s = st
+                .sessions
+                .get(stream_id)
+                .ok_or_else(|| StreamguardError::UnknownSession(stream_id.to_string()))?;
+            if s.info.state.is_finished() {
+                return Ok(());
+            }
+            (s.op_lock.clone(), s.cancel.clone())
+        };
+        cancel.cancel();
+        let _op = op_lock.lock_owned().await;
+        self.finish(stream_id, SessionState::Ended).await;
+        Ok(())
+    }
+
+    /// Stop monitoring the session at once, then leave its provider. The caller holds the
+    /// session's op lock.
+    async fn finish(&self, stream_id: &str, to: SessionState) {
+        let provider = {
+            let mut st = self.state();
+            let Some(s) = st.sessions.get_mut(stream_id) else {
+                return;
+            };
+            if s.info.state.is_finished() {
+                return;
+            }
+            let p = s.info.provider.take();
+            self.set_state(&mut st, stream_id, to, None);
+            p
+        };
+        if let Some(p) = provider {
+            self.leave(&p, stream_id).await;
+        }
+    }
+
+    fn record_error(
+        self: &Arc<Self>,
+        stream_id: &str,
+        error: ProviderError,
+    ) -> Result<(), StreamguardError> {
+        self.ensure_running()?;
+        let now = Instant::now();
+        let mut st = self.state();
+        let s = st
+            .sessions
+            .get(stream_id)
+            .ok_or_else(|| StreamguardError::UnknownSession(stream_id.to_string()))?;
+        let (SessionState::Live, Some(provider)) = (s.info.state, s.info.provider.clone()) else {
+            // A start or migration in progress handles its own errors.
+            debug!(stream_id, state = ?s.info.state, %error, "error report ignored: session not live");
+            return Ok(());
+        };
+        warn!(stream_id, provider, %error, "error reported by the host");
+        Self::set_last_error(&mut st, stream_id, error.to_string());
+        let rec = st.record(&provider);
+        rec.reported_errors += 1;
+        let detail = format!("reported: {error}");
+        match error.class() {
+            ErrorClass::RequestFatal => {
+                // The stream itself is refused (banned, deleted): no provider can carry it.
+                let me = self.clone();
+                let id = stream_id.to_string();
+                let lock = st.sessions[stream_id].op_lock.clone();
+                drop(st);
+                self.tracker.spawn(async move {
+                    let _op = lock.lock_owned().await;
+                    me.finish(&id, SessionState::Failed).await;
+                });
+            }
+            ErrorClass::ProviderFatal => {
+                let change = rec.health.mark_down(now, &self.policy);
+                let jobs = self.apply_change(
+                    &mut st,
+                    &provider,
+                    change,
+                    FailoverReason::ErrorReported,
+                    &detail,
+                    now,
+                );
+                self.start_migrations(&mut st, jobs);
+            }
+            ErrorClass::Transient => {
+                let change = rec.health.on_reported_error(now, &self.policy);
+                if !change.outage {
+                    // Confirm (or clear) at once with an independent check.
+                    rec.next_check = Some(now);
+                }
+                let jobs = self.apply_change(
+                    &mut st,
+                    &provider,
+                    change,
+                    FailoverReason::ErrorReported,
+                    &detail,
+                    now,
+                );
+                self.start_migrations(&mut st, jobs);
+            }
+        }
+        Ok(())
+    }
+
+    fn network_changed(&self) {
+        info!("network changed: retrying now");
+        self.retry_now.send_modify(|g| *g = g.wrapping_add(1));
+        let now = Instant::now();
+        let mut st = self.state();
+        for rec in st.records.values_mut() {
+            rec.health.forgive();
+            if rec.next_check.is_some() {
+                rec.next_check = Some(now);
+            }
+        }
+        if st.next_refresh.is_some() {
+            st.next_refresh = Some(now);
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    // ----- registry ------------------------------------------------------------------------
+
+    /// Read the provider list (single flight). `force` skips the "someone just read it" shortcut.
+    async fn refresh(self: &Arc<Self>, force: bool) -> Result<bool, StreamguardError> {
+        let asked_at = Instant::now();
+        let _gate = self.refresh_gate.lock().await;
+        let etag = {
+            let st = self.state();
+            if !force && st.list_fetched_at.is_some_and(|t| t >= asked_at) {
+                return Ok(false);
+            }
+            st.list_etag.clone().filter(|_| st.list_known)
+        };
+        let result = match tokio::time::timeout(
+            self.config.request_timeout,
+            self.registry.providers(etag.as_deref()),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout),
+        };
+        let now = Instant::now();
+        match result {
+            Err(e) => {
+                warn!(error = %e, "provider list refresh failed; keeping the last good list");
+                self.emit(EventKind::BackendError {
+                    error: format!("provider list: {e}"),
+                });
+                Err(StreamguardError::Backend(e))
+            }
+            Ok(ProviderList::NotModified) => {
+                self.state().list_fetched_at = Some(now);
+                Ok(false)
+            }
+            Ok(ProviderList::Fresh { providers, etag }) => {
+                let mut st = self.state();
+                st.list_fetched_at = Some(now);
+                st.list_etag = etag;
+                let first = !st.list_known;
+                st.list_known = true;
+                if st.providers == providers {
+                    return Ok(false);
+                }
+                let old = std::mem::replace(&mut st.providers, providers);
+                for p in &st.providers.clone() {
+                    st.record(&p.name);
+                }
+                let active = st.ranked(now, &HashSet::new(), false);
+                info!(?active, "provider list changed");
+                self.emit(EventKind::ProviderListChanged { active });
+                if !first {
+                    let jobs = self.planned_migrations(&st, &old, now);
+                    self.start_migrations(&mut st, jobs);
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// After a list change: move sessions whose provider was disabled or removed, and sessions
+    /// whose provider lost its place to another one *because of this change* (a provider that
+    /// was already preferred before does not pull sessions back: that is failback's job).
+    fn planned_migrations(
+        &self,
+        st: &State,
+        old: &[ProviderInfo],
+        now: Instant,
+    ) -> Vec<MigrationJob> {
+        let best = st.ranked(now, &HashSet::new(), false).into_iter().next();
+        let mut jobs = Vec::new();
+        for s in st.sessions.values() {
+            let (SessionState::Live, Some(cur)) = (s.info.state, s.info.provider.as_ref()) else {
+                continue;
+            };
+            let reason = match position(&st.providers, cur) {
+                None => Some(FailoverReason::ProviderDisabled),
+                Some(cur_new) => best.as_ref().filter(|b| *b != cur).and_then(|b| {
+                    let b_new = position(&st.providers, b)?;
+                    let was_ahead = match (position(old, b), position(old, cur)) {
+                        (Some(bo), Some(co)) => bo < co,
+                        _ => false,
+                    };
+                    (b_new < cur_new && !was_ahead).then_some(FailoverReason::PriorityChanged)
+                }),
+            };
+            if let Some(reason) = reason {
+                jobs.push(MigrationJob {
+                    stream_id: s.info.stream_id.clone(),
+                    from: cur.clone(),
+                    reason,
+                });
+            }
+        }
+        jobs
+    }
+
+    // ----- monitor -------------------------------------------------------------------------
+
+    /// The background loop: run checks and list refreshes when due, then sleep until the next
+    /// deadline or a wake-up, re-reading the state every turn.
+    async fn monitor(self: Arc<Self>) {
+        loop {
+            let now = Instant::now();
+            let (due, refresh_due, next) = self.schedule(now);
+            for provider in due {
+                let me = self.clone();
+                self.tracker.spawn(async move { me.check(provider).await });
+            }
+            if refresh_due {
+                let me = self.clone();
+                self.tracker.spawn(async move {
+                    let _ = me.refresh(false).await;
+                });
+            }
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = sleep => {}
+            }
+        }
+        debug!("monitor stopped");
+    }
+
+    fn schedule(&self, now: Instant) -> (Vec<String>, bool, Option<Instant>) {
+        let mut st = self.state();
+        let monitored = st.monitored(now, self.config.failback);
+        for p in &monitored {
+            st.record(p);
+        }
+        let interval = self.config.health_check_interval;
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (name, rec) in st.records.iter_mut() {
+            if !monitored.contains(name) {
+                // No live session on it: stop checking at once (the seed app's timer kept
+                // running after the stream ended).
+                rec.next_check = None;
+                continue;
+            }
+            let at = *rec.next_check.get_or_insert(now + interval);
+            if rec.check_in_flight {
+                continue;
+            }
+            if at <= now {
+                rec.check_in_flight = true;
+                due.push(name.clone());
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        let live = st
+            .sessions
+            .values()
+            .any(|s| s.info.state == SessionState::Live);
+        let mut refresh_due = false;
+        if live {
+            let at = *st
+                .next_refresh
+                .get_or_insert(now + self.config.provider_refresh_interval);
+            if at <= now {
+                refresh_due = true;
+                let at = now + self.config.provider_refresh_interval;
+                st.next_refresh = Some(at);
+                next = Some(next.map_or(at, |n| n.min(at)));
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        } else {
+            st.next_refresh = None;
+        }
+        (due, refresh_due, next)
+    }
+
+    /// One health check of `provider`: the registry's verdict and the adapter's probe, in
+    /// parallel. Any "unhealthy" fails the check; silence from both changes nothing.
+    async fn check(self: Arc<Self>, provider: String) {
+        let started = Instant::now();
+        let slot = self.state().adapters.get(&provider).cloned();
+        let registry = async {
+            match tokio::time::timeout(self.config.request_timeout, self.registry.health(&provider))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(BackendError::Timeout),
+            }
+        };
+        let probe = async {
+            match &slot {
+                Some(slot) => Some(
+                    self.call_adapter(
+                        "probe",
+                        slot.adapter.clone(),
+                        |a: Arc<dyn ProviderAdapter>| async move { a.probe().await },
+                    )
+                    .await,
+                ),
+                None => None,
+            }
+        };
+        let (reg, probe) = tokio::join!(registry, probe);
+        let now = Instant::now();
+        let mut verdicts = Vec::new();
+        match reg {
+            Ok(h) if h.healthy => verdicts.push(Verdict::Good),
+            Ok(h) => verdicts.push(Verdict::Bad(format!("registry reports {:?}", h.status))),
+            Err(BackendError::UnknownProvider(p)) => {
+                verdicts.push(Verdict::Bad(format!("registry does not know {p:?}")))
+            }
+            Err(e) => {
+                self.emit(EventKind::BackendError {
+                    error: format!("health of {provider}: {e}"),
+                });
+                verdicts.push(Verdict::Unknown);
+            }
+        }
+        match probe {
+            Some(Ok(())) => verdicts.push(Verdict::Good),
+            Some(Err(e)) if e.kind == ProviderErrorKind::NotSupported => {
+                verdicts.push(Verdict::Unknown)
+            }
+            Some(Err(e)) => verdicts.push(Verdict::Bad(format!("probe: {e}"))),
+            None => {}
+        }
+        let bad: Vec<&str> = verdicts
+            .iter()
+            .filter_map(|v| match v {
+                Verdict::Bad(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect();
+        let good = verdicts.iter().any(|v| matches!(v, Verdict::Good));
+        let mut st = self.state();
+        let rec = st.record(&provider);
+        rec.check_in_flight = false;
+        let change = if !bad.is_empty() {
+            rec.checks += 1;
+            rec.failed_checks += 1;
+            rec.last_check_at = Some(now);
+            Some((rec.health.on_failure(now, &self.policy), bad.join("; ")))
+        } else if good {
+            rec.checks += 1;
+            rec.last_check_at = Some(now);
+            rec.check_latency.add(now - started);
+            Some((
+                rec.health.on_success(now, &self.policy),
+                "check passed".to_string(),
+            ))
+        } else {
+            None
+        };
+        let delay = rec.health.next_check_delay(&self.policy);
+        if rec.next_check.is_some() {
+            rec.next_check = Some(now + delay);
+        }
+        debug!(provider, good, bad = ?bad, ?delay, "health check");
+        if let Some((change, detail)) = change {
+            let jobs = self.apply_change(
+                &mut st,
+                &provider,
+                change,
+                FailoverReason::HealthCheckFailed,
+                &detail,
+                now,
+            );
+            self.start_migrations(&mut st, jobs);
+            if self.config.failback {
+                let jobs = self.failback_jobs(&st, now);
+                self.start_migrations(&mut st, jobs);
+            }
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// With failback on: sessions not on the best provider move back once that provider has
+    /// been healthy for `failback_stability`.
+    fn failback_jobs(&self, st: &State, now: Instant) -> Vec<MigrationJob> {
+        let Some(best) = st.ranked(now, &HashSet::new(), false).into_iter().next() else {
+            return Vec::new();
+        };
+        let stable = st
+            .records
+            .get(&best)
+            .and_then(|r| r.health.stable_for(now))
+            .is_some_and(|d| d >= self.config.failback_stability);
+        if !stable || st.is_cooling(&best, now) {
+            return Vec::new();
+        }
+        let Some(best_pos) = position(&st.providers, &best) else {
+            return Vec::new();
+        };
+        st.sessions
+            .values()
+            .filter(|s| s.info.state == SessionState::Live)
+            .filter_map(|s| {
+                let cur = s.info.provider.as_ref()?;
+                let cur_pos = position(&st.providers, cur).unwrap_or(usize::MAX);
+                (cur != &best && best_pos < cur_pos).then(|| MigrationJob {
+                    stream_id: s.info.stream_id.clone(),
+                    from: cur.clone(),
+                    reason: FailoverReason::Failback,
+                })
+            })
+            .collect()
+    }
+
+    // ----- stats and shutdown --------------------------------------------------------------
+
+    fn stats(&self) -> Vec<ProviderStats> {
+        let now = Instant::now();
+        let st = self.state();
+        let mut names: Vec<(u32, String)> = st
+            .providers
+            .iter()
+            .map(|p| (p.priority, p.name.clone()))
+            .collect();
+        for name in st.records.keys() {
+            if !st.providers.iter().any(|p| &p.name == name) {
+                names.push((u32::MAX, name.clone()));
+            }
+        }
+        names.sort();
+        names
+            .into_iter()
+            .map(|(_, name)| {
+                let rec = st.records.get(&name);
+                let live = st.live_on(&name).len() as u32;
+                match rec {
+                    None => ProviderStats {
+                        provider: name,
+                        status: HealthStatus::Unknown,
+                        attempts: 0,
+                        successes: 0,
+                        failures: 0,
+                        reported_errors: 0,
+                        consecutive_failures: 0,
+                        health_checks: 0,
+                        failed_health_checks: 0,
+                        last_check_at: None,
+                        avg_check_latency: None,
+                        avg_connect_latency: None,
+                        uptime_percent: None,
+                        live_sessions: live,
+                        times_ejected: 0,
+                        cooling_for: None,
+                    },
+                    Some(r) => ProviderStats {
+                        provider: name,
+                        status: r.health.status(),
+                        attempts: r.attempts,
+                        successes: r.successes,
+                        failures: r.failures,
+                        reported_errors: r.reported_errors,
+                        consecutive_failures: r.health.consecutive_failures(),
+                        health_checks: r.checks,
+                        failed_health_checks: r.failed_checks,
+                        last_check_at: r.last_check_at.map(|t| self.since_epoch(t)),
+                        avg_check_latency: r.check_latency.get(),
+                        avg_connect_latency: r.connect_latency.get(),
+                        uptime_percent: (r.checks > 0)
+                            .then(|| 100.0 * (r.checks - r.failed_checks) as f64 / r.checks as f64),
+                        live_sessions: live,
+                        times_ejected: r.health.times_ejected(),
+                        cooling_for: r.health.cooling_left(now),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    async fn shutdown(self: Arc<Self>) {
+        let sessions: Vec<(String, Arc<tokio::sync::Mutex<()>>)> = {
+            let mut st = self.state();
+            st.shut_down = true;
+            st.sessions
+                .values()
+                .filter(|s| !s.info.state.is_finished())
+                .map(|s| (s.info.stream_id.clone(), s.op_lock.clone()))
+                .collect()
+        };
+        info!(sessions = sessions.len(), "shutting down");
+        self.cancel.cancel();
+        let mut leaving = tokio::task::JoinSet::new();
+        for (id, lock) in sessions {
+            let me = self.clone();
+            leaving.spawn(async move {
+                let _op = lock.lock_owned().await;
+                me.finish(&id, SessionState::Ended).await;
+            });
+        }
+        while leaving.join_next().await.is_some() {}
+        self.tracker.close();
+        self.tracker.wait().await;
+        info!("shut down");
+    }
+}
+
+fn prune_finished(st: &mut State) {
+    let finished = st
+        .sessions
+        .values()
+        .filter(|s| s.info.state.is_finished())
+        .count();
+    if finished <= FINISHED_SESSIONS_KEPT {
+        return;
+    }
+    if let Some(oldest) = st
+        .sessions
+        .values()
+        .filter(|s| s.info.state.is_finished())
+        .min_by_key(|s| s.finished_seq)
+        .map(|s| s.info.stream_id.clone())
+    {
+        st.sessions.remove(&oldest);
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if e.is_cancelled() {
+        return "cancelled".into();
+    }
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".into()
+    }
+}
