@@ -44,6 +44,8 @@ pub struct Change {
     pub to: HealthStatus,
     /// The signal confirmed a new outage: move live sessions away.
     pub outage: bool,
+    /// The outage was confirmed by a check right after an error report.
+    pub confirmed_report: bool,
 }
 
 impl Change {
@@ -132,6 +134,7 @@ impl HealthTracker {
             from,
             to: self.status,
             outage: false,
+            confirmed_report: false,
         }
     }
 
@@ -144,7 +147,9 @@ impl HealthTracker {
         // an outage already: waiting for the full count would only lengthen the stall.
         let confirmed = std::mem::take(&mut self.report_pending);
         if confirmed || self.consecutive_failures >= policy.failure_threshold {
-            return self.mark_down(now, policy);
+            let mut change = self.mark_down(now, policy);
+            change.confirmed_report = confirmed;
+            return change;
         }
         if self.status != HealthStatus::Unhealthy {
             self.status = HealthStatus::Suspect;
@@ -153,6 +158,7 @@ impl HealthTracker {
             from,
             to: self.status,
             outage: false,
+            confirmed_report: false,
         }
     }
 
@@ -182,6 +188,7 @@ impl HealthTracker {
             from,
             to: self.status,
             outage: from != HealthStatus::Unhealthy,
+            confirmed_report: false,
         }
     }
 
@@ -319,7 +326,8 @@ mod tests {
         let c = h.on_reported_error(t, &p);
         assert!(!c.outage);
         assert_eq!(h.next_check_delay(&p), Duration::ZERO, "re-check at once");
-        assert!(h.on_failure(t, &p).outage, "independent confirmation");
+        let c = h.on_failure(t, &p);
+        assert!(c.outage && c.confirmed_report, "independent confirmation");
     }
     #[tokio::test(start_paused = true)]
     async fn reported_error_contradicted_by_a_check_is_a_blip() {

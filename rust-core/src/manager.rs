@@ -919,9 +919,41 @@ impl Shared {
                 operation: req.operation,
             });
             let started = Instant::now();
-            let result = self
-                .adapter_connect(&slot, &info, stream_id, req.role)
-                .await;
+            // The attempt runs on its own task so `end_stream` need not wait for a slow SDK:
+            // if the session is cancelled mid-call, a follow-up task lets the call finish
+            // (bounded by `adapter_timeout`) and leaves again if it succeeded after all.
+            let mut call = {
+                let me = self.clone();
+                let (slot, info, id, role) =
+                    (slot.clone(), info.clone(), stream_id.to_string(), req.role);
+                self.tracker
+                    .spawn(async move { me.adapter_connect(&slot, &info, &id, role).await })
+            };
+            let abandon = |call: tokio::task::JoinHandle<Result<(), ProviderError>>| {
+                let me = self.clone();
+                let (p, id) = (provider.clone(), stream_id.to_string());
+                self.tracker.spawn(async move {
+                    if let Ok(Ok(())) = call.await {
+                        me.leave(&p, &id).await;
+                    }
+                });
+            };
+            let result = tokio::select! {
+                r = &mut call => r.unwrap_or_else(|e| Err(ProviderError::internal(panic_message(e)))),
+                _ = req.cancel.cancelled() => {
+                    abandon(call);
+                    return Err(self.stop_error(stream_id));
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    abandon(call);
+                    attempts.push(Attempt {
+                        provider: provider.clone(),
+                        number,
+                        error: ProviderError::timeout("operation deadline reached during the call"),
+                    });
+                    return Err(StreamguardError::DeadlineExceeded { attempts });
+                }
+            };
             let now = Instant::now();
             match result {
                 Ok(()) => {
@@ -1582,14 +1614,12 @@ impl Shared {
         }
         debug!(provider, good, bad = ?bad, ?delay, "health check");
         if let Some((change, detail)) = change {
-            let jobs = self.apply_change(
-                &mut st,
-                &provider,
-                change,
-                FailoverReason::HealthCheckFailed,
-                &detail,
-                now,
-            );
+            let reason = if change.confirmed_report {
+                FailoverReason::ErrorReported
+            } else {
+                FailoverReason::HealthCheckFailed
+            };
+            let jobs = self.apply_change(&mut st, &provider, change, reason, &detail, now);
             self.start_migrations(&mut st, jobs);
             if self.config.failback {
                 let jobs = self.failback_jobs(&st, now);

@@ -1,0 +1,539 @@
+//! Test harness: a real HTTP provider registry (axum on loopback, on its own real-time runtime)
+//! and scripted in-process adapters.
+//!
+//! Engine tests run on paused tokio time. Real socket I/O on a paused runtime lets the clock
+//! jump to the next timer while a response is still in flight, so registry calls are bridged:
+//! the real `HttpRegistry` runs on the backend's real-time runtime inside `spawn_blocking`,
+//! which holds the paused clock still until the HTTP exchange is done.
+
+#![allow(dead_code)]
+
+use async_trait::async_trait;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use streamguard::{
+    BackendError, EventKind, HttpRegistry, ManagerConfig, ProviderAdapter, ProviderError,
+    ProviderErrorKind, ProviderInfo, ProviderList, ProviderRegistry, RegistryHealth, StreamEvent,
+    StreamingProviderManager,
+};
+use tokio::sync::broadcast;
+
+// ----- the backend ---------------------------------------------------------------------------
+
+/// How the backend misbehaves, if at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    ServerError,
+    Garbage,
+    Huge,
+    WrongTypes,
+}
+
+#[derive(Default)]
+struct BackendState {
+    providers: Vec<Value>,
+    unhealthy: HashMap<String, bool>,
+    mode: Option<Mode>,
+}
+
+/// Shared, inspectable state of the loopback backend.
+pub struct BackendCtl {
+    state: Mutex<BackendState>,
+    pub list_requests: AtomicU64,
+    pub not_modified: AtomicU64,
+    pub health_requests: Mutex<HashMap<String, u64>>,
+    pub saw_token: Mutex<Option<String>>,
+    pub list_down: AtomicBool,
+}
+
+impl BackendCtl {
+    pub fn set_providers(&self, list: &[(&str, bool, u32)]) {
+        self.state.lock().unwrap().providers = list
+            .iter()
+            .map(|(n, a, p)| json!({"name": n, "isActive": a, "priority": p, "config": {"appId": format!("{n}-app")}}))
+            .collect();
+    }
+    pub fn set_raw_providers(&self, list: Vec<Value>) {
+        self.state.lock().unwrap().providers = list;
+    }
+    pub fn set_healthy(&self, name: &str, healthy: bool) {
+        self.state
+            .lock()
+            .unwrap()
+            .unhealthy
+            .insert(name.into(), !healthy);
+    }
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = Some(mode);
+    }
+    pub fn health_count(&self, name: &str) -> u64 {
+        *self.health_requests.lock().unwrap().get(name).unwrap_or(&0)
+    }
+}
+
+/// A running loopback backend. Dropping it stops the server and its runtime.
+pub struct Backend {
+    pub ctl: Arc<BackendCtl>,
+    pub base_url: String,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Backend {
+    pub fn start(list: &[(&str, bool, u32)]) -> Self {
+        let ctl = Arc::new(BackendCtl {
+            state: Mutex::new(BackendState::default()),
+            list_requests: AtomicU64::new(0),
+            not_modified: AtomicU64::new(0),
+            health_requests: Mutex::new(HashMap::new()),
+            saw_token: Mutex::new(None),
+            list_down: AtomicBool::new(false),
+        });
+        ctl.set_providers(list);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/api/streaming/providers", get(list_handler))
+            .route(
+                "/api/streaming/providers/{name}/health",
+                get(health_handler),
+            )
+            .with_state(ctl.clone());
+        // Bound with std: tests construct the backend from inside their own runtime, where
+        // `block_on` is not allowed.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await
+        });
+        Self {
+            ctl,
+            base_url: format!("http://{addr}/api"),
+            rt: Some(rt),
+        }
+    }
+
+    /// The real HTTP client, bridged so paused time stands still during each exchange.
+    pub fn registry(&self, config: &ManagerConfig) -> Arc<dyn ProviderRegistry> {
+        let inner = Arc::new(
+            HttpRegistry::new(
+                &config.base_url,
+                config.auth_token.clone(),
+                config.request_timeout,
+                config.max_response_bytes,
+            )
+            .unwrap(),
+        );
+        Arc::new(Bridged {
+            inner,
+            rt: self.rt.as_ref().unwrap().handle().clone(),
+        })
+    }
+
+    /// A default config pointing at this backend, with fast backoff.
+    pub fn config(&self) -> ManagerConfig {
+        ManagerConfig::new(&self.base_url)
+    }
+
+    /// A manager on this backend with a fixed jitter sample of 0.5.
+    pub fn manager(&self, config: ManagerConfig) -> StreamingProviderManager {
+        let registry = self.registry(&config);
+        StreamingProviderManager::builder(config)
+            .registry(registry)
+            .jitter(Box::new(FixedJitter(0.5)))
+            .build()
+            .unwrap()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn etag_of(body: &str) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    body.hash(&mut h);
+    format!("\"{:x}\"", h.finish())
+}
+
+async fn list_handler(State(ctl): State<Arc<BackendCtl>>, headers: HeaderMap) -> Response {
+    ctl.list_requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(auth) = headers.get("authorization") {
+        *ctl.saw_token.lock().unwrap() = auth.to_str().ok().map(str::to_string);
+    }
+    if ctl.list_down.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+    }
+    let (providers, mode) = {
+        let s = ctl.state.lock().unwrap();
+        (s.providers.clone(), s.mode.unwrap_or(Mode::Normal))
+    };
+    match mode {
+        Mode::ServerError => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        Mode::Garbage => return (StatusCode::OK, "<html>not json</html>").into_response(),
+        Mode::Huge => {
+            let big = "x".repeat(2 << 20);
+            return (StatusCode::OK, format!("{{\"success\":true,\"pad\":\"{big}\"}}"))
+                .into_response();
+        }
+        Mode::WrongTypes => {
+            return (
+                StatusCode::OK,
+                r#"{"success":true,"data":{"providers":[{"name":"agora","isActive":"yes","priority":1}]}}"#,
+            )
+                .into_response()
+        }
+        Mode::Normal => {}
+    }
+    let body = json!({"success": true, "data": {"providers": providers}}).to_string();
+    let tag = etag_of(&body);
+    if headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == tag)
+    {
+        ctl.not_modified.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::NOT_MODIFIED, [("etag", tag)]).into_response();
+    }
+    (
+        StatusCode::OK,
+        [("etag", tag), ("content-type", "application/json".into())],
+        body,
+    )
+        .into_response()
+}
+
+async fn health_handler(State(ctl): State<Arc<BackendCtl>>, Path(name): Path<String>) -> Response {
+    *ctl.health_requests
+        .lock()
+        .unwrap()
+        .entry(name.clone())
+        .or_default() += 1;
+    let s = ctl.state.lock().unwrap();
+    if s.mode == Some(Mode::ServerError) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
+    }
+    let known = s.providers.iter().any(|p| p["name"] == name.as_str());
+    if !known {
+        return (StatusCode::NOT_FOUND, "{}").into_response();
+    }
+    let healthy = !s.unhealthy.get(&name).copied().unwrap_or(false);
+    let body = json!({"success": true, "data": {"healthy": healthy, "provider": name, "status": if healthy {"active"} else {"down"}}});
+    (StatusCode::OK, body.to_string()).into_response()
+}
+
+struct Bridged {
+    inner: Arc<HttpRegistry>,
+    rt: tokio::runtime::Handle,
+}
+
+#[async_trait]
+impl ProviderRegistry for Bridged {
+    async fn providers(&self, etag: Option<&str>) -> Result<ProviderList, BackendError> {
+        let inner = self.inner.clone();
+        let rt = self.rt.clone();
+        let etag = etag.map(str::to_string);
+        tokio::task::spawn_blocking(move || rt.block_on(inner.providers(etag.as_deref())))
+            .await
+            .unwrap()
+    }
+    async fn health(&self, provider: &str) -> Result<RegistryHealth, BackendError> {
+        let inner = self.inner.clone();
+        let rt = self.rt.clone();
+        let p = provider.to_string();
+        tokio::task::spawn_blocking(move || rt.block_on(inner.health(&p)))
+            .await
+            .unwrap()
+    }
+}
+
+/// A jitter source that always returns the same sample.
+pub struct FixedJitter(pub f64);
+
+impl streamguard::JitterSource for FixedJitter {
+    fn next_unit(&mut self) -> f64 {
+        self.0
+    }
+}
+
+// ----- scripted adapters ---------------------------------------------------------------------
+
+/// What one adapter call does.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Ok,
+    Fail(ProviderErrorKind),
+    Hang,
+    Panic,
+    /// Succeed after a delay (a slow SDK).
+    Delay(Duration),
+}
+
+#[derive(Default)]
+struct Script {
+    connect: Vec<Step>,
+    probe: Vec<Step>,
+    down: bool,
+    probe_supported: bool,
+}
+
+/// Counters and a call log of one fake adapter.
+#[derive(Default)]
+pub struct Calls {
+    pub initialize: u64,
+    pub connects: u64,
+    pub connect_ok: u64,
+    pub leaves: u64,
+    pub probes: u64,
+    /// Streams currently carried (successful start/join minus leaves).
+    pub active: HashMap<String, i64>,
+    pub log: Vec<String>,
+}
+
+/// An in-process adapter with a scripted outcome for each call.
+pub struct FakeAdapter {
+    pub name: String,
+    script: Mutex<Script>,
+    pub calls: Mutex<Calls>,
+    parallel: bool,
+    /// Shared log across adapters, to check ordering (make-before-break).
+    pub global_log: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeAdapter {
+    pub fn new(name: &str, global_log: Arc<Mutex<Vec<String>>>) -> Arc<Self> {
+        Self::with_parallel(name, false, global_log)
+    }
+    pub fn with_parallel(
+        name: &str,
+        parallel: bool,
+        global_log: Arc<Mutex<Vec<String>>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            script: Mutex::new(Script::default()),
+            calls: Mutex::new(Calls::default()),
+            parallel,
+            global_log,
+        })
+    }
+    /// Outcomes of the next start/join calls, in order; afterwards calls succeed (or fail if down).
+    pub fn script_connect(&self, steps: Vec<Step>) {
+        self.script.lock().unwrap().connect = steps;
+    }
+    pub fn script_probe(&self, steps: Vec<Step>) {
+        let mut s = self.script.lock().unwrap();
+        s.probe = steps;
+        s.probe_supported = true;
+    }
+    pub fn support_probe(&self) {
+        self.script.lock().unwrap().probe_supported = true;
+    }
+    /// While down, every start/join and probe fails with a network error.
+    pub fn set_down(&self, down: bool) {
+        self.script.lock().unwrap().down = down;
+    }
+    pub fn active_streams(&self) -> i64 {
+        self.calls.lock().unwrap().active.values().sum()
+    }
+    pub fn is_carrying(&self, stream: &str) -> bool {
+        self.calls
+            .lock()
+            .unwrap()
+            .active
+            .get(stream)
+            .copied()
+            .unwrap_or(0)
+            > 0
+    }
+    pub fn connects(&self) -> u64 {
+        self.calls.lock().unwrap().connects
+    }
+    pub fn leaves(&self) -> u64 {
+        self.calls.lock().unwrap().leaves
+    }
+    pub fn probes(&self) -> u64 {
+        self.calls.lock().unwrap().probes
+    }
+    fn log(&self, what: String) {
+        self.calls.lock().unwrap().log.push(what.clone());
+        self.global_log
+            .lock()
+            .unwrap()
+            .push(format!("{}:{}", self.name, what));
+    }
+
+    async fn run(step: Step, down: bool) -> Result<(), ProviderError> {
+        match step {
+            _ if down => Err(ProviderError::network("provider down")),
+            Step::Ok => Ok(()),
+            Step::Fail(kind) => Err(ProviderError::new(kind, "scripted failure")),
+            Step::Hang => {
+                std::future::pending::<()>().await;
+                unreachable!()
+            }
+            Step::Panic => panic!("scripted adapter panic"),
+            Step::Delay(d) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn connect(&self, stream_id: &str, what: &str) -> Result<(), ProviderError> {
+        let (step, down) = {
+            let mut s = self.script.lock().unwrap();
+            let step = if s.connect.is_empty() {
+                Step::Ok
+            } else {
+                s.connect.remove(0)
+            };
+            (step, s.down)
+        };
+        self.calls.lock().unwrap().connects += 1;
+        self.log(format!("{what}({stream_id})"));
+        let r = Self::run(step, down).await;
+        if r.is_ok() {
+            let mut c = self.calls.lock().unwrap();
+            c.connect_ok += 1;
+            *c.active.entry(stream_id.to_string()).or_default() += 1;
+        }
+        r
+    }
+}
+
+#[async_trait]
+impl ProviderAdapter for FakeAdapter {
+    async fn initialize(&self, _provider: &ProviderInfo) -> Result<(), ProviderError> {
+        self.calls.lock().unwrap().initialize += 1;
+        Ok(())
+    }
+    async fn start_stream(&self, stream_id: &str) -> Result<(), ProviderError> {
+        self.connect(stream_id, "start").await
+    }
+    async fn join_stream(&self, stream_id: &str) -> Result<(), ProviderError> {
+        self.connect(stream_id, "join").await
+    }
+    async fn leave_stream(&self, stream_id: &str) -> Result<(), ProviderError> {
+        {
+            let mut c = self.calls.lock().unwrap();
+            c.leaves += 1;
+            *c.active.entry(stream_id.to_string()).or_default() -= 1;
+        }
+        self.log(format!("leave({stream_id})"));
+        Ok(())
+    }
+    async fn probe(&self) -> Result<(), ProviderError> {
+        let (step, down, supported) = {
+            let mut s = self.script.lock().unwrap();
+            let step = if s.probe.is_empty() {
+                Step::Ok
+            } else {
+                s.probe.remove(0)
+            };
+            (step, s.down, s.probe_supported)
+        };
+        if !supported {
+            return Err(ProviderError::not_supported("probe"));
+        }
+        self.calls.lock().unwrap().probes += 1;
+        Self::run(step, down).await
+    }
+    fn supports_parallel_sessions(&self) -> bool {
+        self.parallel
+    }
+}
+
+/// The three providers of the seed app, registered on `manager`.
+pub struct Trio {
+    pub agora: Arc<FakeAdapter>,
+    pub zego: Arc<FakeAdapter>,
+    pub webrtc: Arc<FakeAdapter>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Trio {
+    pub fn register(manager: &StreamingProviderManager, parallel: bool) -> Self {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let t = Self {
+            agora: FakeAdapter::with_parallel("agora", parallel, log.clone()),
+            zego: FakeAdapter::with_parallel("zegocloud", parallel, log.clone()),
+            webrtc: FakeAdapter::with_parallel("webrtc", parallel, log.clone()),
+            log,
+        };
+        manager.register_adapter("agora", t.agora.clone()).unwrap();
+        manager
+            .register_adapter("zegocloud", t.zego.clone())
+            .unwrap();
+        manager
+            .register_adapter("webrtc", t.webrtc.clone())
+            .unwrap();
+        t
+    }
+    pub fn all(&self) -> [&Arc<FakeAdapter>; 3] {
+        [&self.agora, &self.zego, &self.webrtc]
+    }
+}
+
+pub const SEED_LIST: &[(&str, bool, u32)] = &[
+    ("agora", true, 1),
+    ("zegocloud", true, 2),
+    ("webrtc", true, 3),
+];
+
+// ----- waiting on events ---------------------------------------------------------------------
+
+/// Wait (in virtual time, bounded) for the first event matching `pred`.
+pub async fn wait_for(
+    rx: &mut broadcast::Receiver<StreamEvent>,
+    within: Duration,
+    pred: impl Fn(&EventKind) -> bool,
+) -> StreamEvent {
+    tokio::time::timeout(within, async {
+        loop {
+            match rx.recv().await {
+                Ok(ev) if pred(&ev.kind) => return ev,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream closed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for an event")
+}
+
+/// Every event received so far (non-blocking).
+pub fn drain(rx: &mut broadcast::Receiver<StreamEvent>) -> Vec<StreamEvent> {
+    let mut v = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        v.push(ev);
+    }
+    v
+}
+
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+pub fn ms(s: u64) -> Duration {
+    Duration::from_millis(s)
+}
