@@ -316,6 +316,15 @@ pub struct FakeAdapter {
     parallel: bool,
     /// Shared log across adapters, to check ordering (make-before-break).
     pub global_log: Arc<Mutex<Vec<String>>>,
+    /// Shared across adapters: how many providers carry each stream now, and the most ever.
+    pub carriers: Arc<Mutex<Carriers>>,
+}
+
+/// How many providers carry each stream.
+#[derive(Default)]
+pub struct Carriers {
+    pub now: HashMap<String, i64>,
+    pub max: i64,
 }
 
 impl FakeAdapter {
@@ -327,12 +336,21 @@ impl FakeAdapter {
         parallel: bool,
         global_log: Arc<Mutex<Vec<String>>>,
     ) -> Arc<Self> {
+        Self::shared(name, parallel, global_log, Arc::default())
+    }
+    pub fn shared(
+        name: &str,
+        parallel: bool,
+        global_log: Arc<Mutex<Vec<String>>>,
+        carriers: Arc<Mutex<Carriers>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             name: name.into(),
             script: Mutex::new(Script::default()),
             calls: Mutex::new(Calls::default()),
             parallel,
             global_log,
+            carriers,
         })
     }
     /// Outcomes of the next start/join calls, in order; afterwards calls succeed (or fail if down).
@@ -415,6 +433,11 @@ impl FakeAdapter {
             let mut c = self.calls.lock().unwrap();
             c.connect_ok += 1;
             *c.active.entry(stream_id.to_string()).or_default() += 1;
+            let mut k = self.carriers.lock().unwrap();
+            let n = k.now.entry(stream_id.to_string()).or_default();
+            *n += 1;
+            let n = *n;
+            k.max = k.max.max(n);
         }
         r
     }
@@ -437,6 +460,13 @@ impl ProviderAdapter for FakeAdapter {
             let mut c = self.calls.lock().unwrap();
             c.leaves += 1;
             *c.active.entry(stream_id.to_string()).or_default() -= 1;
+            *self
+                .carriers
+                .lock()
+                .unwrap()
+                .now
+                .entry(stream_id.to_string())
+                .or_default() -= 1;
         }
         self.log(format!("leave({stream_id})"));
         Ok(())
@@ -468,16 +498,19 @@ pub struct Trio {
     pub zego: Arc<FakeAdapter>,
     pub webrtc: Arc<FakeAdapter>,
     pub log: Arc<Mutex<Vec<String>>>,
+    pub carriers: Arc<Mutex<Carriers>>,
 }
 
 impl Trio {
     pub fn register(manager: &StreamingProviderManager, parallel: bool) -> Self {
         let log = Arc::new(Mutex::new(Vec::new()));
+        let carriers: Arc<Mutex<Carriers>> = Arc::default();
         let t = Self {
-            agora: FakeAdapter::with_parallel("agora", parallel, log.clone()),
-            zego: FakeAdapter::with_parallel("zegocloud", parallel, log.clone()),
-            webrtc: FakeAdapter::with_parallel("webrtc", parallel, log.clone()),
+            agora: FakeAdapter::shared("agora", parallel, log.clone(), carriers.clone()),
+            zego: FakeAdapter::shared("zegocloud", parallel, log.clone(), carriers.clone()),
+            webrtc: FakeAdapter::shared("webrtc", parallel, log.clone(), carriers.clone()),
             log,
+            carriers,
         };
         manager.register_adapter("agora", t.agora.clone()).unwrap();
         manager

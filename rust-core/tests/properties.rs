@@ -1,0 +1,185 @@
+//! Property tests over random fault schedules: which adapter calls fail, hang, panic or are
+//! slow, when health flips, when the list changes, when the host reports errors or ends
+//! sessions. Whatever happens, the engine's invariants hold.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use std::time::Duration;
+use streamguard::{EventKind, ProviderError, ProviderErrorKind, SessionState};
+
+const PROVIDERS: [&str; 3] = ["agora", "zegocloud", "webrtc"];
+const STREAMS: [&str; 3] = ["s1", "s2", "s3"];
+const MAX_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, Clone)]
+enum Action {
+    Start(usize),
+    Join(usize),
+    End(usize),
+    Healthy(usize, bool),
+    Down(usize, bool),
+    Report(usize, ProviderErrorKind),
+    Priorities([u32; 3]),
+    Disable(usize),
+    NetworkChanged,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => Just(Step::Ok),
+        2 => Just(Step::Fail(ProviderErrorKind::Network)),
+        1 => Just(Step::Fail(ProviderErrorKind::Unauthorized)),
+        1 => Just(Step::Hang),
+        1 => Just(Step::Panic),
+        1 => (1u64..4).prop_map(|s| Step::Delay(Duration::from_secs(s))),
+    ]
+}
+
+fn kind() -> impl Strategy<Value = ProviderErrorKind> {
+    prop_oneof![
+        Just(ProviderErrorKind::Network),
+        Just(ProviderErrorKind::Timeout),
+        Just(ProviderErrorKind::Unauthorized),
+        Just(ProviderErrorKind::InvalidStream),
+    ]
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        3 => (0..3usize).prop_map(Action::Start),
+        2 => (0..3usize).prop_map(Action::Join),
+        2 => (0..3usize).prop_map(Action::End),
+        2 => (0..3usize, any::<bool>()).prop_map(|(p, h)| Action::Healthy(p, h)),
+        2 => (0..3usize, any::<bool>()).prop_map(|(p, d)| Action::Down(p, d)),
+        2 => (0..3usize, kind()).prop_map(|(s, k)| Action::Report(s, k)),
+        1 => prop::array::uniform3(1u32..4).prop_map(Action::Priorities),
+        1 => (0..3usize).prop_map(Action::Disable),
+        1 => Just(Action::NetworkChanged),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Schedule {
+    parallel: bool,
+    scripts: [Vec<Step>; 3],
+    actions: Vec<(u64, Action)>,
+}
+
+fn schedule() -> impl Strategy<Value = Schedule> {
+    (
+        any::<bool>(),
+        prop::array::uniform3(prop::collection::vec(step(), 0..6)),
+        prop::collection::vec((0u64..240, action()), 1..25),
+    )
+        .prop_map(|(parallel, scripts, mut actions)| {
+            actions.sort_by_key(|(t, _)| *t);
+            Schedule {
+                parallel,
+                scripts,
+                actions,
+            }
+        })
+}
+
+async fn run(s: Schedule) -> Result<(), TestCaseError> {
+    let b = Backend::start(SEED_LIST);
+    let m = b.manager(b.config());
+    let t = Trio::register(&m, s.parallel);
+    for (a, script) in t.all().iter().zip(s.scripts.iter()) {
+        a.support_probe();
+        a.script_connect(script.clone());
+    }
+    let mut rx = m.subscribe();
+    let start = tokio::time::Instant::now();
+    let mut prio = [1u32, 2, 3];
+    let mut active = [true; 3];
+    for (at, action) in s.actions {
+        tokio::time::sleep_until(start + Duration::from_secs(at)).await;
+        match action {
+            Action::Start(i) | Action::Join(i) => {
+                let m2 = m.clone();
+                let publisher = matches!(action, Action::Start(_));
+                tokio::spawn(async move {
+                    let _ = if publisher {
+                        m2.start_stream(STREAMS[i]).await
+                    } else {
+                        m2.join_stream(STREAMS[i]).await
+                    };
+                });
+            }
+            Action::End(i) => {
+                let m2 = m.clone();
+                tokio::spawn(async move {
+                    let _ = m2.end_stream(STREAMS[i]).await;
+                });
+            }
+            Action::Healthy(p, h) => b.ctl.set_healthy(PROVIDERS[p], h),
+            Action::Down(p, d) => t.all()[p].set_down(d),
+            Action::Report(i, k) => {
+                let _ = m.record_error(STREAMS[i], ProviderError::new(k, "reported"));
+            }
+            Action::Priorities(p) => {
+                prio = p;
+                b.ctl.set_providers(&[
+                    (PROVIDERS[0], active[0], prio[0]),
+                    (PROVIDERS[1], active[1], prio[1]),
+                    (PROVIDERS[2], active[2], prio[2]),
+                ]);
+            }
+            Action::Disable(p) => {
+                active[p] = !active[p];
+                b.ctl.set_providers(&[
+                    (PROVIDERS[0], active[0], prio[0]),
+                    (PROVIDERS[1], active[1], prio[1]),
+                    (PROVIDERS[2], active[2], prio[2]),
+                ]);
+            }
+            Action::NetworkChanged => m.network_changed(),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    m.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    // Never more attempts per operation than configured.
+    for ev in drain(&mut rx) {
+        if let EventKind::AttemptStarted { attempt, .. } = ev.kind {
+            prop_assert!(attempt <= MAX_ATTEMPTS, "attempt {attempt}");
+        }
+    }
+    // At most one provider carries a session, two only during make-before-break.
+    let max = t.carriers.lock().unwrap().max;
+    let allowed = if s.parallel { 2 } else { 1 };
+    prop_assert!(max <= allowed, "{max} providers carried one stream at once");
+    // Every started provider session was left exactly once.
+    for a in t.all() {
+        for (stream, n) in a.calls.lock().unwrap().active.iter() {
+            prop_assert_eq!(*n, 0, "{} {} left {} times too few", a.name, stream, n);
+        }
+    }
+    // No task survives shutdown, and every session is finished.
+    prop_assert_eq!(m.task_count(), 0);
+    for sess in m.sessions() {
+        prop_assert!(
+            matches!(sess.state, SessionState::Ended | SessionState::Failed),
+            "{sess:?}"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_under_random_fault_schedules(s in schedule()) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(run(s))?;
+    }
+}
