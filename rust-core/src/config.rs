@@ -54,6 +54,9 @@ pub struct ManagerConfig {
     pub allow_insecure_http: bool,
     /// Events buffered per subscriber before the slowest one starts losing the oldest.
     pub event_buffer: usize,
+    /// Follow the registry's push channel (Server-Sent Events) while sessions are live, so list
+    /// changes arrive in about a second; polling continues as the fallback. Default true.
+    pub push_updates: bool,
 }
 
 impl ManagerConfig {
@@ -81,6 +84,7 @@ impl ManagerConfig {
             max_response_bytes: 1 << 20,
             allow_insecure_http: false,
             event_buffer: 1024,
+            push_updates: true,
         }
     }
 
@@ -194,6 +198,7 @@ impl fmt::Debug for ManagerConfig {
             .field("max_response_bytes", &self.max_response_bytes)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("event_buffer", &self.event_buffer)
+            .field("push_updates", &self.push_updates)
             .finish()
     }
 }

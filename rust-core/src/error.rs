@@ -143,6 +143,9 @@ pub enum BackendError {
     /// The backend said `"success": false`.
     #[error("backend reported failure: {0}")]
     Unsuccessful(String),
+    /// The backend has no push channel (polling is used instead).
+    #[error("the registry has no push channel")]
+    PushUnsupported,
     /// The backend does not know this provider (HTTP 404 on its health endpoint).
     #[error("backend does not know provider {0:?}")]
     UnknownProvider(String),

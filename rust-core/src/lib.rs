@@ -43,4 +43,4 @@ pub use events::{
 pub use health::HealthStatus;
 pub use manager::{ManagerBuilder, StreamingProviderManager};
 pub use provider::{ProviderAdapter, ProviderInfo};
-pub use registry::{HttpRegistry, ProviderList, ProviderRegistry, RegistryHealth};
+pub use registry::{HttpRegistry, ProviderList, ProviderRegistry, PushEvent, RegistryHealth};

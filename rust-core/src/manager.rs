@@ -18,7 +18,7 @@ use crate::events::{
 use crate::health::{Change, HealthPolicy, HealthStatus, HealthTracker};
 use crate::ordering::{position, rank, Standing};
 use crate::provider::{ProviderAdapter, ProviderInfo};
-use crate::registry::{HttpRegistry, ProviderList, ProviderRegistry};
+use crate::registry::{HttpRegistry, ProviderList, ProviderRegistry, PushEvent};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, watch, Notify, OwnedMutexGuard};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, debug_span, info, info_span, warn, Instrument};
 
 /// How many finished sessions are remembered for `session()` before the oldest are dropped.
 const FINISHED_SESSIONS_KEPT: usize = 256;
@@ -95,6 +95,7 @@ impl ManagerBuilder {
             state: Mutex::new(State::default()),
             events,
             wake: Notify::new(),
+            push_wake: Notify::new(),
             retry_now,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -104,6 +105,10 @@ impl ManagerBuilder {
         });
         let monitor = shared.clone();
         shared.tracker.spawn(async move { monitor.monitor().await });
+        if shared.config.push_updates {
+            let push = shared.clone();
+            shared.tracker.spawn(async move { push.push_loop().await });
+        }
         info!(config = ?shared.config, "streamguard manager started");
         Ok(StreamingProviderManager {
             _lifetime: Arc::new(Lifetime {
@@ -265,7 +270,10 @@ impl StreamingProviderManager {
         // Run on a tracked task: `shutdown()` waits for it, and a bug that panics inside the
         // engine comes back as an error instead of unwinding into the caller.
         shared
-            .tracked(move |s: Arc<Shared>| async move { s.open(&id, role).await })
+            .tracked(move |s: Arc<Shared>| {
+                let span = info_span!("open", stream_id = %id, ?role);
+                async move { s.open(&id, role).await }.instrument(span)
+            })
             .await
     }
 }
@@ -455,6 +463,8 @@ struct Shared {
     events: broadcast::Sender<StreamEvent>,
     /// Wakes the monitor when the schedule may have changed.
     wake: Notify,
+    /// Wakes the push listener when sessions go live or end.
+    push_wake: Notify,
     /// Bumped by `network_changed` to cut backoff waits short.
     retry_now: watch::Sender<u64>,
     cancel: CancellationToken,
@@ -530,6 +540,7 @@ impl Shared {
             }
             prune_finished(st);
         }
+        self.push_wake.notify_one();
         if changed {
             info!(
                 stream_id,
@@ -610,7 +621,9 @@ impl Shared {
             let provider = s.info.provider.clone();
             self.set_state(st, &job.stream_id, SessionState::Migrating, provider);
             let me = self.clone();
-            self.tracker.spawn(async move { me.migrate(job).await });
+            let span = info_span!("migrate", stream_id = %job.stream_id, from = %job.from, reason = ?job.reason);
+            self.tracker
+                .spawn(async move { me.migrate(job).await }.instrument(span));
         }
     }
 
@@ -1448,6 +1461,103 @@ impl Shared {
         jobs
     }
 
+    // ----- push channel --------------------------------------------------------------------
+
+    fn any_live(&self) -> bool {
+        self.state()
+            .sessions
+            .values()
+            .any(|s| matches!(s.info.state, SessionState::Live | SessionState::Migrating))
+    }
+
+    /// Follow the registry's push channel while any session is live (an idle app holds no
+    /// connection open), reconnecting with jittered backoff. Polling goes on regardless, so a
+    /// registry without push, or a broken channel, only costs latency.
+    async fn push_loop(self: Arc<Self>) {
+        let mut failures: u32 = 0;
+        loop {
+            while !self.any_live() {
+                tokio::select! {
+                    _ = self.push_wake.notified() => {}
+                    _ = self.cancel.cancelled() => return,
+                }
+            }
+            let me = self.clone();
+            let on_event = move |ev: PushEvent| me.on_push(ev);
+            let idle = async {
+                loop {
+                    self.push_wake.notified().await;
+                    if !self.any_live() {
+                        break;
+                    }
+                }
+            };
+            let outcome = tokio::select! {
+                r = self.registry.follow(&on_event) => Some(r),
+                _ = idle => None,
+                _ = self.cancel.cancelled() => return,
+            };
+            let delay = match outcome {
+                None => continue,
+                Some(Err(BackendError::PushUnsupported)) => {
+                    debug!("registry has no push channel; polling only");
+                    // The registry may be upgraded while we run: ask again now and then.
+                    Duration::from_secs(300)
+                }
+                Some(Ok(())) => {
+                    failures = 0;
+                    Duration::from_secs(1)
+                }
+                Some(Err(e)) => {
+                    failures = failures.saturating_add(1);
+                    debug!(error = %e, failures, "push channel failed; polling meanwhile");
+                    let unit = self
+                        .jitter
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .next_unit();
+                    Backoff {
+                        base: Duration::from_secs(1),
+                        cap: Duration::from_secs(30),
+                    }
+                    .delay(failures, unit)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.cancel.cancelled() => return,
+            }
+        }
+    }
+
+    fn on_push(self: &Arc<Self>, ev: PushEvent) {
+        debug!(?ev, "push");
+        match ev {
+            PushEvent::ProvidersChanged => {
+                let me = self.clone();
+                self.tracker.spawn(async move {
+                    let _ = me.refresh(true).await;
+                });
+            }
+            PushEvent::HealthChanged {
+                provider,
+                healthy: false,
+            } => {
+                // Check our own view now instead of at the next interval.
+                let now = Instant::now();
+                let mut st = self.state();
+                if let Some(rec) = st.records.get_mut(&provider) {
+                    if rec.next_check.is_some() {
+                        rec.next_check = Some(now);
+                    }
+                }
+                drop(st);
+                self.wake.notify_one();
+            }
+            PushEvent::HealthChanged { .. } => {}
+        }
+    }
+
     // ----- monitor -------------------------------------------------------------------------
 
     /// The background loop: run checks and list refreshes when due, then sleep until the next
@@ -1458,7 +1568,9 @@ impl Shared {
             let (due, refresh_due, next) = self.schedule(now);
             for provider in due {
                 let me = self.clone();
-                self.tracker.spawn(async move { me.check(provider).await });
+                let span = debug_span!("check", provider = %provider);
+                self.tracker
+                    .spawn(async move { me.check(provider).await }.instrument(span));
             }
             if refresh_due {
                 let me = self.clone();

@@ -32,6 +32,20 @@ pub struct RegistryHealth {
     pub status: String,
 }
 
+/// A change announced on the registry's push channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushEvent {
+    /// The provider list changed: re-read it.
+    ProvidersChanged,
+    /// A provider's health changed.
+    HealthChanged {
+        /// The provider.
+        provider: String,
+        /// Its new verdict.
+        healthy: bool,
+    },
+}
+
 /// Where the provider list and health come from. [`HttpRegistry`] implements the documented
 /// HTTP contract; apps with another backend implement this trait themselves.
 #[async_trait]
@@ -40,11 +54,23 @@ pub trait ProviderRegistry: Send + Sync + 'static {
     async fn providers(&self, etag: Option<&str>) -> Result<ProviderList, BackendError>;
     /// Read the registry's health verdict for one provider.
     async fn health(&self, provider: &str) -> Result<RegistryHealth, BackendError>;
+    /// Follow the registry's push channel, calling `on_event` for every change, until the
+    /// channel closes (`Ok`) or fails. The default has no push channel: polling only.
+    async fn follow(
+        &self,
+        _on_event: &(dyn Fn(PushEvent) + Send + Sync),
+    ) -> Result<(), BackendError> {
+        Err(BackendError::PushUnsupported)
+    }
 }
 
 /// The HTTP registry client of the documented contract.
 pub struct HttpRegistry {
     client: reqwest::Client,
+    /// For the push channel: no whole-request timeout (the response never ends), only a
+    /// connect timeout and an idle timeout enforced while reading.
+    stream_client: reqwest::Client,
+    request_timeout: Duration,
     base: String,
     token: Option<String>,
     max_bytes: usize,
@@ -63,8 +89,14 @@ impl HttpRegistry {
             .connect_timeout(request_timeout)
             .build()
             .map_err(|e| BackendError::Network(e.to_string()))?;
+        let stream_client = reqwest::Client::builder()
+            .connect_timeout(request_timeout)
+            .build()
+            .map_err(|e| BackendError::Network(e.to_string()))?;
         Ok(Self {
             client,
+            stream_client,
+            request_timeout,
             base: base_url.trim_end_matches('/').to_string(),
             token,
             max_bytes,
@@ -154,6 +186,151 @@ impl ProviderRegistry for HttpRegistry {
             Err(BackendError::Status(404)) => Err(BackendError::UnknownProvider(provider.into())),
             Err(e) => Err(e),
         }
+    }
+
+    async fn follow(
+        &self,
+        on_event: &(dyn Fn(PushEvent) + Send + Sync),
+    ) -> Result<(), BackendError> {
+        self.follow_sse(on_event).await
+    }
+}
+
+/// The registry sends a keep-alive at least every 15 s; silence for this long means the
+/// connection is dead even if TCP has not noticed.
+const PUSH_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+impl HttpRegistry {
+    async fn follow_sse(
+        &self,
+        on_event: &(dyn Fn(PushEvent) + Send + Sync),
+    ) -> Result<(), BackendError> {
+        let url = format!("{}/streaming/providers/events", self.base);
+        let mut req = self
+            .stream_client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let mut resp = tokio::time::timeout(self.request_timeout, req.send())
+            .await
+            .map_err(|_| BackendError::Timeout)?
+            .map_err(map_reqwest)?;
+        let status = resp.status();
+        if matches!(status.as_u16(), 404 | 405 | 501) {
+            return Err(BackendError::PushUnsupported);
+        }
+        if !status.is_success() {
+            return Err(BackendError::Status(status.as_u16()));
+        }
+        let is_sse = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            return Err(BackendError::PushUnsupported);
+        }
+        let mut parser = SseParser::new(self.max_bytes);
+        loop {
+            let chunk = tokio::time::timeout(PUSH_IDLE_TIMEOUT, resp.chunk())
+                .await
+                .map_err(|_| BackendError::Timeout)?
+                .map_err(map_reqwest)?;
+            let Some(chunk) = chunk else {
+                return Ok(());
+            };
+            for ev in parser.push(&chunk)? {
+                if let Some(p) = push_event(&ev) {
+                    on_event(p);
+                }
+            }
+        }
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field (`"message"` when absent).
+    pub event: String,
+    /// The `data:` lines, joined by newlines.
+    pub data: String,
+}
+
+/// Incremental `text/event-stream` parser: bytes in, complete events out. Bounded: a line
+/// longer than the limit is an error, not an ever-growing buffer.
+pub struct SseParser {
+    line: Vec<u8>,
+    event: Option<String>,
+    data: Vec<String>,
+    max: usize,
+}
+
+impl SseParser {
+    /// A parser that refuses lines longer than `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            line: Vec::new(),
+            event: None,
+            data: Vec::new(),
+            max,
+        }
+    }
+
+    /// Feed bytes; returns the events they completed.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, BackendError> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if b != b'\n' {
+                if self.line.len() >= self.max {
+                    return Err(BackendError::TooLarge { limit: self.max });
+                }
+                self.line.push(b);
+                continue;
+            }
+            if self.line.last() == Some(&b'\r') {
+                self.line.pop();
+            }
+            let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
+            if line.is_empty() {
+                if !self.data.is_empty() || self.event.is_some() {
+                    out.push(SseEvent {
+                        event: self.event.take().unwrap_or_else(|| "message".into()),
+                        data: std::mem::take(&mut self.data).join("\n"),
+                    });
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue; // comment / keep-alive
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line.as_str(), ""),
+            };
+            match field {
+                "event" => self.event = Some(value.to_string()),
+                "data" => self.data.push(value.to_string()),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn push_event(ev: &SseEvent) -> Option<PushEvent> {
+    match ev.event.as_str() {
+        "providers" => Some(PushEvent::ProvidersChanged),
+        "health" => {
+            let v: Value = serde_json::from_str(&ev.data).ok()?;
+            Some(PushEvent::HealthChanged {
+                provider: v.get("provider")?.as_str()?.to_string(),
+                healthy: v.get("healthy")?.as_bool()?,
+            })
+        }
+        _ => None,
     }
 }
 
@@ -356,6 +533,67 @@ mod tests {
             }
         );
         assert!(parse_health(br#"{"success":true,"data":{"healthy":"no"}}"#).is_err());
+    }
+
+    #[test]
+    fn sse_parser_handles_split_chunks_crlf_comments_and_multiline_data() {
+        let mut p = SseParser::new(1024);
+        let mut got = Vec::new();
+        let input = b": keep-alive\r\nevent: providers\r\ndata: {\"a\":1}\r\n\r\nevent: health\ndata: line1\ndata: line2\n\ndata: plain\n\n";
+        // Feed one byte at a time: events must not depend on chunk boundaries.
+        for b in input.iter() {
+            got.extend(p.push(std::slice::from_ref(b)).unwrap());
+        }
+        assert_eq!(
+            got,
+            vec![
+                SseEvent {
+                    event: "providers".into(),
+                    data: "{\"a\":1}".into()
+                },
+                SseEvent {
+                    event: "health".into(),
+                    data: "line1\nline2".into()
+                },
+                SseEvent {
+                    event: "message".into(),
+                    data: "plain".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn sse_parser_refuses_endless_lines() {
+        let mut p = SseParser::new(16);
+        assert_eq!(
+            p.push(&[b'x'; 64]),
+            Err(BackendError::TooLarge { limit: 16 })
+        );
+    }
+
+    #[test]
+    fn push_events_are_recognised() {
+        let ev = |e: &str, d: &str| SseEvent {
+            event: e.into(),
+            data: d.into(),
+        };
+        assert_eq!(
+            push_event(&ev("providers", "{}")),
+            Some(PushEvent::ProvidersChanged)
+        );
+        assert_eq!(
+            push_event(&ev(
+                "health",
+                r#"{"provider":"agora","healthy":false,"status":"down"}"#
+            )),
+            Some(PushEvent::HealthChanged {
+                provider: "agora".into(),
+                healthy: false
+            })
+        );
+        assert_eq!(push_event(&ev("health", "not json")), None);
+        assert_eq!(push_event(&ev("other", "{}")), None);
     }
 
     #[test]

@@ -53,6 +53,12 @@ pub struct BackendCtl {
     pub health_requests: Mutex<HashMap<String, u64>>,
     pub saw_token: Mutex<Option<String>>,
     pub list_down: AtomicBool,
+    /// Serve the push channel (`/events`); when false it answers 404.
+    pub push_enabled: AtomicBool,
+    push: tokio::sync::broadcast::Sender<String>,
+    /// Requests made to `/events`, and how many streams are open now.
+    pub push_requests: AtomicU64,
+    pub push_open: tokio::sync::watch::Sender<u64>,
 }
 
 impl BackendCtl {
@@ -75,6 +81,10 @@ impl BackendCtl {
     pub fn set_mode(&self, mode: Mode) {
         self.state.lock().unwrap().mode = Some(mode);
     }
+    /// Announce an event on the push channel.
+    pub fn push(&self, event: &str, data: &str) {
+        let _ = self.push.send(format!("event: {event}\ndata: {data}\n\n"));
+    }
     pub fn health_count(&self, name: &str) -> u64 {
         *self.health_requests.lock().unwrap().get(name).unwrap_or(&0)
     }
@@ -96,6 +106,10 @@ impl Backend {
             health_requests: Mutex::new(HashMap::new()),
             saw_token: Mutex::new(None),
             list_down: AtomicBool::new(false),
+            push_enabled: AtomicBool::new(true),
+            push: tokio::sync::broadcast::channel(64).0,
+            push_requests: AtomicU64::new(0),
+            push_open: tokio::sync::watch::channel(0).0,
         });
         ctl.set_providers(list);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -109,6 +123,7 @@ impl Backend {
                 "/api/streaming/providers/{name}/health",
                 get(health_handler),
             )
+            .route("/api/streaming/providers/events", get(events_handler))
             .with_state(ctl.clone());
         // Bound with std: tests construct the backend from inside their own runtime, where
         // `block_on` is not allowed.
@@ -141,6 +156,11 @@ impl Backend {
             inner,
             rt: self.rt.as_ref().unwrap().handle().clone(),
         })
+    }
+
+    /// A manager using the real HTTP client directly (for real-time tests).
+    pub fn manager_http(&self, config: ManagerConfig) -> StreamingProviderManager {
+        StreamingProviderManager::new(config).unwrap()
     }
 
     /// A default config pointing at this backend, with fast backoff.
@@ -217,6 +237,39 @@ async fn list_handler(State(ctl): State<Arc<BackendCtl>>, headers: HeaderMap) ->
         StatusCode::OK,
         [("etag", tag), ("content-type", "application/json".into())],
         body,
+    )
+        .into_response()
+}
+
+async fn events_handler(State(ctl): State<Arc<BackendCtl>>) -> Response {
+    ctl.push_requests.fetch_add(1, Ordering::SeqCst);
+    if !ctl.push_enabled.load(Ordering::SeqCst) {
+        return (StatusCode::NOT_FOUND, "no push here").into_response();
+    }
+    let mut rx = ctl.push.subscribe();
+    let (tx, out) = tokio::sync::mpsc::channel::<Result<String, std::convert::Infallible>>(16);
+    let open = ctl.clone();
+    tokio::spawn(async move {
+        open.push_open.send_modify(|n| *n += 1);
+        let _ = tx.send(Ok(": hello\n\n".into())).await;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Ok(msg) = msg else { break };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        break;
+                    }
+                }
+                // The client went away (hyper dropped the body).
+                _ = tx.closed() => break,
+            }
+        }
+        open.push_open.send_modify(|n| *n -= 1);
+    });
+    (
+        StatusCode::OK,
+        [("content-type", "text/event-stream")],
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(out)),
     )
         .into_response()
 }
