@@ -20,6 +20,18 @@ for component in rustfmt clippy; do
 done
 cargo --version
 
+# ffprobe: the registry probes RTMP targets with it (its RTMP probe test needs it).
+if ! command -v ffprobe >/dev/null; then
+  step "installing ffmpeg (ffprobe)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  if command -v apt-get >/dev/null; then
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg >/dev/null \
+      || echo "warning: could not install ffmpeg; the registry's RTMP probe test will report SKIPPED" >&2
+  else
+    echo "warning: no apt-get; the registry's RTMP probe test will report SKIPPED" >&2
+  fi
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,0 +1,246 @@
+//! Route handlers. Public handlers serve pre-serialised bodies from the cache
+//! (with ETag revalidation) and never write; admin handlers go through the
+//! registry's write path; the event stream relays the registry's broadcast.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+
+use super::extract::{AdminAuth, ApiJson, ProviderName, SuperAdminAuth, TelemetryAuth};
+use super::AppState;
+use crate::error::ApiError;
+use crate::model::{NewProvider, ProviderUpdate, SessionEvent};
+use crate::state::{CachedBody, Event};
+
+/// Interval of the comment line that keeps idle event streams (and proxies) alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The success envelope; a struct (not `json!`) so fields keep their declared order.
+#[derive(Serialize)]
+struct Success<T> {
+    success: bool,
+    data: T,
+}
+
+fn ok<T: Serialize>(data: T) -> Json<Success<T>> {
+    Json(Success {
+        success: true,
+        data,
+    })
+}
+
+/// `{"<key>": value}` without detouring through `serde_json::Value`, which would sort fields.
+fn field<T: Serialize>(key: &'static str, value: T) -> BTreeMap<&'static str, T> {
+    BTreeMap::from([(key, value)])
+}
+
+/// Whether any entity tag in `If-None-Match` matches `etag` (weak comparison,
+/// as RFC 9110 prescribes for `If-None-Match`).
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+}
+
+fn cached(headers: &HeaderMap, body: &CachedBody) -> Response {
+    let etag = HeaderValue::from_str(&body.etag).expect("etag is hex in quotes");
+    // Clients may keep the body but must revalidate, which costs them a 304.
+    let cache_control = HeaderValue::from_static("no-cache");
+    if not_modified(headers, &body.etag) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag), (header::CACHE_CONTROL, cache_control)],
+        )
+            .into_response();
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, cache_control),
+        ],
+        body.body.clone(),
+    )
+        .into_response()
+}
+
+/// `GET /api/streaming/providers`: active providers in failover order.
+pub(crate) async fn public_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    cached(&headers, &state.registry.public_list())
+}
+
+/// `GET /api/streaming/providers/{name}/health`: cached result of the last check.
+pub(crate) async fn public_health(
+    State(state): State<AppState>,
+    ProviderName(name): ProviderName,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let body = state
+        .registry
+        .public_health(&name)
+        .ok_or_else(|| ApiError::unknown_provider(&name))?;
+    Ok(cached(&headers, &body))
+}
+
+fn sse_event(event: Event) -> Option<SseEvent> {
+    match event {
+        Event::Providers(data) => Some(SseEvent::default().event("providers").data(&*data)),
+        Event::Health(data) => Some(SseEvent::default().event("health").data(&*data)),
+        Event::Shutdown => None,
+    }
+}
+
+/// `GET /api/streaming/providers/events`: current state, then every change.
+pub(crate) async fn events(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    // Each stream holds a connection and a buffer, so their number is capped.
+    if state.registry.subscriber_count() >= state.config.max_event_subscribers {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            "too many open event streams, retry later",
+        ));
+    }
+    let (receiver, initial) = state.registry.subscribe();
+    let registry = state.registry;
+    let live = BroadcastStream::new(receiver)
+        .take_while(|item| !matches!(item, Ok(Event::Shutdown)))
+        .map(move |item| match item {
+            Ok(event) => event,
+            // Missed events are replaced by the full current list.
+            Err(BroadcastStreamRecvError::Lagged(_)) => registry.providers_event(),
+        });
+    let stream = tokio_stream::iter(initial)
+        .chain(live)
+        .filter_map(sse_event)
+        .map(Ok::<_, Infallible>);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+}
+
+/// `GET /api/streaming/providers/admin`: every provider with full config and statistics.
+pub(crate) async fn admin_list(_: AdminAuth, State(state): State<AppState>) -> impl IntoResponse {
+    ok(field("providers", state.registry.admin_list()))
+}
+
+/// `GET /api/streaming/providers/{name}`: one provider with its recent checks.
+pub(crate) async fn admin_get(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    ProviderName(name): ProviderName,
+) -> Result<impl IntoResponse, ApiError> {
+    let provider = state
+        .registry
+        .admin_get(&name)
+        .ok_or_else(|| ApiError::unknown_provider(&name))?;
+    Ok(ok(provider))
+}
+
+/// `POST /api/streaming/providers`: create (super admin).
+pub(crate) async fn create(
+    _: SuperAdminAuth,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewProvider>,
+) -> Result<impl IntoResponse, ApiError> {
+    let provider = state.registry.create(body).await?;
+    Ok((StatusCode::CREATED, ok(provider)))
+}
+
+/// `PUT /api/streaming/providers/{name}`: partial update (admin).
+pub(crate) async fn update(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    ProviderName(name): ProviderName,
+    ApiJson(body): ApiJson<ProviderUpdate>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(ok(state.registry.update(&name, body).await?))
+}
+
+/// `DELETE /api/streaming/providers/{name}` (super admin).
+pub(crate) async fn delete(
+    _: SuperAdminAuth,
+    State(state): State<AppState>,
+    ProviderName(name): ProviderName,
+) -> Result<impl IntoResponse, ApiError> {
+    state.registry.delete(&name).await?;
+    Ok(ok(field("deleted", name)))
+}
+
+/// `POST /api/streaming/providers/{name}/health-check`: probe now (admin).
+pub(crate) async fn check_one(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    ProviderName(name): ProviderName,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(ok(state.registry.check(&name).await?))
+}
+
+/// `POST /api/streaming/providers/health-check-all`: probe every provider now (admin).
+pub(crate) async fn check_all(_: AdminAuth, State(state): State<AppState>) -> impl IntoResponse {
+    ok(field("results", state.registry.check_all(false).await))
+}
+
+/// `GET /api/streaming/providers/health-check-all`: latest results (admin).
+pub(crate) async fn latest_checks(
+    _: AdminAuth,
+    State(state): State<AppState>,
+) -> impl IntoResponse {
+    ok(field("results", state.registry.latest_checks()))
+}
+
+/// `GET /api/streaming/providers/failovers`: reported failovers, newest first (admin).
+pub(crate) async fn failovers(
+    _: AdminAuth,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(ok(field("failovers", state.registry.failovers().await?)))
+}
+
+/// `POST /api/streaming/sessions/events`: client session telemetry.
+pub(crate) async fn session_event(
+    _: TelemetryAuth,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SessionEvent>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(ok(field(
+        "providers",
+        state.registry.session_event(body).await?,
+    )))
+}
+
+/// `GET /healthz`: the registry process itself is up.
+pub(crate) async fn liveness() -> impl IntoResponse {
+    ok(field("status", "ok"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_variants() {
+        let mut h = HeaderMap::new();
+        assert!(!not_modified(&h, "\"abc\""));
+        h.insert(header::IF_NONE_MATCH, "\"x\", W/\"abc\"".parse().unwrap());
+        assert!(not_modified(&h, "\"abc\""));
+        h.insert(header::IF_NONE_MATCH, "*".parse().unwrap());
+        assert!(not_modified(&h, "\"abc\""));
+        h.insert(header::IF_NONE_MATCH, "\"abd\"".parse().unwrap());
+        assert!(!not_modified(&h, "\"abc\""));
+    }
+}

@@ -1,0 +1,247 @@
+//! Reference provider-registry server for Streamguard live-streaming clients.
+//!
+//! It stores streaming providers (name, priority, config, capacity) in SQLite,
+//! probes them in the background, and serves the list, cached health, a change
+//! feed (server-sent events), admin routes and session telemetry over HTTP.
+//!
+//! Start it in-process with [`serve`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), streamguard_registry::RegistryError> {
+//! let config = streamguard_registry::Config::local_test("admin-token", "super-token");
+//! let registry = streamguard_registry::serve(config).await?;
+//! println!("registry at {}", registry.url());
+//! registry.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod health;
+mod http;
+pub mod model;
+pub mod rate_limit;
+mod state;
+pub mod status;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{Config, RateLimitConfig, Secret, Seed};
+pub use error::{ApiError, RegistryError};
+pub use model::NewProvider;
+pub use status::{HealthStatus, PublicStatus};
+
+use crate::health::Prober;
+use crate::model::{ProviderRecord, SeedFile};
+use crate::rate_limit::RateLimiter;
+use crate::state::Registry;
+use crate::store::Store;
+
+/// How long [`RunningRegistry::shutdown`] lets open requests finish before cutting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Tokens shorter than this get a startup warning.
+const MIN_TOKEN_LEN: usize = 16;
+
+/// Wall-clock time in unix milliseconds, used for stored timestamps only.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A registry serving requests; stops on [`shutdown`](Self::shutdown) or when dropped.
+#[derive(Debug)]
+pub struct RunningRegistry {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    checker: Option<JoinHandle<()>>,
+    registry: Arc<Registry>,
+}
+
+impl RunningRegistry {
+    /// The address the server is bound to (with the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn signal_stop(&self) {
+        let _ = self.shutdown.send(true);
+        self.registry.close_events();
+    }
+
+    /// Serves until `signal` completes (or the server fails), then shuts down.
+    pub async fn run_until(
+        mut self,
+        signal: impl Future<Output = ()>,
+    ) -> Result<(), RegistryError> {
+        if let Some(server) = self.server.as_mut() {
+            tokio::select! {
+                _ = signal => {}
+                result = server => {
+                    self.server = None;
+                    self.signal_stop();
+                    return match result {
+                        Ok(io) => io.map_err(RegistryError::Io),
+                        Err(e) => Err(RegistryError::Io(std::io::Error::other(e))),
+                    };
+                }
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Stops accepting connections, ends event streams and the health checker,
+    /// and waits (at most a few seconds) for open requests to finish.
+    pub async fn shutdown(mut self) -> Result<(), RegistryError> {
+        self.signal_stop();
+        if let Some(checker) = self.checker.take() {
+            // It has been told to stop; aborting only bounds a probe still in flight.
+            checker.abort();
+            let _ = checker.await;
+        }
+        let Some(mut server) = self.server.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+            Ok(Ok(result)) => result.map_err(RegistryError::Io),
+            Ok(Err(e)) => Err(RegistryError::Io(std::io::Error::other(e))),
+            Err(_) => {
+                tracing::warn!("connections still open after the grace period; closing them");
+                server.abort();
+                let _ = server.await;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for RunningRegistry {
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}
+
+fn seed_records(config: &Config) -> Result<Vec<ProviderRecord>, RegistryError> {
+    let providers = match &config.seed {
+        Seed::None => return Ok(Vec::new()),
+        Seed::Providers(list) => list.clone(),
+        Seed::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| RegistryError::Seed(format!("cannot read {}: {e}", path.display())))?;
+            serde_json::from_str::<SeedFile>(&text)
+                .map_err(|e| RegistryError::Seed(format!("{}: {e}", path.display())))?
+                .providers
+        }
+    };
+    let now = now_ms();
+    providers
+        .into_iter()
+        .map(|p| {
+            let name = p.name.clone();
+            p.into_record(now)
+                .map_err(|e| RegistryError::Seed(format!("provider '{name}': {}", e.message)))
+        })
+        .collect()
+}
+
+fn warn_about_tokens(config: &Config) {
+    let tokens = [
+        ("admin", &config.admin_token),
+        ("super-admin", &config.super_admin_token),
+        ("telemetry", &config.telemetry_token),
+    ];
+    for (role, token) in tokens {
+        match token {
+            None if role != "telemetry" => {
+                tracing::warn!("no {role} token configured: {role} routes are closed")
+            }
+            Some(t) if t.expose().len() < MIN_TOKEN_LEN => {
+                tracing::warn!("the {role} token is shorter than {MIN_TOKEN_LEN} characters")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Opens the database (migrating and seeding it), binds the listener and starts
+/// serving plus the background health checker.
+pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
+    config.validate()?;
+    warn_about_tokens(&config);
+    let config = Arc::new(config);
+    let seed = seed_records(&config)?;
+    let path = config.db_path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&path))
+        .await
+        .map_err(|e| RegistryError::Io(std::io::Error::other(e)))??;
+    let history_limit = config.history_limit;
+    let records = store
+        .call(move |conn| {
+            let inserted = store::seed_once(conn, &seed)?;
+            if inserted > 0 {
+                tracing::info!(inserted, "seeded providers");
+            }
+            store::load_providers(conn, history_limit)
+        })
+        .await?;
+
+    let listener = TcpListener::bind(config.addr).await?;
+    let addr = listener.local_addr()?;
+    let prober = Prober::new(config.health_timeout, config.ffprobe_path.clone())?;
+    let registry = Arc::new(Registry::new(Arc::clone(&config), store, records, prober));
+    let app = http::router(http::AppState {
+        registry: Arc::clone(&registry),
+        config: Arc::clone(&config),
+        limiter: Arc::new(RateLimiter::new(
+            config.rate_limit.per_second,
+            config.rate_limit.burst,
+        )),
+    });
+
+    let (shutdown, stop) = watch::channel(false);
+    let mut server_stop = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    let checker = (!config.health_interval.is_zero()).then(|| {
+        tokio::spawn(health::run_checker(
+            Arc::clone(&registry),
+            config.health_interval,
+            stop,
+        ))
+    });
+    tracing::info!(%addr, db = %config.db_path.display(), "registry started");
+    Ok(RunningRegistry {
+        addr,
+        shutdown,
+        server: Some(server),
+        checker,
+        registry,
+    })
+}

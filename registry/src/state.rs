@@ -1,0 +1,456 @@
+//! The registry's in-memory view of the database and its change feed.
+//! Writes go to SQLite first (one lock serialises them), then update the cache
+//! and publish events; reads, including every public route, only touch the cache.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::{broadcast, Mutex};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::health::Prober;
+use crate::model::{
+    AdminProvider, CheckReport, CheckSample, FailoverEntry, NewProvider, ProviderRecord,
+    ProviderUpdate, PublicProvider, SessionEvent, SessionEventKind, StreamCounts,
+};
+use crate::store::{self, Store};
+
+/// Events buffered per subscriber before it is considered lagging.
+const EVENT_BUFFER: usize = 1024;
+
+/// A change published to event-stream subscribers; payloads are pre-serialised JSON.
+#[derive(Debug, Clone)]
+pub(crate) enum Event {
+    /// The public provider list changed; payload `{"providers":[...]}`.
+    Providers(Arc<str>),
+    /// A provider's public health changed; payload `{"healthy","provider","status"}`.
+    Health(Arc<str>),
+    /// The server is stopping: streams end.
+    Shutdown,
+}
+
+/// A serialised response body with its entity tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CachedBody {
+    /// Full JSON envelope.
+    pub body: String,
+    /// Quoted strong ETag derived from `body`.
+    pub etag: String,
+}
+
+impl CachedBody {
+    fn envelope(data: &str) -> Self {
+        let body = format!("{{\"success\":true,\"data\":{data}}}");
+        let etag = format!("\"{:016x}\"", fnv1a64(body.as_bytes()));
+        Self { body, etag }
+    }
+}
+
+/// FNV-1a: tiny, stable across releases (unlike `DefaultHasher`), plenty for ETags.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+struct Cache {
+    providers: BTreeMap<String, ProviderRecord>,
+    list_data: Arc<str>,
+    list: Arc<CachedBody>,
+    health: HashMap<String, (Arc<str>, Arc<CachedBody>)>,
+}
+
+/// Shared registry state behind every route and the health checker.
+pub(crate) struct Registry {
+    config: Arc<Config>,
+    store: Store,
+    /// Held across "write database, then update cache" so concurrent writers
+    /// cannot leave the cache in a different order than the database.
+    write_lock: Mutex<()>,
+    cache: RwLock<Cache>,
+    events: broadcast::Sender<Event>,
+    prober: Prober,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+fn list_data(providers: &BTreeMap<String, ProviderRecord>) -> Arc<str> {
+    let mut list: Vec<PublicProvider> = providers
+        .values()
+        .filter(|p| p.is_active)
+        .map(ProviderRecord::public_view)
+        .collect();
+    // Records come out of the map sorted by name; a stable sort keeps that as tie-break.
+    list.sort_by_key(|p| p.priority);
+    #[derive(serde::Serialize)]
+    struct ListData {
+        providers: Vec<PublicProvider>,
+    }
+    let data = serde_json::to_string(&ListData { providers: list })
+        .expect("provider list always serialises");
+    Arc::from(data)
+}
+
+fn health_entry(record: &ProviderRecord) -> (Arc<str>, Arc<CachedBody>) {
+    let data =
+        serde_json::to_string(&record.public_health()).expect("health view always serialises");
+    let body = Arc::new(CachedBody::envelope(&data));
+    (Arc::from(data), body)
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Registry {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        store: Store,
+        records: Vec<ProviderRecord>,
+        prober: Prober,
+    ) -> Self {
+        let providers: BTreeMap<String, ProviderRecord> =
+            records.into_iter().map(|r| (r.name.clone(), r)).collect();
+        let list_data = list_data(&providers);
+        let list = Arc::new(CachedBody::envelope(&list_data));
+        let health = providers
+            .values()
+            .map(|r| (r.name.clone(), health_entry(r)))
+            .collect();
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Self {
+            config,
+            store,
+            write_lock: Mutex::new(()),
+            cache: RwLock::new(Cache {
+                providers,
+                list_data,
+                list,
+                health,
+            }),
+            events,
+            prober,
+        }
+    }
+
+    /// Body of the public provider list.
+    pub(crate) fn public_list(&self) -> Arc<CachedBody> {
+        Arc::clone(&read(&self.cache).list)
+    }
+
+    /// Body of a provider's public health route.
+    pub(crate) fn public_health(&self, name: &str) -> Option<Arc<CachedBody>> {
+        read(&self.cache)
+            .health
+            .get(name)
+            .map(|(_, body)| Arc::clone(body))
+    }
+
+    /// Every provider, in failover order.
+    pub(crate) fn admin_list(&self) -> Vec<AdminProvider> {
+        let mut list: Vec<AdminProvider> = read(&self.cache)
+            .providers
+            .values()
+            .map(|r| r.admin_view(false))
+            .collect();
+        list.sort_by_key(|p| p.priority);
+        list
+    }
+
+    /// One provider with its recent checks.
+    pub(crate) fn admin_get(&self, name: &str) -> Option<AdminProvider> {
+        read(&self.cache)
+            .providers
+            .get(name)
+            .map(|r| r.admin_view(true))
+    }
+
+    /// Latest check outcome of every provider, sorted by name.
+    pub(crate) fn latest_checks(&self) -> Vec<CheckReport> {
+        read(&self.cache)
+            .providers
+            .values()
+            .map(CheckReport::latest)
+            .collect()
+    }
+
+    fn record(&self, name: &str) -> Result<ProviderRecord, ApiError> {
+        read(&self.cache)
+            .providers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::unknown_provider(name))
+    }
+
+    /// Subscribes to changes and returns the current state as initial events.
+    /// Subscribing under the cache lock means no change falls between the two.
+    pub(crate) fn subscribe(&self) -> (broadcast::Receiver<Event>, Vec<Event>) {
+        let cache = read(&self.cache);
+        let receiver = self.events.subscribe();
+        let mut initial = vec![Event::Providers(Arc::clone(&cache.list_data))];
+        initial.extend(
+            cache
+                .providers
+                .keys()
+                .filter_map(|name| cache.health.get(name))
+                .map(|(data, _)| Event::Health(Arc::clone(data))),
+        );
+        (receiver, initial)
+    }
+
+    /// Event streams currently open.
+    pub(crate) fn subscriber_count(&self) -> usize {
+        self.events.receiver_count()
+    }
+
+    /// The current list as an event, to resynchronise a lagging subscriber.
+    pub(crate) fn providers_event(&self) -> Event {
+        Event::Providers(Arc::clone(&read(&self.cache).list_data))
+    }
+
+    /// Ends every open event stream.
+    pub(crate) fn close_events(&self) {
+        let _ = self.events.send(Event::Shutdown);
+    }
+
+    /// Swaps changed records into the cache and publishes what clients can see change.
+    /// Callers hold `write_lock`, so events go out in database order.
+    fn commit(&self, upserts: Vec<ProviderRecord>, removed: Option<&str>) {
+        let mut events = Vec::new();
+        {
+            let mut cache = write(&self.cache);
+            let mut touched = Vec::with_capacity(upserts.len());
+            for record in upserts {
+                touched.push(record.name.clone());
+                cache.providers.insert(record.name.clone(), record);
+            }
+            if let Some(name) = removed {
+                cache.providers.remove(name);
+                cache.health.remove(name);
+            }
+            let data = list_data(&cache.providers);
+            if data != cache.list_data {
+                cache.list = Arc::new(CachedBody::envelope(&data));
+                cache.list_data = Arc::clone(&data);
+                events.push(Event::Providers(data));
+            }
+            for name in touched {
+                let entry = health_entry(&cache.providers[&name]);
+                let changed = cache
+                    .health
+                    .get(&name)
+                    .is_none_or(|(old, _)| *old != entry.0);
+                if changed {
+                    events.push(Event::Health(Arc::clone(&entry.0)));
+                    cache.health.insert(name, entry);
+                }
+            }
+        }
+        for event in events {
+            // No subscribers is fine: the change is still in the cache.
+            let _ = self.events.send(event);
+        }
+    }
+
+    /// Creates a provider.
+    pub(crate) async fn create(&self, body: NewProvider) -> Result<AdminProvider, ApiError> {
+        let record = body.into_record(crate::now_ms())?;
+        let _guard = self.write_lock.lock().await;
+        let stored = record.clone();
+        self.store
+            .call(move |c| store::insert_provider(c, &stored))
+            .await?;
+        tracing::info!(provider = %record.name, "provider created");
+        let view = record.admin_view(false);
+        self.commit(vec![record], None);
+        Ok(view)
+    }
+
+    /// Applies an administrator's update.
+    pub(crate) async fn update(
+        &self,
+        name: &str,
+        update: ProviderUpdate,
+    ) -> Result<AdminProvider, ApiError> {
+        let _guard = self.write_lock.lock().await;
+        let mut record = self.record(name)?;
+        update.apply(&mut record, crate::now_ms())?;
+        let stored = record.clone();
+        self.store
+            .call(move |c| store::update_providers(c, std::slice::from_ref(&stored)))
+            .await?;
+        tracing::info!(provider = %name, active = record.is_active, priority = record.priority, "provider updated");
+        let view = record.admin_view(false);
+        self.commit(vec![record], None);
+        Ok(view)
+    }
+
+    /// Deletes a provider and its history.
+    pub(crate) async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let _guard = self.write_lock.lock().await;
+        self.record(name)?;
+        let owned = name.to_owned();
+        self.store
+            .call(move |c| store::delete_provider(c, &owned))
+            .await?;
+        tracing::info!(provider = %name, "provider deleted");
+        self.commit(Vec::new(), Some(name));
+        Ok(())
+    }
+
+    /// Probes one provider now and records the result. Without a probe nothing
+    /// is checked or written and the latest stored result is returned.
+    pub(crate) async fn check(&self, name: &str) -> Result<CheckReport, ApiError> {
+        let before = self.record(name)?;
+        let Some(probe) = before.probe() else {
+            return Ok(CheckReport::latest(&before));
+        };
+        // Probing happens outside the write lock: it can take the whole timeout.
+        let outcome = self.prober.probe(&probe).await;
+        let _guard = self.write_lock.lock().await;
+        let mut record = self.record(name)?;
+        let old_status = record.status();
+        let sample = CheckSample {
+            at: crate::now_ms(),
+            ok: outcome.ok,
+            latency_ms: outcome.latency.as_secs_f64() * 1000.0,
+        };
+        record.metrics.record_check(&sample, outcome.error.clone());
+        record.history.push_back(sample);
+        let limit = self.config.history_limit;
+        while record.history.len() > limit {
+            record.history.pop_front();
+        }
+        let stored = record.clone();
+        self.store
+            .call(move |c| store::record_check(c, &stored, &sample, limit))
+            .await?;
+        let new_status = record.status();
+        if old_status != new_status {
+            tracing::warn!(provider = %name, from = ?old_status, to = ?new_status, error = ?outcome.error, "provider status changed");
+        }
+        let report = CheckReport::latest(&record);
+        self.commit(vec![record], None);
+        Ok(report)
+    }
+
+    /// Checks providers concurrently (only active ones when `only_active`),
+    /// returning reports sorted by name.
+    pub(crate) async fn check_all(self: &Arc<Self>, only_active: bool) -> Vec<CheckReport> {
+        let names: Vec<String> = read(&self.cache)
+            .providers
+            .values()
+            .filter(|r| r.is_active || !only_active)
+            .map(|r| r.name.clone())
+            .collect();
+        let mut tasks = JoinSet::new();
+        for name in names {
+            let registry = Arc::clone(self);
+            tasks.spawn(async move { registry.check(&name).await });
+        }
+        let mut reports = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(report)) => reports.push(report),
+                // Deleted while being checked: nothing to report.
+                Ok(Err(e)) if e.code == "unknown_provider" => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "health check failed"),
+                Err(e) => tracing::error!(error = %e, "health check task failed"),
+            }
+        }
+        reports.sort_by(|a, b| a.provider.cmp(&b.provider));
+        reports
+    }
+
+    /// Applies a client's session event to the stream counters.
+    pub(crate) async fn session_event(
+        &self,
+        event: SessionEvent,
+    ) -> Result<Vec<StreamCounts>, ApiError> {
+        event.validate()?;
+        let _guard = self.write_lock.lock().await;
+        let mut from = self.record(&event.provider)?;
+        let mut changed = Vec::new();
+        let mut failover = None;
+        match event.kind {
+            SessionEventKind::Start => {
+                from.metrics.active_streams += 1;
+                from.metrics.total_streams += 1;
+            }
+            SessionEventKind::End => {
+                from.metrics.active_streams = from.metrics.active_streams.saturating_sub(1);
+            }
+            SessionEventKind::Failover => {
+                let to_name = event.to_provider.as_deref().unwrap_or_default();
+                let mut to = self.record(to_name)?;
+                from.metrics.active_streams = from.metrics.active_streams.saturating_sub(1);
+                to.metrics.active_streams += 1;
+                to.metrics.total_streams += 1;
+                failover = Some(FailoverEntry {
+                    at: crate::now_ms(),
+                    from: from.name.clone(),
+                    to: to.name.clone(),
+                    stream_id: event.stream_id.clone(),
+                    reason: event.reason.clone(),
+                });
+                changed.push(to);
+            }
+        }
+        changed.insert(0, from);
+        let stored = changed.clone();
+        let limit = self.config.failover_history_limit;
+        self.store
+            .call(move |c| store::record_session(c, &stored, failover.as_ref(), limit))
+            .await?;
+        let counts = changed
+            .iter()
+            .map(|r| StreamCounts {
+                name: r.name.clone(),
+                active_streams: r.metrics.active_streams,
+                total_streams: r.metrics.total_streams,
+            })
+            .collect();
+        self.commit(changed, None);
+        Ok(counts)
+    }
+
+    /// Failover history, newest first.
+    pub(crate) async fn failovers(&self) -> Result<Vec<FailoverEntry>, ApiError> {
+        let limit = self.config.failover_history_limit;
+        Ok(self
+            .store
+            .call(move |c| store::list_failovers(c, limit))
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_follows_content() {
+        let a = CachedBody::envelope("{\"x\":1}");
+        let b = CachedBody::envelope("{\"x\":1}");
+        let c = CachedBody::envelope("{\"x\":2}");
+        assert_eq!(a.etag, b.etag);
+        assert_ne!(a.etag, c.etag);
+        assert!(a.etag.starts_with('"') && a.etag.ends_with('"'));
+    }
+
+    #[test]
+    fn fnv_reference_values() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

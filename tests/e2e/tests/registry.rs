@@ -1,0 +1,142 @@
+//! The engine against the real reference registry over HTTP: an admin disables the live
+//! provider and the client migrates within about a second through push; with push off it
+//! migrates at the next poll.
+
+use async_trait::async_trait;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use streamguard::{
+    EventKind, ManagerConfig, ProviderAdapter, ProviderError, ProviderInfo,
+    StreamingProviderManager,
+};
+use streamguard_registry::{serve, Config, RunningRegistry, Seed};
+
+const ADMIN: &str = "admin-token-e2e";
+
+/// A simulated SDK that records which streams it carries.
+#[derive(Default)]
+struct Sim(Mutex<HashSet<String>>);
+
+#[async_trait]
+impl ProviderAdapter for Sim {
+    async fn initialize(&self, _p: &ProviderInfo) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    async fn start_stream(&self, s: &str) -> Result<(), ProviderError> {
+        self.0.lock().unwrap().insert(s.into());
+        Ok(())
+    }
+    async fn join_stream(&self, s: &str) -> Result<(), ProviderError> {
+        self.start_stream(s).await
+    }
+    async fn leave_stream(&self, s: &str) -> Result<(), ProviderError> {
+        self.0.lock().unwrap().remove(s);
+        Ok(())
+    }
+}
+
+async fn registry() -> RunningRegistry {
+    let mut config = Config::local_test(ADMIN, "super-token-e2e");
+    let providers = serde_json::json!([
+        {"name": "agora", "isActive": true, "priority": 1, "config": {"appId": "a"}},
+        {"name": "zegocloud", "isActive": true, "priority": 2, "config": {"appId": "z"}},
+        {"name": "webrtc", "isActive": true, "priority": 3}
+    ]);
+    config.seed = Seed::Providers(serde_json::from_value(providers).unwrap());
+    serve(config).await.expect("registry starts")
+}
+
+async fn manager(
+    reg: &RunningRegistry,
+    push: bool,
+) -> (StreamingProviderManager, Arc<Sim>, Arc<Sim>) {
+    let mut c = ManagerConfig::new(format!("{}/api", reg.url()));
+    c.push_updates = push;
+    c.provider_refresh_interval = Duration::from_secs(2);
+    c.health_check_interval = Duration::from_secs(60);
+    let m = StreamingProviderManager::new(c).unwrap();
+    let (agora, zego) = (Arc::new(Sim::default()), Arc::new(Sim::default()));
+    m.register_adapter("agora", agora.clone()).unwrap();
+    m.register_adapter("zegocloud", zego.clone()).unwrap();
+    m.register_adapter("webrtc", Arc::new(Sim::default()))
+        .unwrap();
+    (m, agora, zego)
+}
+
+async fn disable(reg: &RunningRegistry, name: &str) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/api/streaming/providers/{name}", reg.url()))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(r#"{"isActive":false}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+async fn migrated(m: &StreamingProviderManager, within: Duration) -> Duration {
+    let mut rx = m.subscribe();
+    let t0 = Instant::now();
+    tokio::time::timeout(within, async {
+        loop {
+            if let Ok(ev) = rx.recv().await {
+                if matches!(ev.kind, EventKind::MigrationFinished { .. }) {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("migration finished in time");
+    t0.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_disables_live_provider_client_migrates_through_push() {
+    let reg = registry().await;
+    let (m, agora, zego) = manager(&reg, true).await;
+    assert_eq!(
+        m.start_stream("s1").await.unwrap().provider.as_deref(),
+        Some("agora")
+    );
+    // If the push channel is still connecting, the registry's greeting (the current list)
+    // carries the change instead: either way it arrives without waiting for a poll.
+    let waiter = tokio::spawn({
+        let m = m.clone();
+        async move { migrated(&m, Duration::from_secs(5)).await }
+    });
+    tokio::task::yield_now().await;
+    let t0 = Instant::now();
+    disable(&reg, "agora").await;
+    waiter.await.unwrap();
+    let took = t0.elapsed();
+    println!("registry push: disable -> migrated in {took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert!(zego.0.lock().unwrap().contains("s1"));
+    assert!(!agora.0.lock().unwrap().contains("s1"));
+    m.shutdown().await.unwrap();
+    reg.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_push_the_client_migrates_at_the_next_poll() {
+    let reg = registry().await;
+    let (m, _agora, zego) = manager(&reg, false).await;
+    m.start_stream("s1").await.unwrap();
+    let waiter = tokio::spawn({
+        let m = m.clone();
+        async move { migrated(&m, Duration::from_secs(10)).await }
+    });
+    tokio::task::yield_now().await;
+    let t0 = Instant::now();
+    disable(&reg, "agora").await;
+    waiter.await.unwrap();
+    let took = t0.elapsed();
+    println!("registry poll: disable -> migrated in {took:?}");
+    assert!(took <= Duration::from_secs(3), "{took:?}");
+    assert!(zego.0.lock().unwrap().contains("s1"));
+    m.shutdown().await.unwrap();
+    reg.shutdown().await.unwrap();
+}
