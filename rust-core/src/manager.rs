@@ -15,7 +15,7 @@ use crate::events::{
     EventKind, FailoverReason, MigrationStrategy, Operation, ProviderStats, Role, SessionInfo,
     SessionState, StreamEvent,
 };
-use crate::health::{Change, HealthPolicy, HealthStatus, HealthTracker};
+use crate::health::{Change, HealthPolicy, HealthTracker};
 use crate::ordering::{position, rank, Standing};
 use crate::provider::{ProviderAdapter, ProviderInfo};
 use crate::registry::{HttpRegistry, ProviderList, ProviderRegistry, PushEvent};
@@ -1793,46 +1793,28 @@ impl Shared {
         names
             .into_iter()
             .map(|(_, name)| {
-                let rec = st.records.get(&name);
+                // A provider only known from the list has an empty record: all zeros.
+                let empty = ProviderRecord::default();
+                let r = st.records.get(&name).unwrap_or(&empty);
                 let live = st.live_on(&name).len() as u32;
-                match rec {
-                    None => ProviderStats {
-                        provider: name,
-                        status: HealthStatus::Unknown,
-                        attempts: 0,
-                        successes: 0,
-                        failures: 0,
-                        reported_errors: 0,
-                        consecutive_failures: 0,
-                        health_checks: 0,
-                        failed_health_checks: 0,
-                        last_check_at: None,
-                        avg_check_latency: None,
-                        avg_connect_latency: None,
-                        uptime_percent: None,
-                        live_sessions: live,
-                        times_ejected: 0,
-                        cooling_for: None,
-                    },
-                    Some(r) => ProviderStats {
-                        provider: name,
-                        status: r.health.status(),
-                        attempts: r.attempts,
-                        successes: r.successes,
-                        failures: r.failures,
-                        reported_errors: r.reported_errors,
-                        consecutive_failures: r.health.consecutive_failures(),
-                        health_checks: r.checks,
-                        failed_health_checks: r.failed_checks,
-                        last_check_at: r.last_check_at.map(|t| self.since_epoch(t)),
-                        avg_check_latency: r.check_latency.get(),
-                        avg_connect_latency: r.connect_latency.get(),
-                        uptime_percent: (r.checks > 0)
-                            .then(|| 100.0 * (r.checks - r.failed_checks) as f64 / r.checks as f64),
-                        live_sessions: live,
-                        times_ejected: r.health.times_ejected(),
-                        cooling_for: r.health.cooling_left(now),
-                    },
+                ProviderStats {
+                    provider: name,
+                    status: r.health.status(),
+                    attempts: r.attempts,
+                    successes: r.successes,
+                    failures: r.failures,
+                    reported_errors: r.reported_errors,
+                    consecutive_failures: r.health.consecutive_failures(),
+                    health_checks: r.checks,
+                    failed_health_checks: r.failed_checks,
+                    last_check_at: r.last_check_at.map(|t| self.since_epoch(t)),
+                    avg_check_latency: r.check_latency.get(),
+                    avg_connect_latency: r.connect_latency.get(),
+                    uptime_percent: (r.checks > 0)
+                        .then(|| 100.0 * (r.checks - r.failed_checks) as f64 / r.checks as f64),
+                    live_sessions: live,
+                    times_ejected: r.health.times_ejected(),
+                    cooling_for: r.health.cooling_left(now),
                 }
             })
             .collect()
