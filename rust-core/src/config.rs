@@ -57,6 +57,9 @@ pub struct ManagerConfig {
     /// Follow the registry's push channel (Server-Sent Events) while sessions are live, so list
     /// changes arrive in about a second; polling continues as the fallback. Default true.
     pub push_updates: bool,
+    /// Report session start, end and failover to the registry (session telemetry), from a
+    /// bounded background queue that never delays the engine. Default false.
+    pub report_sessions: bool,
 }
 
 impl ManagerConfig {
@@ -85,6 +88,7 @@ impl ManagerConfig {
             allow_insecure_http: false,
             event_buffer: 1024,
             push_updates: true,
+            report_sessions: false,
         }
     }
 
@@ -199,6 +203,7 @@ impl fmt::Debug for ManagerConfig {
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("event_buffer", &self.event_buffer)
             .field("push_updates", &self.push_updates)
+            .field("report_sessions", &self.report_sessions)
             .finish()
     }
 }

@@ -43,4 +43,7 @@ pub use events::{
 pub use health::HealthStatus;
 pub use manager::{ManagerBuilder, StreamingProviderManager};
 pub use provider::{ProviderAdapter, ProviderInfo};
-pub use registry::{HttpRegistry, ProviderList, ProviderRegistry, PushEvent, RegistryHealth};
+pub use registry::{
+    HttpRegistry, ProviderList, ProviderRegistry, PushEvent, RegistryHealth, ReportKind,
+    SessionReport,
+};

@@ -18,7 +18,9 @@ use crate::events::{
 use crate::health::{Change, HealthPolicy, HealthTracker};
 use crate::ordering::{position, rank, Standing};
 use crate::provider::{ProviderAdapter, ProviderInfo};
-use crate::registry::{HttpRegistry, ProviderList, ProviderRegistry, PushEvent};
+use crate::registry::{
+    HttpRegistry, ProviderList, ProviderRegistry, PushEvent, ReportKind, SessionReport,
+};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +33,9 @@ use tracing::{debug, debug_span, info, info_span, warn, Instrument};
 
 /// How many finished sessions are remembered for `session()` before the oldest are dropped.
 const FINISHED_SESSIONS_KEPT: usize = 256;
+/// Session reports waiting to be sent; beyond this they are dropped (telemetry must never
+/// hold up the engine).
+const REPORT_QUEUE: usize = 256;
 /// Weight of the newest sample in latency moving averages.
 const EWMA_ALPHA: f64 = 0.2;
 
@@ -83,6 +88,12 @@ impl ManagerBuilder {
             .jitter
             .unwrap_or_else(|| Box::new(<rand::rngs::StdRng as rand::SeedableRng>::from_os_rng()));
         let (events, _) = broadcast::channel(config.event_buffer);
+        let (reports, reports_rx) = if config.report_sessions {
+            let (tx, rx) = tokio::sync::mpsc::channel(REPORT_QUEUE);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let (retry_now, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             policy: config.health_policy(),
@@ -96,6 +107,8 @@ impl ManagerBuilder {
             events,
             wake: Notify::new(),
             push_wake: Notify::new(),
+            reports,
+            telemetry_done: CancellationToken::new(),
             retry_now,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -105,6 +118,12 @@ impl ManagerBuilder {
         });
         let monitor = shared.clone();
         shared.tracker.spawn(async move { monitor.monitor().await });
+        if let Some(rx) = reports_rx {
+            let reporter = shared.clone();
+            shared
+                .tracker
+                .spawn(async move { reporter.reporter(rx).await });
+        }
         if shared.config.push_updates {
             let push = shared.clone();
             shared.tracker.spawn(async move { push.push_loop().await });
@@ -304,7 +323,10 @@ impl Drop for Lifetime {
                 rt.spawn(async move { shared.shutdown().await });
             }
             // No runtime left to leave providers on: at least stop every task.
-            Err(_) => self.shared.cancel.cancel(),
+            Err(_) => {
+                self.shared.cancel.cancel();
+                self.shared.telemetry_done.cancel();
+            }
         }
     }
 }
@@ -465,6 +487,10 @@ struct Shared {
     wake: Notify,
     /// Wakes the push listener when sessions go live or end.
     push_wake: Notify,
+    /// Session telemetry queue, when `report_sessions` is on.
+    reports: Option<tokio::sync::mpsc::Sender<SessionReport>>,
+    /// Tells the reporter to flush and stop (after shutdown has ended every session).
+    telemetry_done: CancellationToken,
     /// Bumped by `network_changed` to cut backoff waits short.
     retry_now: watch::Sender<u64>,
     cancel: CancellationToken,
@@ -809,6 +835,7 @@ impl Shared {
         let mut st = self.state();
         match result {
             Ok(provider) => {
+                self.report(ReportKind::Start, &provider, stream_id, None, None);
                 self.set_state(&mut st, stream_id, SessionState::Live, Some(provider));
                 Ok(st.sessions[stream_id].info.clone())
             }
@@ -1205,6 +1232,15 @@ impl Shared {
                 if let Some(s) = st.sessions.get_mut(&stream_id) {
                     s.info.migrations += 1;
                 }
+                if to != from {
+                    self.report(
+                        ReportKind::Failover,
+                        &from,
+                        &stream_id,
+                        Some(&to),
+                        Some(reason),
+                    );
+                }
                 self.set_state(&mut st, &stream_id, SessionState::Live, Some(to.clone()));
                 let gap = gap_start.map_or(Duration::ZERO, |g| end - g);
                 info!(stream_id, from, to, ?gap, "migration finished");
@@ -1218,7 +1254,15 @@ impl Shared {
                 });
             }
             Err(StreamguardError::Cancelled(_) | StreamguardError::ShutDown) => {
-                // `end_stream` or `shutdown` owns the session now and will finish it.
+                // `end_stream` or `shutdown` owns the session now and will finish it; if the
+                // old provider was already left, nothing else will report its end.
+                if st
+                    .sessions
+                    .get(&stream_id)
+                    .is_some_and(|s| s.info.provider.is_none())
+                {
+                    self.report(ReportKind::End, &from, &stream_id, None, None);
+                }
             }
             Err(e) => {
                 Self::set_last_error(&mut st, &stream_id, e.to_string());
@@ -1227,6 +1271,7 @@ impl Shared {
                 if stay {
                     self.set_state(&mut st, &stream_id, SessionState::Live, Some(from.clone()));
                 } else {
+                    self.report(ReportKind::End, &from, &stream_id, None, None);
                     self.set_state(&mut st, &stream_id, SessionState::Failed, None);
                 }
                 warn!(stream_id, from, error = %e, "migration failed");
@@ -1276,6 +1321,7 @@ impl Shared {
             p
         };
         if let Some(p) = provider {
+            self.report(ReportKind::End, &p, stream_id, None, None);
             self.leave(&p, stream_id).await;
         }
     }
@@ -1459,6 +1505,59 @@ impl Shared {
             }
         }
         jobs
+    }
+
+    // ----- session telemetry ---------------------------------------------------------------
+
+    /// Queue a session report (no-op unless `report_sessions`). Never blocks: a full queue
+    /// drops the report.
+    fn report(
+        &self,
+        kind: ReportKind,
+        provider: &str,
+        stream_id: &str,
+        to: Option<&str>,
+        reason: Option<FailoverReason>,
+    ) {
+        let Some(tx) = &self.reports else { return };
+        let report = SessionReport {
+            kind,
+            provider: provider.to_string(),
+            stream_id: stream_id.to_string(),
+            to_provider: to.map(str::to_string),
+            reason: reason.map(|r| format!("{r:?}")),
+        };
+        if tx.try_send(report).is_err() {
+            debug!(stream_id, "session report dropped: queue full");
+        }
+    }
+
+    async fn reporter(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<SessionReport>) {
+        loop {
+            let report = tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => r,
+                    None => return,
+                },
+                _ = self.telemetry_done.cancelled() => {
+                    // Shutdown queued the final "end" reports: send them, then stop.
+                    while let Ok(r) = rx.try_recv() {
+                        self.send_report(r).await;
+                    }
+                    return;
+                }
+            };
+            self.send_report(report).await;
+        }
+    }
+
+    async fn send_report(&self, report: SessionReport) {
+        match tokio::time::timeout(self.config.request_timeout, self.registry.report(&report)).await
+        {
+            Ok(Ok(())) => debug!(?report, "session reported"),
+            Ok(Err(e)) => warn!(error = %e, kind = ?report.kind, "session report failed"),
+            Err(_) => warn!(kind = ?report.kind, "session report timed out"),
+        }
     }
 
     // ----- push channel --------------------------------------------------------------------
@@ -1841,6 +1940,7 @@ impl Shared {
             });
         }
         while leaving.join_next().await.is_some() {}
+        self.telemetry_done.cancel();
         self.tracker.close();
         self.tracker.wait().await;
         info!("shut down");

@@ -46,6 +46,37 @@ pub enum PushEvent {
     },
 }
 
+/// What a session report says happened (registry session telemetry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportKind {
+    /// A session went live on `provider`.
+    Start,
+    /// A session left `provider` for good (ended, failed, or shut down).
+    End,
+    /// A live session moved from `provider` to `to_provider`.
+    Failover,
+}
+
+/// One session-telemetry report, as sent to `POST {base_url}/streaming/sessions/events`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionReport {
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: ReportKind,
+    /// The provider the session is (or was) on.
+    pub provider: String,
+    /// The session's stream id.
+    pub stream_id: String,
+    /// For failovers: where it went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_provider: Option<String>,
+    /// For failovers: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Where the provider list and health come from. [`HttpRegistry`] implements the documented
 /// HTTP contract; apps with another backend implement this trait themselves.
 #[async_trait]
@@ -61,6 +92,10 @@ pub trait ProviderRegistry: Send + Sync + 'static {
         _on_event: &(dyn Fn(PushEvent) + Send + Sync),
     ) -> Result<(), BackendError> {
         Err(BackendError::PushUnsupported)
+    }
+    /// Send one session-telemetry report. The default drops it.
+    async fn report(&self, _report: &SessionReport) -> Result<(), BackendError> {
+        Ok(())
     }
 }
 
@@ -193,6 +228,24 @@ impl ProviderRegistry for HttpRegistry {
         on_event: &(dyn Fn(PushEvent) + Send + Sync),
     ) -> Result<(), BackendError> {
         self.follow_sse(on_event).await
+    }
+
+    async fn report(&self, report: &SessionReport) -> Result<(), BackendError> {
+        let body = serde_json::to_vec(report).map_err(|e| BackendError::Schema(e.to_string()))?;
+        let mut req = self
+            .client
+            .post(format!("{}/streaming/sessions/events", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(map_reqwest)?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(BackendError::Status(resp.status().as_u16()))
+        }
     }
 }
 

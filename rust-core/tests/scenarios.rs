@@ -906,3 +906,64 @@ async fn invalid_config_is_rejected_on_construction() {
         matches!(err, StreamguardError::InvalidConfig(ref m) if m.contains("failure_threshold"))
     );
 }
+
+// ----- session telemetry -------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn sessions_are_reported_to_the_registry_when_configured() {
+    let b = Backend::start(SEED_LIST);
+    let mut c = b.config();
+    c.report_sessions = true;
+    let m = b.manager(c);
+    let t = Trio::register(&m, false);
+    t.agora
+        .script_connect(vec![Step::Fail(Timeout), Step::Fail(Timeout)]);
+    m.start_stream("s1").await.unwrap(); // on zegocloud after two agora failures
+    let mut rx = m.subscribe();
+    b.ctl.set_healthy("zegocloud", false);
+    // Detected 33 s later, when agora's 30 s cool-down is over: back to agora.
+    wait_for(&mut rx, secs(60), migration_finished).await;
+    m.join_stream("s2").await.unwrap();
+    m.end_stream("s1").await.unwrap();
+    m.shutdown().await.unwrap(); // ends s2, flushes the queue
+    let got: Vec<String> = b
+        .ctl
+        .reports
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}{}",
+                r["type"].as_str().unwrap(),
+                r["streamId"].as_str().unwrap(),
+                r["provider"].as_str().unwrap(),
+                r.get("toProvider")
+                    .and_then(|v| v.as_str())
+                    .map(|to| format!(" -> {to} ({})", r["reason"].as_str().unwrap()))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            "start s1 zegocloud",
+            "failover s1 zegocloud -> agora (HealthCheckFailed)",
+            "start s2 agora",
+            "end s1 agora",
+            "end s2 agora",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_are_not_reported_by_default() {
+    let b = Backend::start(SEED_LIST);
+    let m = b.manager(b.config());
+    let _t = Trio::register(&m, false);
+    m.start_stream("s1").await.unwrap();
+    m.end_stream("s1").await.unwrap();
+    m.shutdown().await.unwrap();
+    assert!(b.ctl.reports.lock().unwrap().is_empty());
+}

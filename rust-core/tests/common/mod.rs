@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streamguard::{
     BackendError, EventKind, HttpRegistry, ManagerConfig, ProviderAdapter, ProviderError,
-    ProviderErrorKind, ProviderInfo, ProviderList, ProviderRegistry, RegistryHealth, StreamEvent,
-    StreamingProviderManager,
+    ProviderErrorKind, ProviderInfo, ProviderList, ProviderRegistry, RegistryHealth, SessionReport,
+    StreamEvent, StreamingProviderManager,
 };
 use tokio::sync::broadcast;
 
@@ -59,6 +59,8 @@ pub struct BackendCtl {
     /// Requests made to `/events`, and how many streams are open now.
     pub push_requests: AtomicU64,
     pub push_open: tokio::sync::watch::Sender<u64>,
+    /// Session telemetry received, as JSON.
+    pub reports: Mutex<Vec<Value>>,
 }
 
 impl BackendCtl {
@@ -110,6 +112,7 @@ impl Backend {
             push: tokio::sync::broadcast::channel(64).0,
             push_requests: AtomicU64::new(0),
             push_open: tokio::sync::watch::channel(0).0,
+            reports: Mutex::new(Vec::new()),
         });
         ctl.set_providers(list);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -124,6 +127,10 @@ impl Backend {
                 get(health_handler),
             )
             .route("/api/streaming/providers/events", get(events_handler))
+            .route(
+                "/api/streaming/sessions/events",
+                axum::routing::post(report_handler),
+            )
             .with_state(ctl.clone());
         // Bound with std: tests construct the backend from inside their own runtime, where
         // `block_on` is not allowed.
@@ -241,6 +248,14 @@ async fn list_handler(State(ctl): State<Arc<BackendCtl>>, headers: HeaderMap) ->
         .into_response()
 }
 
+async fn report_handler(
+    State(ctl): State<Arc<BackendCtl>>,
+    axum::Json(body): axum::Json<Value>,
+) -> StatusCode {
+    ctl.reports.lock().unwrap().push(body);
+    StatusCode::NO_CONTENT
+}
+
 async fn events_handler(State(ctl): State<Arc<BackendCtl>>) -> Response {
     ctl.push_requests.fetch_add(1, Ordering::SeqCst);
     if !ctl.push_enabled.load(Ordering::SeqCst) {
@@ -313,6 +328,14 @@ impl ProviderRegistry for Bridged {
         let rt = self.rt.clone();
         let p = provider.to_string();
         tokio::task::spawn_blocking(move || rt.block_on(inner.health(&p)))
+            .await
+            .unwrap()
+    }
+    async fn report(&self, report: &SessionReport) -> Result<(), BackendError> {
+        let inner = self.inner.clone();
+        let rt = self.rt.clone();
+        let r = report.clone();
+        tokio::task::spawn_blocking(move || rt.block_on(inner.report(&r)))
             .await
             .unwrap()
     }

@@ -140,3 +140,71 @@ async fn without_push_the_client_migrates_at_the_next_poll() {
     m.shutdown().await.unwrap();
     reg.shutdown().await.unwrap();
 }
+
+async fn admin_get(reg: &RunningRegistry, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{}/api/streaming/providers{path}", reg.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap()
+}
+
+fn streams(list: &serde_json::Value, name: &str) -> (u64, u64) {
+    let p = list["data"]["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap();
+    let s = &p["statistics"];
+    (
+        s["activeStreams"].as_u64().unwrap(),
+        s["totalStreams"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_reports_sessions_and_failovers_to_the_registry() {
+    let reg = registry().await;
+    let mut c = ManagerConfig::new(format!("{}/api", reg.url()));
+    c.report_sessions = true;
+    let m = StreamingProviderManager::new(c).unwrap();
+    for name in ["agora", "zegocloud", "webrtc"] {
+        m.register_adapter(name, Arc::new(Sim::default())).unwrap();
+    }
+    m.start_stream("s1").await.unwrap();
+    m.join_stream("s2").await.unwrap();
+    let waiter = tokio::spawn({
+        let m = m.clone();
+        async move { migrated(&m, Duration::from_secs(5)).await }
+    });
+    tokio::task::yield_now().await;
+    disable(&reg, "agora").await;
+    waiter.await.unwrap();
+    m.end_stream("s2").await.unwrap();
+    // Reports travel on a background queue: shutdown flushes it (and ends s1).
+    m.shutdown().await.unwrap();
+    let list = admin_get(&reg, "/admin").await;
+    assert_eq!(
+        streams(&list, "agora"),
+        (0, 2),
+        "two started on agora, none left"
+    );
+    let (active, total) = streams(&list, "zegocloud");
+    assert_eq!(active, 0, "all ended");
+    assert!(total >= 1, "at least one failed over to zegocloud");
+    let failovers = admin_get(&reg, "/failovers").await;
+    let entries = failovers["data"]["failovers"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|f| f["from"] == "agora"
+            && f["to"] == "zegocloud"
+            && f["reason"] == "ProviderDisabled"),
+        "{failovers}"
+    );
+    reg.shutdown().await.unwrap();
+}
