@@ -1,14 +1,20 @@
-//! Streamguard demo: a loopback provider registry, three SIMULATED providers ("agora",
-//! "zegocloud", "webrtc") and the real engine. The preferred provider goes down part-way, an
-//! admin later changes priorities, and a viewer's SDK reports a fatal error; the timeline of
-//! detection, failover and migration is printed with times.
+//! Streamguard demo: the reference registry (`streamguard-registry`, in-process, on loopback)
+//! with three SIMULATED providers ("agora", "zegocloud", "webrtc") and the real engine. The
+//! preferred provider goes down part-way, an admin changes priorities through the registry's
+//! admin API, and a viewer's SDK reports a fatal error; the timeline of detection, failover and
+//! migration is printed with times, then the registry's own view (streams, failover history).
 //!
-//! No media flows: the adapters are in-process simulations with realistic latencies.
+//! No media flows: the adapters are in-process simulations with realistic latencies, and each
+//! provider's "edge" is a loopback HTTP endpoint the registry probes.
+//!
+//! `--interactive` keeps both sessions live after the script until Ctrl-C, so you can flip
+//! providers with curl (the commands are printed) and watch the engine react.
 
 use async_trait::async_trait;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,36 +24,52 @@ use streamguard::{
     EventKind, ManagerConfig, ProviderAdapter, ProviderError, ProviderInfo, StreamEvent,
     StreamingProviderManager,
 };
+use streamguard_registry::{Config as RegistryConfig, Seed};
 
-/// The registry's data: providers (name, active, priority) and health flags.
+/// The providers' simulated edges: `GET /edge/{name}` answers 200, or 503 while down.
 #[derive(Default)]
-struct Registry {
-    providers: Mutex<Vec<(String, bool, u32)>>,
-    unhealthy: Mutex<HashMap<String, bool>>,
+struct Edges {
+    down: Mutex<HashMap<String, bool>>,
 }
 
-async fn list(State(r): State<Arc<Registry>>) -> Json<Value> {
-    let providers: Vec<Value> = r
-        .providers
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, a, p)| json!({"name": n, "isActive": a, "priority": p, "config": {"appId": format!("demo-{n}")}}))
-        .collect();
-    Json(json!({"success": true, "data": {"providers": providers}}))
+async fn edge(State(e): State<Arc<Edges>>, Path(name): Path<String>) -> StatusCode {
+    if e.down.lock().unwrap().get(&name).copied().unwrap_or(false) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    }
 }
 
-async fn health(State(r): State<Arc<Registry>>, Path(name): Path<String>) -> Json<Value> {
-    let down = r
-        .unhealthy
-        .lock()
-        .unwrap()
-        .get(&name)
-        .copied()
-        .unwrap_or(false);
-    Json(
-        json!({"success": true, "data": {"healthy": !down, "provider": name, "status": if down {"down"} else {"active"}}}),
-    )
+const ADMIN_TOKEN: &str = "demo-admin-token-0123456789";
+
+/// One admin call to the registry.
+async fn admin_put(
+    registry: &str,
+    provider: &str,
+    body: Value,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let resp = reqwest::Client::new()
+        .put(format!("{registry}/api/streaming/providers/{provider}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        return Err(format!("admin PUT {provider}: {}", resp.status()).into());
+    }
+    Ok(())
+}
+
+async fn admin_get(registry: &str, path: &str) -> Result<Value, Box<dyn std::error::Error>> {
+    let body = reqwest::Client::new()
+        .get(format!("{registry}/api/streaming/providers{path}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    Ok(serde_json::from_slice(&body)?)
 }
 
 /// A simulated vendor SDK: connects after a short latency, fails while "down".
@@ -190,28 +212,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("Streamguard demo: SIMULATED providers (no real media), real engine, real HTTP registry on loopback.\n");
 
-    let registry = Arc::new(Registry::default());
-    *registry.providers.lock().unwrap() = vec![
-        ("agora".into(), true, 1),
-        ("zegocloud".into(), true, 2),
-        ("webrtc".into(), true, 3),
-    ];
+    let interactive = std::env::args().any(|a| a == "--interactive");
+
+    // The providers' edges, probed by the registry's health checker.
+    let edges = Arc::new(Edges::default());
     let app = Router::new()
-        .route("/api/streaming/providers", get(list))
-        .route("/api/streaming/providers/{name}/health", get(health))
-        .with_state(registry.clone());
+        .route("/edge/{name}", get(edge))
+        .with_state(edges.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base_url = format!("http://{}/api", listener.local_addr()?);
+    let edge_base = format!("http://{}/edge", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
-    println!("registry listening at {base_url}");
+
+    // The reference registry, in-process, with three providers and 1 s background checks.
+    let mut reg_config =
+        RegistryConfig::local_test(ADMIN_TOKEN, "demo-super-admin-token-0123456789");
+    reg_config.health_interval = Duration::from_secs(1);
+    let seed = json!([
+        {"name": "agora", "priority": 1, "monthlyCost": 49.0,
+         "config": {"appId": "demo-agora", "probe": {"type": "http", "url": format!("{edge_base}/agora")}}},
+        {"name": "zegocloud", "priority": 2, "monthlyCost": 39.0,
+         "config": {"appId": "demo-zego", "probe": {"type": "http", "url": format!("{edge_base}/zegocloud")}}},
+        {"name": "webrtc", "priority": 3, "monthlyCost": 0.0,
+         "config": {"probe": {"type": "http", "url": format!("{edge_base}/webrtc")}}}
+    ]);
+    reg_config.seed = Seed::Providers(serde_json::from_value(seed)?);
+    let registry = streamguard_registry::serve(reg_config).await?;
+    let reg_url = registry.url();
+    let base_url = format!("{reg_url}/api");
+    println!("registry (streamguard-registry) at {reg_url}, admin token {ADMIN_TOKEN}");
+    println!("  try: curl -s {reg_url}/api/streaming/providers");
+    println!("       curl -s -X PUT -H 'Authorization: Bearer {ADMIN_TOKEN}' -H 'content-type: application/json' \\");
+    println!(
+        "            -d '{{\"isActive\":false}}' {reg_url}/api/streaming/providers/zegocloud\n"
+    );
 
     // Shorter intervals than the defaults (30 s checks) so the demo takes seconds, not minutes.
     let mut config = ManagerConfig::new(&base_url);
     config.health_check_interval = Duration::from_secs(3);
     config.provider_refresh_interval = Duration::from_secs(2);
     config.suspect_recheck_delay = Duration::from_millis(500);
+    config.report_sessions = true;
     println!(
-        "health checks every {:?} (suspect re-checks after {:?}, then doubling), threshold {} failures, list polled every {:?}\n",
+        "engine: health checks every {:?} (suspect re-checks after {:?}, then doubling), threshold {} failures, list pushed by the registry (polled every {:?} as fallback)\n",
         config.health_check_interval,
         config.suspect_recheck_delay,
         config.failure_threshold,
@@ -227,7 +269,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut events = manager.subscribe();
     let printer = tokio::spawn(async move {
+        // The registry re-announces its list whenever stream counts change; print the
+        // provider order only when it really changes.
+        let mut last_order: Option<Vec<String>> = None;
         while let Ok(ev) = events.recv().await {
+            if let EventKind::ProviderListChanged { active } = &ev.kind {
+                if last_order.as_ref() == Some(active) {
+                    continue;
+                }
+                last_order = Some(active.clone());
+            }
             if let Some(line) = describe(&ev) {
                 println!("{line}");
             }
@@ -249,15 +300,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_secs(4)).await;
     say(
         start,
-        "OUTAGE: agora goes down (its edge stops answering; the registry marks it down)",
+        "OUTAGE: agora goes down (its SDK and its edge stop answering)",
     );
     let outage = tokio::time::Instant::now();
     agora.down.store(true, Ordering::SeqCst);
-    registry
-        .unhealthy
-        .lock()
-        .unwrap()
-        .insert("agora".into(), true);
+    edges.down.lock().unwrap().insert("agora".into(), true);
     wait_until(&manager, "concert", "zegocloud", Duration::from_secs(20)).await;
     say(
         start,
@@ -270,13 +317,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     say(
         start,
-        "ADMIN: makes webrtc the preferred provider in the registry",
+        "ADMIN: makes webrtc the preferred provider: PUT /api/streaming/providers/webrtc {\"priority\":0}",
     );
-    *registry.providers.lock().unwrap() = vec![
-        ("agora".into(), true, 3),
-        ("zegocloud".into(), true, 2),
-        ("webrtc".into(), true, 1),
-    ];
+    admin_put(&reg_url, "webrtc", json!({"priority": 0})).await?;
     wait_until(&manager, "concert", "webrtc", Duration::from_secs(10)).await;
 
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -287,6 +330,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     manager.record_error("match", ProviderError::unauthorized("token expired"))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    if interactive {
+        say(
+            start,
+            "INTERACTIVE: sessions stay live; flip providers with curl (see above). Ctrl-C to end.",
+        );
+        tokio::signal::ctrl_c().await?;
+    }
     say(start, "End both streams and shut down");
     manager.end_stream("concert").await?;
     manager.end_stream("match").await?;
@@ -317,6 +367,44 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\nbackground tasks left after shutdown: {}",
         manager.task_count()
     );
+
+    // The registry's own view, fed by its health checker and the engine's session reports.
+    let list = admin_get(&reg_url, "/admin").await?;
+    println!("\nregistry view (GET /api/streaming/providers/admin):");
+    println!(
+        "{:<10} {:<9} {:>8} {:>7} {:>7} {:>9}",
+        "provider", "status", "priority", "active", "total", "uptime%"
+    );
+    for p in list["data"]["providers"].as_array().into_iter().flatten() {
+        let s = &p["statistics"];
+        println!(
+            "{:<10} {:<9} {:>8} {:>7} {:>7} {:>9}",
+            p["name"].as_str().unwrap_or("?"),
+            p["status"].as_str().unwrap_or("?"),
+            p["priority"].to_string(),
+            s["activeStreams"].to_string(),
+            s["totalStreams"].to_string(),
+            s["uptime"]
+                .as_f64()
+                .map_or("-".into(), |u| format!("{u:.0}")),
+        );
+    }
+    let failovers = admin_get(&reg_url, "/failovers").await?;
+    println!("\nregistry failover history (GET /api/streaming/providers/failovers):");
+    for f in failovers["data"]["failovers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "  {} {} -> {} ({})",
+            f["streamId"].as_str().unwrap_or("?"),
+            f["from"].as_str().unwrap_or("?"),
+            f["to"].as_str().unwrap_or("?"),
+            f["reason"].as_str().unwrap_or("")
+        );
+    }
+    registry.shutdown().await?;
     Ok(())
 }
 
