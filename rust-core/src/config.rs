@@ -24,6 +24,9 @@ pub struct ManagerConfig {
     pub failure_threshold: u32,
     /// First re-check of a suspect provider; doubles per failure up to the interval. Default 1 s.
     pub suspect_recheck_delay: Duration,
+    /// Second outage trigger: failing with no success in between for this long (seed 003's
+    /// "unhealthy continuously for 30 s"). `None` turns it off. Default 30 s.
+    pub max_unhealthy_for: Option<Duration>,
     /// Timeout of every registry request. Default 5 s.
     pub request_timeout: Duration,
     /// Bound on every adapter call: a hanging adapter fails the attempt instead of the manager.
@@ -73,6 +76,7 @@ impl ManagerConfig {
             health_check_interval: Duration::from_secs(30),
             failure_threshold: 3,
             suspect_recheck_delay: Duration::from_secs(1),
+            max_unhealthy_for: Some(Duration::from_secs(30)),
             request_timeout: Duration::from_secs(5),
             adapter_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_millis(300),
@@ -148,6 +152,9 @@ impl ManagerConfig {
                 return bad(format!("{name} must be greater than zero"));
             }
         }
+        if self.max_unhealthy_for.is_some_and(|d| d.is_zero()) {
+            return bad("max_unhealthy_for must be greater than zero (or None)".into());
+        }
         if self.backoff_base > self.backoff_cap {
             return bad("backoff_base must not exceed backoff_cap".into());
         }
@@ -170,6 +177,7 @@ impl ManagerConfig {
             recheck_first: self.suspect_recheck_delay,
             cooldown_base: self.cooldown_base,
             cooldown_max: self.cooldown_max,
+            max_unhealthy_for: self.max_unhealthy_for,
         }
     }
 }
@@ -188,6 +196,7 @@ impl fmt::Debug for ManagerConfig {
             .field("health_check_interval", &self.health_check_interval)
             .field("failure_threshold", &self.failure_threshold)
             .field("suspect_recheck_delay", &self.suspect_recheck_delay)
+            .field("max_unhealthy_for", &self.max_unhealthy_for)
             .field("request_timeout", &self.request_timeout)
             .field("adapter_timeout", &self.adapter_timeout)
             .field("backoff_base", &self.backoff_base)

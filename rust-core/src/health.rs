@@ -33,6 +33,9 @@ pub struct HealthPolicy {
     pub cooldown_base: Duration,
     /// Longest cool-down.
     pub cooldown_max: Duration,
+    /// Second trigger (seed 003's RTMP monitor): failing without a success in between for
+    /// this long is an outage too, however few checks that was.
+    pub max_unhealthy_for: Option<Duration>,
 }
 
 /// The result of feeding one signal to a [`HealthTracker`].
@@ -64,6 +67,7 @@ pub struct HealthTracker {
     cooling_until: Option<Instant>,
     last_ejected_at: Option<Instant>,
     healthy_since: Option<Instant>,
+    unhealthy_since: Option<Instant>,
     report_pending: bool,
 }
 
@@ -83,6 +87,7 @@ impl HealthTracker {
             cooling_until: None,
             last_ejected_at: None,
             healthy_since: None,
+            unhealthy_since: None,
             report_pending: false,
         }
     }
@@ -119,6 +124,7 @@ impl HealthTracker {
         let from = self.status;
         self.consecutive_failures = 0;
         self.report_pending = false;
+        self.unhealthy_since = None;
         if self.healthy_since.is_none() {
             self.healthy_since = Some(now);
         }
@@ -143,10 +149,14 @@ impl HealthTracker {
         let from = self.status;
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.healthy_since = None;
+        let since = *self.unhealthy_since.get_or_insert(now);
+        let too_long = policy
+            .max_unhealthy_for
+            .is_some_and(|d| now.saturating_duration_since(since) >= d);
         // A failure reported by the vendor SDK and then confirmed by an independent check is
         // an outage already: waiting for the full count would only lengthen the stall.
         let confirmed = std::mem::take(&mut self.report_pending);
-        if confirmed || self.consecutive_failures >= policy.failure_threshold {
+        if confirmed || too_long || self.consecutive_failures >= policy.failure_threshold {
             let mut change = self.mark_down(now, policy);
             change.confirmed_report = confirmed;
             return change;
@@ -239,6 +249,7 @@ mod tests {
             recheck_first: Duration::from_secs(1),
             cooldown_base: Duration::from_secs(30),
             cooldown_max: Duration::from_secs(300),
+            max_unhealthy_for: Some(Duration::from_secs(30)),
         }
     }
 
@@ -353,5 +364,40 @@ mod tests {
         );
         h.on_failure(t + Duration::from_secs(20), &p);
         assert_eq!(h.stable_for(t + Duration::from_secs(21)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn continuously_unhealthy_for_long_enough_is_an_outage() {
+        // Seed 003: 3 s checks, 10 consecutive failures would take 30 s; the duration trigger
+        // fires at 12 s even though only 5 checks failed.
+        let p = HealthPolicy {
+            failure_threshold: 10,
+            max_unhealthy_for: Some(Duration::from_secs(12)),
+            ..policy()
+        };
+        let mut h = HealthTracker::new();
+        let t0 = Instant::now();
+        h.on_success(t0, &p);
+        for i in 0..4u64 {
+            assert!(
+                !h.on_failure(t0 + Duration::from_secs(3 * i), &p).outage,
+                "check {i}"
+            );
+        }
+        assert!(h.on_failure(t0 + Duration::from_secs(12), &p).outage);
+        // A success in between restarts the clock.
+        let mut h = HealthTracker::new();
+        h.on_failure(t0, &p);
+        h.on_success(t0 + Duration::from_secs(6), &p);
+        assert!(!h.on_failure(t0 + Duration::from_secs(13), &p).outage);
+        // Off when not configured.
+        let off = HealthPolicy {
+            failure_threshold: 10,
+            max_unhealthy_for: None,
+            ..policy()
+        };
+        let mut h = HealthTracker::new();
+        h.on_failure(t0, &off);
+        assert!(!h.on_failure(t0 + Duration::from_secs(600), &off).outage);
     }
 }

@@ -30,6 +30,8 @@ mod manager;
 pub mod ordering;
 mod provider;
 pub mod registry;
+#[cfg(feature = "rtmp")]
+pub mod rtmp;
 
 pub use backoff::JitterSource;
 pub use config::ManagerConfig;
