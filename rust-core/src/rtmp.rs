@@ -55,6 +55,8 @@ pub struct RtmpSettings {
     pub start_timeout: Duration,
     /// How long a stopping publisher gets to quit cleanly before it is killed.
     pub stop_grace: Duration,
+    /// Allow make-before-break migrations (two publishers to two servers at once).
+    pub parallel: bool,
 }
 
 impl Default for RtmpSettings {
@@ -70,6 +72,7 @@ impl Default for RtmpSettings {
             probe_timeout: Duration::from_secs(4),
             start_timeout: Duration::from_secs(8),
             stop_grace: Duration::from_secs(2),
+            parallel: true,
         }
     }
 }
@@ -399,8 +402,8 @@ impl ProviderAdapter for RtmpAdapter {
     }
 
     fn supports_parallel_sessions(&self) -> bool {
-        // Two publishers to two different servers coexist fine.
-        true
+        // Two publishers to two different servers coexist fine, unless turned off.
+        self.settings.parallel
     }
 }
 

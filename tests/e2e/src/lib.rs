@@ -1,1 +1,416 @@
-//! Test-only crate: see `tests/`.
+//! Fixtures for the end-to-end tests and the RTMP benchmark: real nginx-rtmp servers on
+//! loopback (started and stopped by PID), the reference registry in-process, and a manager
+//! wired to RTMP adapters. Nothing here is shipped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use streamguard::rtmp::{RtmpAdapter, RtmpSettings};
+use streamguard::{
+    EventKind, FailoverReason, ManagerConfig, MigrationStrategy, StreamEvent,
+    StreamingProviderManager,
+};
+use streamguard_registry::{serve, Config, RunningRegistry, Seed};
+use tokio::sync::broadcast::Receiver;
+
+/// The admin token of test registries.
+pub const ADMIN: &str = "admin-token-e2e-0123456789";
+
+/// Where Debian installs the RTMP module.
+const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Run a command to completion, ignoring its output.
+fn run(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// One nginx-rtmp server on loopback, in its own prefix directory.
+pub struct Nginx {
+    /// Its RTMP port.
+    pub port: u16,
+    dir: PathBuf,
+    master: Option<Child>,
+}
+
+impl Nginx {
+    /// Start a server (master + one worker) on a free port.
+    pub fn start(name: &str) -> Self {
+        Self::start_on(name, free_port())
+    }
+
+    /// Start a server on `port` and wait until it accepts connections.
+    pub fn start_on(name: &str, port: u16) -> Self {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "sg-nginx-{name}-{port}-{}-{seq}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let conf = format!(
+            "load_module {RTMP_MODULE};\n\
+             daemon off;\nmaster_process on;\nworker_processes 1;\n\
+             error_log {dir}/logs/error.log warn;\npid {dir}/nginx.pid;\n\
+             events {{ worker_connections 256; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
+               application live {{ live on; record off; }} }} }}\n",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let master = Command::new("nginx")
+            .args(["-p", &dir.display().to_string(), "-c", "nginx.conf"])
+            .args(["-e", &dir.join("logs/error.log").display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx runs (apt-get install nginx-light libnginx-mod-rtmp)");
+        let mut me = Self {
+            port,
+            dir,
+            master: Some(master),
+        };
+        me.wait_listening(true);
+        me
+    }
+
+    fn wait_listening(&mut self, up: bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() != up {
+            assert!(
+                Instant::now() < deadline,
+                "nginx on {} did not settle",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The master's PID.
+    pub fn master_pid(&self) -> u32 {
+        self.master.as_ref().expect("running").id()
+    }
+
+    /// Master and worker PIDs.
+    pub fn pids(&self) -> Vec<String> {
+        let master = self.master_pid().to_string();
+        let out = Command::new("pgrep")
+            .args(["-P", &master])
+            .output()
+            .unwrap();
+        let mut pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        pids.push(master);
+        pids
+    }
+
+    fn signal(&self, sig: &str) {
+        let pids = self.pids();
+        let mut args = vec![sig];
+        args.extend(pids.iter().map(String::as_str));
+        run("kill", &args);
+    }
+
+    /// SIGKILL master and worker: connections are reset at once.
+    pub fn kill(&mut self) {
+        self.signal("-KILL");
+        if let Some(mut m) = self.master.take() {
+            let _ = m.wait();
+        }
+        self.wait_listening(false);
+    }
+
+    /// SIGSTOP master and worker: the socket stays open but nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// The ingest/playback base URL.
+    pub fn url(&self) -> String {
+        format!("rtmp://127.0.0.1:{}/live", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if self.master.is_some() {
+            self.signal("-CONT");
+            // SIGTERM to the master stops its worker too; SIGKILL to the master alone would not.
+            self.signal("-TERM");
+            if let Some(mut m) = self.master.take() {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while m.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = m.kill();
+                let _ = m.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// ffmpeg processes publishing to `port` right now.
+pub fn publishers_to(port: u16) -> usize {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("ffmpeg .*rtmp://127.0.0.1:{port}/")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .count()
+}
+
+/// A registry with the given `(name, priority, config)` providers.
+pub async fn registry(providers: serde_json::Value) -> RunningRegistry {
+    let mut config = Config::local_test(ADMIN, "super-token-e2e-0123456789");
+    config.seed = Seed::Providers(serde_json::from_value(providers).unwrap());
+    serve(config).await.expect("registry starts")
+}
+
+/// PUT an admin change to the registry.
+pub async fn admin_put(reg: &RunningRegistry, name: &str, body: &str) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/api/streaming/providers/{name}", reg.url()))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+/// Two RTMP providers, "primary" and "backup", behind a registry, with a manager whose RTMP
+/// adapters report publisher exits to it.
+pub struct RtmpWorld {
+    /// Provider "primary".
+    pub primary: Nginx,
+    /// Provider "backup".
+    pub backup: Nginx,
+    /// The registry.
+    pub registry: RunningRegistry,
+    /// The engine.
+    pub manager: StreamingProviderManager,
+    /// The adapters, by provider: primary, backup.
+    pub adapters: [Arc<RtmpAdapter>; 2],
+}
+
+impl RtmpWorld {
+    /// Start everything. `parallel` = whether adapters allow make-before-break.
+    pub async fn start(parallel: bool) -> Self {
+        let primary = Nginx::start("primary");
+        let backup = Nginx::start("backup");
+        let registry = registry(serde_json::json!([
+            {"name": "primary", "priority": 1, "config": {"ingestUrl": primary.url()}},
+            {"name": "backup", "priority": 2, "config": {"ingestUrl": backup.url()}}
+        ]))
+        .await;
+        let mut c = ManagerConfig::new(format!("{}/api", registry.url()));
+        // Seed 003's RTMP monitor checks every 3 s.
+        c.health_check_interval = Duration::from_secs(3);
+        c.suspect_recheck_delay = Duration::from_millis(500);
+        c.adapter_timeout = Duration::from_secs(15);
+        c.cooldown_base = Duration::from_secs(5);
+        let manager = StreamingProviderManager::new(c).unwrap();
+        let settings = RtmpSettings {
+            parallel,
+            ..RtmpSettings::default()
+        };
+        let adapters = [
+            RtmpAdapter::new(settings.clone()),
+            RtmpAdapter::new(settings),
+        ];
+        for (name, a) in ["primary", "backup"].iter().zip(adapters.iter()) {
+            let m = manager.clone();
+            a.set_error_sink(Arc::new(move |id, e| {
+                let _ = m.record_error(id, e);
+            }));
+            manager.register_adapter(name, a.clone()).unwrap();
+        }
+        Self {
+            primary,
+            backup,
+            registry,
+            manager,
+            adapters,
+        }
+    }
+
+    /// A viewer-side check: is `stream` playable on `server` right now?
+    pub async fn playable(&self, server: &Nginx, stream: &str) -> bool {
+        self.adapters[0]
+            .probe_url(&format!("{}/{stream}", server.url()))
+            .await
+            .is_ok()
+    }
+
+    /// Wait (bounded) until `stream` is playable on `server`; returns when it was.
+    pub async fn wait_playable(&self, server: &Nginx, stream: &str, within: Duration) -> Instant {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.playable(server, stream).await {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{stream} never playable on {}",
+                server.port
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+// ----- scenarios (shared by the tests and the benchmark) ------------------------------------
+
+/// The first event matching `pred`, within a bound.
+pub async fn next(
+    rx: &mut Receiver<StreamEvent>,
+    within: Duration,
+    pred: impl Fn(&EventKind) -> bool,
+) -> StreamEvent {
+    tokio::time::timeout(within, async {
+        loop {
+            if let Ok(ev) = rx.recv().await {
+                if pred(&ev.kind) {
+                    return ev;
+                }
+            }
+        }
+    })
+    .await
+    .expect("event in time")
+}
+
+/// A failover decided by health checks or a confirmed error report.
+pub fn health_failover(e: &EventKind) -> bool {
+    matches!(
+        e,
+        EventKind::Failover {
+            reason: FailoverReason::HealthCheckFailed | FailoverReason::ErrorReported,
+            ..
+        }
+    )
+}
+
+/// Real-media tests share two cores with ffmpeg encoders: run them one at a time so timings
+/// measure the engine, not CPU contention.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// What one fault scenario measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Recovery {
+    /// Fault to failover decision.
+    pub detected: Duration,
+    /// Fault to the stream playable on the backup.
+    pub playable: Duration,
+}
+
+/// Primary killed (SIGKILL of master and worker) while publishing.
+pub async fn scenario_killed() -> Recovery {
+    let mut w = RtmpWorld::start(true).await;
+    let s = w.manager.start_stream("cam").await.unwrap();
+    assert_eq!(s.provider.as_deref(), Some("primary"));
+    assert!(w.playable(&w.primary, "cam").await);
+    let mut rx = w.manager.subscribe();
+    let fault = Instant::now();
+    w.primary.kill();
+    next(&mut rx, Duration::from_secs(20), health_failover).await;
+    let detected = fault.elapsed();
+    next(&mut rx, Duration::from_secs(20), |e| {
+        matches!(e, EventKind::MigrationFinished { .. })
+    })
+    .await;
+    let playable = w
+        .wait_playable(&w.backup, "cam", Duration::from_secs(10))
+        .await
+        - fault;
+    assert_eq!(w.adapters[1].publishing(), vec!["cam"]);
+    assert!(w.adapters[0].publishing().is_empty());
+    w.manager.shutdown().await.unwrap();
+    assert_eq!(
+        publishers_to(w.backup.port) + publishers_to(w.primary.port),
+        0,
+        "no ffmpeg left"
+    );
+    Recovery { detected, playable }
+}
+
+/// Primary frozen (SIGSTOP): only the probe can tell.
+pub async fn scenario_frozen() -> Recovery {
+    let w = RtmpWorld::start(true).await;
+    w.manager.start_stream("cam").await.unwrap();
+    let mut rx = w.manager.subscribe();
+    let fault = Instant::now();
+    w.primary.freeze();
+    next(&mut rx, Duration::from_secs(30), health_failover).await;
+    let detected = fault.elapsed();
+    next(&mut rx, Duration::from_secs(30), |e| {
+        matches!(e, EventKind::MigrationFinished { .. })
+    })
+    .await;
+    let playable = w
+        .wait_playable(&w.backup, "cam", Duration::from_secs(10))
+        .await
+        - fault;
+    w.manager.shutdown().await.unwrap();
+    assert_eq!(
+        publishers_to(w.backup.port) + publishers_to(w.primary.port),
+        0,
+        "no ffmpeg left"
+    );
+    Recovery { detected, playable }
+}
+
+/// Admin makes backup preferred: a planned migration. Returns the gap without a provider as
+/// measured by the engine and the strategy used.
+pub async fn scenario_planned(parallel: bool) -> (Duration, MigrationStrategy) {
+    let w = RtmpWorld::start(parallel).await;
+    w.manager.start_stream("cam").await.unwrap();
+    let mut rx = w.manager.subscribe();
+    admin_put(&w.registry, "backup", r#"{"priority":0}"#).await;
+    let done = next(&mut rx, Duration::from_secs(30), |e| {
+        matches!(e, EventKind::MigrationFinished { .. })
+    })
+    .await;
+    let EventKind::MigrationFinished {
+        gap, strategy, to, ..
+    } = done.kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(to, "backup");
+    // The viewer finds the stream on the new provider at once, and no longer on the old.
+    assert!(w.playable(&w.backup, "cam").await);
+    assert!(
+        !w.playable(&w.primary, "cam").await,
+        "old publisher stopped"
+    );
+    w.manager.shutdown().await.unwrap();
+    assert_eq!(
+        publishers_to(w.backup.port) + publishers_to(w.primary.port),
+        0,
+        "no ffmpeg left"
+    );
+    (gap, strategy)
+}
