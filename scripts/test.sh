@@ -20,16 +20,16 @@ for component in rustfmt clippy; do
 done
 cargo --version
 
-# ffprobe: the registry probes RTMP targets with it (its RTMP probe test needs it).
-if ! command -v ffprobe >/dev/null; then
-  step "installing ffmpeg (ffprobe)"
+# Real-media tests need ffmpeg/ffprobe and nginx with the RTMP module (Debian packages).
+need=()
+command -v ffprobe >/dev/null || need+=(ffmpeg)
+command -v nginx >/dev/null || need+=(nginx-light)
+[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
+if [ ${#need[@]} -gt 0 ]; then
+  step "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  if command -v apt-get >/dev/null; then
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg >/dev/null \
-      || echo "warning: could not install ffmpeg; the registry's RTMP probe test will report SKIPPED" >&2
-  else
-    echo "warning: no apt-get; the registry's RTMP probe test will report SKIPPED" >&2
-  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 step "cargo fmt --check"

@@ -72,7 +72,13 @@ impl Nginx {
             dir = dir.display()
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let master = Command::new("nginx")
+        // Debian puts nginx in /usr/sbin, which is not on every PATH.
+        let nginx = if std::path::Path::new("/usr/sbin/nginx").exists() {
+            "/usr/sbin/nginx"
+        } else {
+            "nginx"
+        };
+        let master = Command::new(nginx)
             .args(["-p", &dir.display().to_string(), "-c", "nginx.conf"])
             .args(["-e", &dir.join("logs/error.log").display().to_string()])
             .stdout(Stdio::null())
