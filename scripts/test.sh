@@ -40,3 +40,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --workspace
+
+step "registry admin dashboard in headless Chromium"
+./registry/admin-tests/run.sh

@@ -126,6 +126,18 @@ pub struct CheckSample {
     pub latency_ms: f64,
 }
 
+/// Body of `GET /api/streaming/providers/{name}/history`: stored checks for charts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckHistory {
+    /// Provider name.
+    pub provider: String,
+    /// Most checks the registry keeps per provider (the `historyLimit` setting).
+    pub history_limit: usize,
+    /// Checks, oldest first.
+    pub checks: Vec<CheckSample>,
+}
+
 /// Counters kept per provider, persisted with it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {

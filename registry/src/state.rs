@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::health::Prober;
 use crate::model::{
-    AdminProvider, CheckReport, CheckSample, FailoverEntry, NewProvider, ProviderRecord,
-    ProviderUpdate, PublicProvider, SessionEvent, SessionEventKind, StreamCounts,
+    AdminProvider, CheckHistory, CheckReport, CheckSample, FailoverEntry, NewProvider,
+    ProviderRecord, ProviderUpdate, PublicProvider, SessionEvent, SessionEventKind, StreamCounts,
 };
 use crate::store::{self, Store};
 
@@ -173,6 +173,33 @@ impl Registry {
             .providers
             .get(name)
             .map(|r| r.admin_view(true))
+    }
+
+    /// A provider's stored checks, oldest first: those at or after `since`
+    /// (unix milliseconds), at most the newest `limit` of them.
+    pub(crate) fn history(
+        &self,
+        name: &str,
+        since: Option<i64>,
+        limit: usize,
+    ) -> Option<CheckHistory> {
+        let cache = read(&self.cache);
+        let record = cache.providers.get(name)?;
+        let since = since.unwrap_or(i64::MIN);
+        let mut checks: Vec<CheckSample> = record
+            .history
+            .iter()
+            .rev()
+            .filter(|s| s.at >= since)
+            .take(limit)
+            .copied()
+            .collect();
+        checks.reverse();
+        Some(CheckHistory {
+            provider: record.name.clone(),
+            history_limit: self.config.history_limit,
+            checks,
+        })
     }
 
     /// Latest check outcome of every provider, sorted by name.

@@ -1,6 +1,8 @@
 //! The HTTP surface: route table, CORS and rate-limit middleware.
-//! Handlers live in [`routes`]; authentication and body parsing in [`extract`].
+//! Handlers live in [`routes`]; authentication and body parsing in [`extract`];
+//! the admin dashboard's static files in [`dashboard`].
 
+mod dashboard;
 mod extract;
 mod routes;
 
@@ -58,14 +60,24 @@ pub(crate) fn router(state: AppState) -> Router {
             &format!("{api}/{{name}}/health"),
             get(routes::public_health).layer(limited.clone()),
         )
+        .route(&format!("{api}/{{name}}/history"), get(routes::history))
         .route(
             &format!("{api}/{{name}}/health-check"),
             post(routes::check_one),
         )
         .route(
             "/api/streaming/sessions/events",
-            post(routes::session_event).layer(limited),
+            post(routes::session_event).layer(limited.clone()),
         )
+        // The dashboard: public static files (no data); everything it shows comes
+        // from the admin routes above, called with the token the user types in.
+        .route("/admin", get(dashboard::page).layer(limited.clone()))
+        .route("/admin/", get(dashboard::page).layer(limited.clone()))
+        .route(
+            "/admin/app.js",
+            get(dashboard::script).layer(limited.clone()),
+        )
+        .route("/admin/app.css", get(dashboard::stylesheet).layer(limited))
         .route("/healthz", get(routes::liveness))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

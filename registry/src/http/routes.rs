@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
@@ -149,6 +150,42 @@ pub(crate) async fn admin_get(
         .admin_get(&name)
         .ok_or_else(|| ApiError::unknown_provider(&name))?;
     Ok(ok(provider))
+}
+
+/// Query of the history route; unknown parameters are rejected like unknown body fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryQuery {
+    /// Only checks at or after this time (unix milliseconds).
+    since: Option<i64>,
+    /// At most this many of the newest checks; capped at the history limit.
+    limit: Option<usize>,
+}
+
+/// `GET /api/streaming/providers/{name}/history`: stored checks, oldest first (admin).
+pub(crate) async fn history(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    ProviderName(name): ProviderName,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let cap = state.config.history_limit;
+    let limit = match query.limit {
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "limit must be at least 1",
+            ))
+        }
+        Some(n) => n.min(cap),
+        None => cap,
+    };
+    let history = state
+        .registry
+        .history(&name, query.since, limit)
+        .ok_or_else(|| ApiError::unknown_provider(&name))?;
+    Ok(ok(history))
 }
 
 /// `POST /api/streaming/providers`: create (super admin).

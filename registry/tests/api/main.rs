@@ -1,10 +1,13 @@
 //! Integration tests over real HTTP: every route, auth, rate limiting, caching,
-//! events, health probes, telemetry, persistence and the binary itself.
+//! events, health probes and history, telemetry, persistence, the admin
+//! dashboard's static files and the binary itself.
 
 mod admin;
 mod common;
+mod dashboard;
 mod events;
 mod health;
+mod history;
 mod persistence;
 mod process;
 mod public;
