@@ -111,18 +111,20 @@ impl Nginx {
         self.master.as_ref().expect("running").id()
     }
 
-    /// Master and worker PIDs.
+    /// Master and worker PIDs, master first: signalled in this order, a dying worker cannot
+    /// make the master spawn a replacement (which would survive, orphaned, still serving).
     pub fn pids(&self) -> Vec<String> {
         let master = self.master_pid().to_string();
         let out = Command::new("pgrep")
             .args(["-P", &master])
             .output()
             .unwrap();
-        let mut pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        pids.push(master);
+        let mut pids = vec![master];
+        pids.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string),
+        );
         pids
     }
 
