@@ -212,6 +212,21 @@ impl StreamingProviderManager {
         self.shared.record_error(stream_id, error)
     }
 
+    /// A callback that forwards errors to [`record_error`](Self::record_error), for adapters
+    /// that notice failures on their own (e.g. the RTMP adapter's publisher exiting). It holds
+    /// the engine weakly: an adapter keeping it does not keep the manager alive, so dropping
+    /// the manager still shuts it down.
+    pub fn error_sink(&self) -> Arc<dyn Fn(&str, ProviderError) + Send + Sync> {
+        let weak = Arc::downgrade(&self.shared);
+        Arc::new(move |stream_id: &str, error: ProviderError| {
+            if let Some(shared) = weak.upgrade() {
+                if let Err(e) = shared.record_error(stream_id, error) {
+                    debug!(stream_id, error = %e, "error report not taken");
+                }
+            }
+        })
+    }
+
     /// Hint that connectivity changed (Wi-Fi to cellular, VPN): cut pending backoff waits
     /// short, forget cool-downs, re-check providers and re-read the list now.
     pub fn network_changed(&self) {

@@ -246,10 +246,7 @@ impl RtmpWorld {
             RtmpAdapter::new(settings),
         ];
         for (name, a) in ["primary", "backup"].iter().zip(adapters.iter()) {
-            let m = manager.clone();
-            a.set_error_sink(Arc::new(move |id, e| {
-                let _ = m.record_error(id, e);
-            }));
+            a.set_error_sink(manager.error_sink());
             manager.register_adapter(name, a.clone()).unwrap();
         }
         Self {

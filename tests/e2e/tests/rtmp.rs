@@ -84,3 +84,29 @@ async fn both_down_fails_cleanly_then_recovers_when_a_provider_returns() {
     w.manager.shutdown().await.unwrap();
     assert_eq!(publishers_to(port), 0, "no ffmpeg left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_manager_stops_the_publisher() {
+    let _one = serial().await;
+    let w = RtmpWorld::start(true).await;
+    w.manager.start_stream("cam").await.unwrap();
+    let port = w.primary.port;
+    assert_eq!(publishers_to(port), 1);
+    let RtmpWorld {
+        primary: _primary,
+        backup: _backup,
+        registry: _registry,
+        manager,
+        adapters,
+    } = w;
+    drop(manager);
+    drop(adapters);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while publishers_to(port) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ffmpeg outlived the manager"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
