@@ -44,7 +44,7 @@ pub use events::{
 };
 pub use health::HealthStatus;
 pub use manager::{ManagerBuilder, StreamingProviderManager};
-pub use provider::{ProviderAdapter, ProviderInfo};
+pub use provider::{ErrorSink, ProviderAdapter, ProviderInfo};
 pub use registry::{
     HttpRegistry, ProviderList, ProviderRegistry, PushEvent, RegistryHealth, ReportKind,
     SessionReport,

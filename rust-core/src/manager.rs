@@ -17,7 +17,7 @@ use crate::events::{
 };
 use crate::health::{Change, HealthPolicy, HealthTracker};
 use crate::ordering::{position, rank, Standing};
-use crate::provider::{ProviderAdapter, ProviderInfo};
+use crate::provider::{ErrorSink, ProviderAdapter, ProviderInfo};
 use crate::registry::{
     HttpRegistry, ProviderList, ProviderRegistry, PushEvent, ReportKind, SessionReport,
 };
@@ -216,7 +216,7 @@ impl StreamingProviderManager {
     /// that notice failures on their own (e.g. the RTMP adapter's publisher exiting). It holds
     /// the engine weakly: an adapter keeping it does not keep the manager alive, so dropping
     /// the manager still shuts it down.
-    pub fn error_sink(&self) -> Arc<dyn Fn(&str, ProviderError) + Send + Sync> {
+    pub fn error_sink(&self) -> ErrorSink {
         let weak = Arc::downgrade(&self.shared);
         Arc::new(move |stream_id: &str, error: ProviderError| {
             if let Some(shared) = weak.upgrade() {

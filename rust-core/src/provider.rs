@@ -5,6 +5,10 @@ use crate::error::ProviderError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+/// A callback receiving errors an adapter notices on its own, for a stream id. See
+/// [`StreamingProviderManager::error_sink`](crate::StreamingProviderManager::error_sink).
+pub type ErrorSink = std::sync::Arc<dyn Fn(&str, ProviderError) + Send + Sync>;
+
 /// A streaming provider as listed by the registry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderInfo {

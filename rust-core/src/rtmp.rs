@@ -77,8 +77,7 @@ impl Default for RtmpSettings {
     }
 }
 
-/// Receives errors the adapter notices on its own (a publisher that died).
-pub type ErrorSink = Arc<dyn Fn(&str, ProviderError) + Send + Sync>;
+pub use crate::provider::ErrorSink;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Urls {
