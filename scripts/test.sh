@@ -20,16 +20,26 @@ for component in rustfmt clippy; do
 done
 cargo --version
 
-# Real-media tests need ffmpeg/ffprobe and nginx with the RTMP module (Debian packages).
+# Real-media and capacity tests need ffmpeg/ffprobe, nginx with the RTMP module and Redis
+# (Debian packages). Their tests start their own servers on free loopback ports, so the
+# packages must not start system services: policy-rc.d says so while installing.
 need=()
 command -v ffprobe >/dev/null || need+=(ffmpeg)
-command -v nginx >/dev/null || need+=(nginx-light)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx-light)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
+command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   step "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  [ -n "$made_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
 step "cargo fmt --check"

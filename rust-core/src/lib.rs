@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod capacity;
 mod config;
 mod error;
 mod events;

@@ -1,0 +1,21 @@
+//! The Streamguard stream checker: probes every stream of an M3U playlist with ffprobe under a
+//! global concurrency limit and per-profile limits held in a capacity ledger (in memory, or
+//! shared through Redis by several processes), fails over between an account's profiles
+//! (free profiles first, then waits for full ones), and writes a JSON and a CSV report.
+//!
+//! ```text
+//! streamguard check --playlist list.m3u --accounts accounts.json --report out \
+//!     [--redis redis://127.0.0.1:6379/] [--concurrency 100]
+//! ```
+//!
+//! The accounts file format is described in [`accounts`].
+
+#![warn(missing_docs)]
+
+pub mod accounts;
+pub mod cli;
+pub mod m3u;
+pub mod probe;
+pub mod queue;
+pub mod report;
+pub mod run;

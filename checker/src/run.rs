@@ -1,0 +1,397 @@
+//! One check run: workers take streams from the work source, pick a profile through the
+//! capacity ledger (free profiles first, then wait for full ones), probe it with retries while
+//! a heartbeat keeps the lease, release it, and record the result. Ctrl-C or a failing
+//! capacity backend stops every worker cleanly; what was checked is kept.
+
+use crate::accounts::{Accounts, Route};
+use crate::m3u::Entry;
+use crate::probe::{self, Outcome, StreamInfo};
+use crate::queue::WorkSource;
+use crate::report::{self, Report, Status, StreamResult, Summary};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use streamguard::capacity::{
+    CapacityError, Heartbeat, Lease, Pick, SelectionPolicy, SlotLedger, TwoPhaseSelection,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How to check.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Global limit on probes running at once (also the number of workers).
+    pub concurrency: u32,
+    /// The ffprobe program (or a stand-in taking the same arguments).
+    pub probe_program: String,
+    /// Bound on one probe; the child is killed after it.
+    pub probe_timeout: Duration,
+    /// Extra probes on the same profile after a failure.
+    pub retries: u32,
+    /// Pause before each retry (the slot stays held).
+    pub retry_delay: Duration,
+    /// Phase 2 on or off, and the bound on waiting for slots.
+    pub policy: SelectionPolicy,
+    /// Lease time to live; a heartbeat renews it every third of that.
+    pub lease_ttl: Duration,
+    /// Print a progress line on stderr.
+    pub progress: bool,
+}
+
+/// What a run works on.
+pub struct Job {
+    /// The playlist.
+    pub playlist: Vec<Entry>,
+    /// Accounts and profiles.
+    pub accounts: Accounts,
+    /// The capacity ledger (in memory, or shared through Redis).
+    pub ledger: Arc<dyn SlotLedger>,
+    /// Where stream indexes come from.
+    pub source: WorkSource,
+    /// The shared run id in Redis mode.
+    pub run_id: Option<String>,
+}
+
+struct Ctx {
+    settings: Settings,
+    job: Job,
+    holder_prefix: String,
+    cancel: CancellationToken,
+    interrupted: AtomicBool,
+    error: Mutex<Option<String>>,
+    results: Mutex<Vec<StreamResult>>,
+    done: AtomicUsize,
+    ok: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+impl Ctx {
+    /// Stops the run on an error no stream can get past (fail closed).
+    fn fail(&self, message: String) {
+        let mut e = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        if e.is_none() {
+            *e = Some(message);
+        }
+        self.cancel.cancel();
+    }
+
+    fn record(&self, r: StreamResult) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        if r.status == Status::Ok {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r);
+    }
+}
+
+/// A handle to stop a run from outside (Ctrl-C).
+#[derive(Clone)]
+pub struct Stopper {
+    ctx: Arc<Ctx>,
+}
+
+impl Stopper {
+    /// Stops the run: workers give back the streams they hold and leave; the report is partial.
+    pub fn interrupt(&self) {
+        self.ctx.interrupted.store(true, Ordering::SeqCst);
+        self.ctx.cancel.cancel();
+    }
+}
+
+/// A run, ready to start.
+pub struct Run {
+    ctx: Arc<Ctx>,
+}
+
+enum Checked {
+    Done(Box<StreamResult>),
+    Interrupted,
+    Fatal(String),
+}
+
+enum ProbeEnd {
+    Alive(StreamInfo),
+    Failed(Status, String),
+    Interrupted,
+    LeaseLost(CapacityError),
+    Fatal(String),
+}
+
+impl Run {
+    /// Prepares a run of `job` with `settings`.
+    pub fn new(settings: Settings, job: Job) -> Self {
+        Self {
+            ctx: Arc::new(Ctx {
+                settings,
+                job,
+                holder_prefix: format!("pid{}", std::process::id()),
+                cancel: CancellationToken::new(),
+                interrupted: AtomicBool::new(false),
+                error: Mutex::new(None),
+                results: Mutex::new(Vec::new()),
+                done: AtomicUsize::new(0),
+                ok: AtomicUsize::new(0),
+                failed: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// A handle that can interrupt the run.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            ctx: self.ctx.clone(),
+        }
+    }
+
+    /// Runs every worker to the end (or to an interruption) and returns the report.
+    pub async fn execute(self) -> Report {
+        let start = Instant::now();
+        let ctx = self.ctx;
+        let workers = (ctx.settings.concurrency.max(1) as usize).min(ctx.job.playlist.len());
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let ctx = ctx.clone();
+            tasks.spawn(async move { worker(&ctx).await });
+        }
+        let progress = ctx.settings.progress.then(|| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { progress(&ctx, start).await })
+        });
+        while let Some(r) = tasks.join_next().await {
+            if let Err(e) = r {
+                ctx.fail(format!("a worker crashed: {e}"));
+            }
+        }
+        if let Some(p) = progress {
+            p.abort();
+            let _ = p.await;
+            print_progress(&ctx, start, ctx.job.source.remaining().await, true);
+        }
+        let mut streams =
+            std::mem::take(&mut *ctx.results.lock().unwrap_or_else(|e| e.into_inner()));
+        streams.sort_by_key(|r| r.index);
+        let error = ctx.error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Report {
+            summary: Summary {
+                playlist_streams: ctx.job.playlist.len(),
+                checked: streams.len(),
+                counts: report::count(&streams),
+                concurrency: ctx.settings.concurrency,
+                run_id: ctx.job.run_id.clone(),
+                elapsed_ms: start.elapsed().as_millis() as u64,
+                interrupted: ctx.interrupted.load(Ordering::SeqCst),
+                error,
+            },
+            streams,
+        }
+    }
+}
+
+async fn worker(ctx: &Ctx) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => return,
+            n = ctx.job.source.next() => n,
+        };
+        let index = match next {
+            Ok(Some(i)) => i,
+            Ok(None) => return,
+            Err(e) => return ctx.fail(e),
+        };
+        let Some(entry) = ctx.job.playlist.get(index) else {
+            // Only possible when processes sharing a run id read different playlists.
+            return ctx.fail(format!(
+                "work queue handed out stream {index}, but the playlist has {}: \
+                 processes of one run must check the same playlist",
+                ctx.job.playlist.len()
+            ));
+        };
+        match check_stream(ctx, entry).await {
+            Checked::Done(r) => ctx.record(*r),
+            Checked::Interrupted => {
+                let _ = ctx.job.source.give_back(index).await;
+                return;
+            }
+            Checked::Fatal(m) => {
+                let _ = ctx.job.source.give_back(index).await;
+                return ctx.fail(m);
+            }
+        }
+    }
+}
+
+async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
+    let start = Instant::now();
+    let s = &ctx.settings;
+    let routes = ctx.job.accounts.routes(&entry.url);
+    let mut result = StreamResult {
+        index: entry.index,
+        name: entry.name.clone(),
+        url: entry.url.clone(),
+        status: Status::Dead,
+        profile: None,
+        probed_url: None,
+        info: StreamInfo::default(),
+        resolution: None,
+        attempts: 0,
+        profiles_tried: Vec::new(),
+        elapsed_ms: 0,
+        error: None,
+    };
+    let holder = format!("{}-s{}", ctx.holder_prefix, entry.index);
+    let candidates = routes.iter().map(Route::candidate).collect();
+    let mut selection = match TwoPhaseSelection::new(holder, s.lease_ttl, candidates, s.policy) {
+        Ok(sel) => sel,
+        Err(e) => return Checked::Fatal(e.to_string()),
+    };
+    let mut failure: Option<(Status, String)> = None;
+    loop {
+        let pick = tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => return Checked::Interrupted,
+            p = selection.next(&*ctx.job.ledger) => p,
+        };
+        let lease = match pick {
+            Ok(Pick::Leased { lease, .. }) => lease,
+            Ok(Pick::Exhausted) => break,
+            Ok(Pick::AllFull { accounts }) => {
+                failure.get_or_insert((
+                    Status::NoSlot,
+                    format!("every profile left is full: {}", accounts.join(", ")),
+                ));
+                break;
+            }
+            Err(CapacityError::Unavailable(m)) => {
+                return Checked::Fatal(format!("capacity backend unavailable: {m}"))
+            }
+            Err(e @ CapacityError::Timeout { .. }) => {
+                failure.get_or_insert((Status::NoSlot, e.to_string()));
+                break;
+            }
+            Err(e) => {
+                failure = Some((Status::Error, e.to_string()));
+                break;
+            }
+        };
+        let route = routes
+            .iter()
+            .find(|r| r.key == lease.account)
+            .expect("the ledger leases one of the candidates");
+        result.profiles_tried.push(route.key.clone());
+        result.profile = Some(route.key.clone());
+        result.probed_url = Some(route.url.clone());
+        let end = probe_route(ctx, route, &lease, &mut result.attempts).await;
+        // Released on every path; if Redis is gone the lease expires on its own.
+        if let Err(e) = ctx.job.ledger.release(&lease).await {
+            return Checked::Fatal(format!("capacity backend unavailable: {e}"));
+        }
+        match end {
+            ProbeEnd::Alive(info) => {
+                result.status = Status::Ok;
+                result.resolution = info.width.zip(info.height).map(|(w, h)| format!("{w}x{h}"));
+                result.info = info;
+                result.elapsed_ms = start.elapsed().as_millis() as u64;
+                return Checked::Done(Box::new(result));
+            }
+            ProbeEnd::Failed(status, m) => failure = Some((status, m)),
+            ProbeEnd::Interrupted => return Checked::Interrupted,
+            ProbeEnd::LeaseLost(CapacityError::Unavailable(m)) => {
+                return Checked::Fatal(format!("capacity backend unavailable: {m}"))
+            }
+            ProbeEnd::LeaseLost(e) => failure = Some((Status::Error, e.to_string())),
+            ProbeEnd::Fatal(m) => return Checked::Fatal(m),
+        }
+    }
+    let (status, message) =
+        failure.unwrap_or((Status::Error, "no profile could be tried".to_string()));
+    result.status = status;
+    result.error = Some(message);
+    result.elapsed_ms = start.elapsed().as_millis() as u64;
+    Checked::Done(Box::new(result))
+}
+
+/// Probes one profile up to `1 + retries` times while holding its lease. Stops at once when
+/// the run is cancelled or the lease is lost (the slot may belong to someone else by then).
+async fn probe_route(ctx: &Ctx, route: &Route, lease: &Lease, attempts: &mut u32) -> ProbeEnd {
+    let s = &ctx.settings;
+    let heartbeat = Heartbeat::start(ctx.job.ledger.clone(), lease.clone());
+    let mut last = ProbeEnd::Failed(Status::Dead, "not probed".into());
+    for attempt in 0..=s.retries {
+        if attempt > 0 {
+            tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => return ProbeEnd::Interrupted,
+                e = heartbeat.lost() => return ProbeEnd::LeaseLost(e),
+                _ = tokio::time::sleep(s.retry_delay) => {}
+            }
+        }
+        *attempts += 1;
+        let outcome = tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => return ProbeEnd::Interrupted,
+            e = heartbeat.lost() => return ProbeEnd::LeaseLost(e),
+            o = probe::probe(&s.probe_program, &route.url, s.probe_timeout) => o,
+        };
+        last = match outcome {
+            Err(m) => return ProbeEnd::Fatal(m),
+            Ok(Outcome::Alive(info)) => return ProbeEnd::Alive(info),
+            Ok(Outcome::Dead(m)) => ProbeEnd::Failed(Status::Dead, m),
+            Ok(Outcome::TimedOut) => ProbeEnd::Failed(
+                Status::Timeout,
+                format!("no answer within {:?}", s.probe_timeout),
+            ),
+        };
+    }
+    last
+}
+
+async fn progress(ctx: &Ctx, start: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let remaining = ctx.job.source.remaining().await;
+        print_progress(ctx, start, remaining, false);
+    }
+}
+
+/// One `\r`-refreshed status line: counts, rate and time left.
+fn print_progress(ctx: &Ctx, start: Instant, remaining: Option<usize>, last: bool) {
+    let done = ctx.done.load(Ordering::Relaxed);
+    let ok = ctx.ok.load(Ordering::Relaxed);
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    let secs = start.elapsed().as_secs_f64();
+    let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+    let total = ctx.job.playlist.len();
+    let left = match (&ctx.job.source, remaining) {
+        (WorkSource::Local { .. }, _) => total.saturating_sub(done),
+        (_, Some(r)) => r,
+        (_, None) => 0,
+    };
+    let eta = if rate > 0.0 && left > 0 {
+        let s = (left as f64 / rate).round() as u64;
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        "-".to_string()
+    };
+    let scope = if ctx.job.run_id.is_some() {
+        format!("{done} checked here, {left} left in the run")
+    } else {
+        format!("{done}/{total} checked")
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r[streamguard] {scope} | ok {ok} | failed {failed} | {rate:.1}/s | ETA {eta}   "
+    );
+    if last {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
+}
