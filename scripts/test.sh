@@ -53,3 +53,6 @@ cargo test --workspace
 
 step "registry admin dashboard in headless Chromium"
 ./registry/admin-tests/run.sh
+
+step "bindings: Python (pytest), Kotlin (JUnit 5), Swift header"
+./bindings/test.sh

@@ -1,0 +1,387 @@
+//! The two errors of the bindings: [`ProviderError`], which host adapters throw (and pass to
+//! `record_error`), and [`StreamguardError`], which every manager call can throw. Both become
+//! exceptions in the host language (`ProviderException`/`StreamguardException` in Kotlin).
+//!
+//! The text of an error is called `detail` rather than `message`: Kotlin exceptions already
+//! have a `message` property, and a field of that name would not compile there.
+
+use streamguard as sg;
+
+/// What kind of failure a [`ProviderError`] is; the kind, not the text, decides what the
+/// engine does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum ProviderErrorKind {
+    /// The call did not finish in time (also used when an adapter hangs past `adapter_timeout_ms`).
+    /// Transient: retried on the same provider.
+    Timeout,
+    /// A network error between the device and the provider. Transient.
+    Network,
+    /// The provider answered but is temporarily unable to serve. Transient.
+    Unavailable,
+    /// Credentials were refused. Provider-fatal: the next provider is tried at once.
+    Unauthorized,
+    /// The provider's quota or capacity is exhausted. Provider-fatal.
+    QuotaExceeded,
+    /// The request itself is invalid (unknown or banned stream). Request-fatal: no other
+    /// provider is tried.
+    InvalidStream,
+    /// The adapter does not implement this operation (throw it from `probe` when there is no
+    /// local health check). Provider-fatal.
+    NotSupported,
+    /// The adapter failed in an unexpected way (an unknown exception). Provider-fatal.
+    Internal,
+}
+
+/// An error thrown by a host [`ProviderAdapter`](crate::ProviderAdapter), or reported through
+/// `StreamingProviderManager.record_error`. One variant per kind, each with the vendor SDK's
+/// `detail` text. Any other exception thrown by an adapter arrives as `Internal`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+pub enum ProviderError {
+    /// The call did not finish in time. Transient: retried on the same provider.
+    #[error("Timeout: {detail}")]
+    Timeout {
+        /// Text from the vendor SDK.
+        detail: String,
+    },
+    /// A network error between the device and the provider. Transient.
+    #[error("Network: {detail}")]
+    Network {
+        /// Text from the vendor SDK.
+        detail: String,
+    },
+    /// The provider is temporarily unable to serve. Transient.
+    #[error("Unavailable: {detail}")]
+    Unavailable {
+        /// Text from the vendor SDK.
+        detail: String,
+    },
+    /// Credentials were refused. Provider-fatal: the next provider is tried at once.
+    #[error("Unauthorized: {detail}")]
+    Unauthorized {
+        /// Text from the vendor SDK.
+        detail: String,
+    },
+    /// Quota or capacity exhausted. Provider-fatal.
+    #[error("QuotaExceeded: {detail}")]
+    QuotaExceeded {
+        /// Text from the vendor SDK.
+        detail: String,
+    },
+    /// The request itself is invalid. Request-fatal: the operation stops at once.
+    #[error("InvalidStream: {detail}")]
+    InvalidStream {
+        /// Text from the vendor SDK.
+        detail: String,
+    },
+    /// The operation is not implemented by this adapter. Provider-fatal; from `probe` it means
+    /// "no local health check" and only the registry's health endpoint is used.
+    #[error("NotSupported: {detail}")]
+    NotSupported {
+        /// What is not supported.
+        detail: String,
+    },
+    /// An unexpected failure. Provider-fatal.
+    #[error("Internal: {detail}")]
+    Internal {
+        /// What happened.
+        detail: String,
+    },
+}
+
+impl ProviderError {
+    /// The kind of this error.
+    pub fn kind(&self) -> ProviderErrorKind {
+        match self {
+            Self::Timeout { .. } => ProviderErrorKind::Timeout,
+            Self::Network { .. } => ProviderErrorKind::Network,
+            Self::Unavailable { .. } => ProviderErrorKind::Unavailable,
+            Self::Unauthorized { .. } => ProviderErrorKind::Unauthorized,
+            Self::QuotaExceeded { .. } => ProviderErrorKind::QuotaExceeded,
+            Self::InvalidStream { .. } => ProviderErrorKind::InvalidStream,
+            Self::NotSupported { .. } => ProviderErrorKind::NotSupported,
+            Self::Internal { .. } => ProviderErrorKind::Internal,
+        }
+    }
+
+    fn into_detail(self) -> String {
+        match self {
+            Self::Timeout { detail }
+            | Self::Network { detail }
+            | Self::Unavailable { detail }
+            | Self::Unauthorized { detail }
+            | Self::QuotaExceeded { detail }
+            | Self::InvalidStream { detail }
+            | Self::NotSupported { detail }
+            | Self::Internal { detail } => detail,
+        }
+    }
+
+    fn from_parts(kind: ProviderErrorKind, detail: String) -> Self {
+        match kind {
+            ProviderErrorKind::Timeout => Self::Timeout { detail },
+            ProviderErrorKind::Network => Self::Network { detail },
+            ProviderErrorKind::Unavailable => Self::Unavailable { detail },
+            ProviderErrorKind::Unauthorized => Self::Unauthorized { detail },
+            ProviderErrorKind::QuotaExceeded => Self::QuotaExceeded { detail },
+            ProviderErrorKind::InvalidStream => Self::InvalidStream { detail },
+            ProviderErrorKind::NotSupported => Self::NotSupported { detail },
+            ProviderErrorKind::Internal => Self::Internal { detail },
+        }
+    }
+}
+
+/// Any exception the host throws that is not a `ProviderError` (a bug in the adapter, a
+/// `NotImplementedError`...) fails the call as `Internal`, so the engine fails over instead of
+/// the process crashing.
+impl From<uniffi::UnexpectedUniFFICallbackError> for ProviderError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        Self::Internal {
+            detail: format!("adapter threw an unexpected exception: {}", e.reason),
+        }
+    }
+}
+
+impl From<sg::ProviderErrorKind> for ProviderErrorKind {
+    fn from(k: sg::ProviderErrorKind) -> Self {
+        use sg::ProviderErrorKind as K;
+        match k {
+            K::Timeout => Self::Timeout,
+            K::Network => Self::Network,
+            K::Unavailable => Self::Unavailable,
+            K::Unauthorized => Self::Unauthorized,
+            K::QuotaExceeded => Self::QuotaExceeded,
+            K::InvalidStream => Self::InvalidStream,
+            K::NotSupported => Self::NotSupported,
+            K::Internal => Self::Internal,
+        }
+    }
+}
+
+impl From<ProviderErrorKind> for sg::ProviderErrorKind {
+    fn from(k: ProviderErrorKind) -> Self {
+        use ProviderErrorKind as K;
+        match k {
+            K::Timeout => Self::Timeout,
+            K::Network => Self::Network,
+            K::Unavailable => Self::Unavailable,
+            K::Unauthorized => Self::Unauthorized,
+            K::QuotaExceeded => Self::QuotaExceeded,
+            K::InvalidStream => Self::InvalidStream,
+            K::NotSupported => Self::NotSupported,
+            K::Internal => Self::Internal,
+        }
+    }
+}
+
+impl From<ProviderError> for sg::ProviderError {
+    fn from(e: ProviderError) -> Self {
+        let kind = e.kind().into();
+        sg::ProviderError::new(kind, e.into_detail())
+    }
+}
+
+impl From<sg::ProviderError> for ProviderError {
+    fn from(e: sg::ProviderError) -> Self {
+        Self::from_parts(e.kind.into(), e.message)
+    }
+}
+
+/// One failed attempt of a start, join or migration.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Attempt {
+    /// The provider that was tried.
+    pub provider: String,
+    /// 1-based number of the attempt within its operation.
+    pub number: u32,
+    /// The kind of the adapter's error.
+    pub kind: ProviderErrorKind,
+    /// The adapter's error text.
+    pub detail: String,
+}
+
+impl From<sg::Attempt> for Attempt {
+    fn from(a: sg::Attempt) -> Self {
+        // Destructured without `..`: a field added to the engine's Attempt fails to compile here.
+        let sg::Attempt {
+            provider,
+            number,
+            error,
+        } = a;
+        Self {
+            provider,
+            number,
+            kind: error.kind.into(),
+            detail: error.message,
+        }
+    }
+}
+
+/// The error of every manager call (the engine's `StreamguardError`, variant for variant).
+#[derive(Debug, Clone, PartialEq, thiserror::Error, uniffi::Error)]
+pub enum StreamguardError {
+    /// The configuration was rejected; `detail` names the field.
+    #[error("invalid configuration: {detail}")]
+    InvalidConfig {
+        /// Which field and why.
+        detail: String,
+    },
+    /// An argument was rejected (empty stream id, empty provider name...).
+    #[error("invalid argument: {detail}")]
+    InvalidArgument {
+        /// Which argument and why.
+        detail: String,
+    },
+    /// No provider could even be tried: none is active with a registered adapter.
+    #[error("no provider available: {reason}")]
+    NoProviderAvailable {
+        /// Why none was available.
+        reason: String,
+    },
+    /// Every attempt failed (never more than `max_attempts`); the list says which provider
+    /// failed how.
+    #[error("all {} attempts failed", attempts.len())]
+    AllAttemptsFailed {
+        /// Every attempt, in order.
+        attempts: Vec<Attempt>,
+    },
+    /// A provider said the request itself is invalid; no other provider was tried.
+    #[error("request rejected by {provider}: {kind:?}: {detail}")]
+    RequestRejected {
+        /// The provider that rejected the request.
+        provider: String,
+        /// The kind of its error (`InvalidStream`).
+        kind: ProviderErrorKind,
+        /// Its error text.
+        detail: String,
+    },
+    /// `operation_deadline_ms` passed before any attempt succeeded.
+    #[error("operation deadline exceeded after {} attempts", attempts.len())]
+    DeadlineExceeded {
+        /// The attempts made before the deadline.
+        attempts: Vec<Attempt>,
+    },
+    /// The provider registry could not be read and no earlier list is known.
+    #[error("provider registry unavailable: {detail}")]
+    Backend {
+        /// What failed.
+        detail: String,
+    },
+    /// No session with this stream id exists.
+    #[error("unknown session {stream_id:?}")]
+    UnknownSession {
+        /// The stream id asked for.
+        stream_id: String,
+    },
+    /// The session is in a state that does not allow this call.
+    #[error("session {stream_id:?} is busy ({state:?})")]
+    SessionBusy {
+        /// The session's stream id.
+        stream_id: String,
+        /// Its current state.
+        state: crate::SessionState,
+    },
+    /// The operation was cancelled by `end_stream` while it ran.
+    #[error("operation cancelled: session {stream_id:?} was ended")]
+    Cancelled {
+        /// The session that was ended.
+        stream_id: String,
+    },
+    /// The manager was shut down.
+    #[error("the manager is shut down")]
+    ShutDown,
+    /// A bug inside Streamguard (a panic). Please report it.
+    #[error("internal error: {detail}")]
+    Internal {
+        /// What happened.
+        detail: String,
+    },
+}
+
+impl From<sg::StreamguardError> for StreamguardError {
+    fn from(e: sg::StreamguardError) -> Self {
+        use sg::StreamguardError as E;
+        let attempts = |v: Vec<sg::Attempt>| v.into_iter().map(Attempt::from).collect();
+        match e {
+            E::InvalidConfig(detail) => Self::InvalidConfig { detail },
+            E::InvalidArgument(detail) => Self::InvalidArgument { detail },
+            E::NoProviderAvailable { reason } => Self::NoProviderAvailable { reason },
+            E::AllAttemptsFailed { attempts: a } => Self::AllAttemptsFailed {
+                attempts: attempts(a),
+            },
+            E::RequestRejected { provider, error } => Self::RequestRejected {
+                provider,
+                kind: error.kind.into(),
+                detail: error.message,
+            },
+            E::DeadlineExceeded { attempts: a } => Self::DeadlineExceeded {
+                attempts: attempts(a),
+            },
+            E::Backend(b) => Self::Backend {
+                detail: b.to_string(),
+            },
+            E::UnknownSession(stream_id) => Self::UnknownSession { stream_id },
+            E::SessionBusy { stream_id, state } => Self::SessionBusy {
+                stream_id,
+                state: state.into(),
+            },
+            E::Cancelled(stream_id) => Self::Cancelled { stream_id },
+            E::ShutDown => Self::ShutDown,
+            E::Internal(detail) => Self::Internal { detail },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_errors_round_trip_with_their_kind() {
+        for kind in [
+            ProviderErrorKind::Timeout,
+            ProviderErrorKind::Network,
+            ProviderErrorKind::Unavailable,
+            ProviderErrorKind::Unauthorized,
+            ProviderErrorKind::QuotaExceeded,
+            ProviderErrorKind::InvalidStream,
+            ProviderErrorKind::NotSupported,
+            ProviderErrorKind::Internal,
+        ] {
+            let host = ProviderError::from_parts(kind, "x".into());
+            let core: sg::ProviderError = host.clone().into();
+            assert_eq!(ProviderErrorKind::from(core.kind), kind);
+            assert_eq!(core.message, "x");
+            assert_eq!(ProviderError::from(core), host);
+        }
+    }
+
+    #[test]
+    fn an_unexpected_host_exception_is_internal() {
+        let e = ProviderError::from(uniffi::UnexpectedUniFFICallbackError::new("KeyError('x')"));
+        assert_eq!(e.kind(), ProviderErrorKind::Internal);
+        assert!(e.to_string().contains("KeyError"), "{e}");
+    }
+
+    #[test]
+    fn all_attempts_failed_keeps_every_attempt() {
+        let core = sg::StreamguardError::AllAttemptsFailed {
+            attempts: vec![sg::Attempt {
+                provider: "agora".into(),
+                number: 1,
+                error: sg::ProviderError::timeout("t1"),
+            }],
+        };
+        let StreamguardError::AllAttemptsFailed { attempts } = core.into() else {
+            panic!("wrong variant");
+        };
+        assert_eq!(
+            attempts,
+            vec![Attempt {
+                provider: "agora".into(),
+                number: 1,
+                kind: ProviderErrorKind::Timeout,
+                detail: "t1".into(),
+            }]
+        );
+    }
+}
