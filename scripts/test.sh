@@ -56,3 +56,6 @@ step "registry admin dashboard in headless Chromium"
 
 step "bindings: Python (pytest), Kotlin (JUnit 5), Swift header"
 ./bindings/test.sh
+
+step "Flutter plugin: codegen freshness, facade tests, library hash and symbols"
+./flutter_plugin/tool/check.sh
