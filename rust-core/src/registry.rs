@@ -138,16 +138,21 @@ impl HttpRegistry {
         })
     }
 
+    /// `req` with the bearer token, if one is configured.
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     /// GET `url`; `Ok(None)` on 304, else the ETag (if any) and the size-bounded body.
     async fn get(
         &self,
         url: String,
         etag: Option<&str>,
     ) -> Result<Option<(Option<String>, Vec<u8>)>, BackendError> {
-        let mut req = self.client.get(url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let mut req = self.authorized(self.client.get(url));
         if let Some(e) = etag {
             req = req.header(reqwest::header::IF_NONE_MATCH, e);
         }
@@ -232,14 +237,12 @@ impl ProviderRegistry for HttpRegistry {
 
     async fn report(&self, report: &SessionReport) -> Result<(), BackendError> {
         let body = serde_json::to_vec(report).map_err(|e| BackendError::Schema(e.to_string()))?;
-        let mut req = self
-            .client
-            .post(format!("{}/streaming/sessions/events", self.base))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let req = self.authorized(
+            self.client
+                .post(format!("{}/streaming/sessions/events", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+        );
         let resp = req.send().await.map_err(map_reqwest)?;
         if resp.status().is_success() {
             Ok(())
@@ -259,13 +262,11 @@ impl HttpRegistry {
         on_event: &(dyn Fn(PushEvent) + Send + Sync),
     ) -> Result<(), BackendError> {
         let url = format!("{}/streaming/providers/events", self.base);
-        let mut req = self
-            .stream_client
-            .get(url)
-            .header(reqwest::header::ACCEPT, "text/event-stream");
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let req = self.authorized(
+            self.stream_client
+                .get(url)
+                .header(reqwest::header::ACCEPT, "text/event-stream"),
+        );
         let mut resp = tokio::time::timeout(self.request_timeout, req.send())
             .await
             .map_err(|_| BackendError::Timeout)?

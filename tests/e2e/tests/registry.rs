@@ -10,9 +10,8 @@ use streamguard::{
     EventKind, ManagerConfig, ProviderAdapter, ProviderError, ProviderInfo,
     StreamingProviderManager,
 };
-use streamguard_registry::{serve, Config, RunningRegistry, Seed};
-
-const ADMIN: &str = "admin-token-e2e";
+use streamguard_e2e::{admin_put, ADMIN};
+use streamguard_registry::RunningRegistry;
 
 /// A simulated SDK that records which streams it carries.
 #[derive(Default)]
@@ -37,14 +36,12 @@ impl ProviderAdapter for Sim {
 }
 
 async fn registry() -> RunningRegistry {
-    let mut config = Config::local_test(ADMIN, "super-token-e2e");
-    let providers = serde_json::json!([
+    streamguard_e2e::registry(serde_json::json!([
         {"name": "agora", "isActive": true, "priority": 1, "config": {"appId": "a"}},
         {"name": "zegocloud", "isActive": true, "priority": 2, "config": {"appId": "z"}},
         {"name": "webrtc", "isActive": true, "priority": 3}
-    ]);
-    config.seed = Seed::Providers(serde_json::from_value(providers).unwrap());
-    serve(config).await.expect("registry starts")
+    ]))
+    .await
 }
 
 async fn manager(
@@ -65,15 +62,7 @@ async fn manager(
 }
 
 async fn disable(reg: &RunningRegistry, name: &str) {
-    let resp = reqwest::Client::new()
-        .put(format!("{}/api/streaming/providers/{name}", reg.url()))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body(r#"{"isActive":false}"#)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
+    admin_put(reg, name, r#"{"isActive":false}"#).await;
 }
 
 async fn migrated(m: &StreamingProviderManager, within: Duration) -> Duration {
