@@ -63,6 +63,22 @@ pub struct ManagerConfig {
     /// Report session start, end and failover to the registry (session telemetry), from a
     /// bounded background queue that never delays the engine. Default false.
     pub report_sessions: bool,
+    /// Phase 2 of provider selection: when every candidate provider is at its `max_streams`
+    /// limit, wait for a slot and take whichever provider frees one first (first come, first
+    /// served), instead of failing at once with `NoCapacity`. Default false: a live stream
+    /// usually wants an answer now; checkers and IPTV profiles want to wait.
+    pub wait_for_capacity: bool,
+    /// Longest wait for a slot in one start/join/migration, on top of `operation_deadline`
+    /// (the deadline bounds the attempts, not the queueing). Default 600 s.
+    pub capacity_max_wait: Duration,
+    /// Time to live of a stream's slot lease, renewed every third of it while the stream runs,
+    /// so that a process that dies without ending its streams frees their slots on a shared
+    /// ledger. Default 60 s.
+    pub capacity_lease_ttl: Duration,
+    /// Limit on this manager's concurrent streams over all providers (the default in-memory
+    /// ledger's global limit). `None` = unlimited. Must stay `None` when a ledger is passed to
+    /// the builder, which carries its own global limit. Default `None`.
+    pub max_total_streams: Option<u32>,
 }
 
 impl ManagerConfig {
@@ -93,6 +109,10 @@ impl ManagerConfig {
             event_buffer: 1024,
             push_updates: true,
             report_sessions: false,
+            wait_for_capacity: false,
+            capacity_max_wait: crate::capacity::DEFAULT_MAX_WAIT,
+            capacity_lease_ttl: crate::capacity::DEFAULT_LEASE_TTL,
+            max_total_streams: None,
         }
     }
 
@@ -147,10 +167,18 @@ impl ManagerConfig {
             ("provider_refresh_interval", self.provider_refresh_interval),
             ("cooldown_max", self.cooldown_max),
             ("failback_stability", self.failback_stability),
+            ("capacity_max_wait", self.capacity_max_wait),
         ] {
             if d.is_zero() {
                 return bad(format!("{name} must be greater than zero"));
             }
+        }
+        // Shared ledgers keep lease times in milliseconds; a shorter lease could never be renewed.
+        if self.capacity_lease_ttl < Duration::from_millis(30) {
+            return bad("capacity_lease_ttl must be at least 30 ms".into());
+        }
+        if self.max_total_streams == Some(0) {
+            return bad("max_total_streams must be at least 1 (or None for unlimited)".into());
         }
         if self.max_unhealthy_for.is_some_and(|d| d.is_zero()) {
             return bad("max_unhealthy_for must be greater than zero (or None)".into());
@@ -213,6 +241,10 @@ impl fmt::Debug for ManagerConfig {
             .field("event_buffer", &self.event_buffer)
             .field("push_updates", &self.push_updates)
             .field("report_sessions", &self.report_sessions)
+            .field("wait_for_capacity", &self.wait_for_capacity)
+            .field("capacity_max_wait", &self.capacity_max_wait)
+            .field("capacity_lease_ttl", &self.capacity_lease_ttl)
+            .field("max_total_streams", &self.max_total_streams)
             .finish()
     }
 }
@@ -279,6 +311,25 @@ mod tests {
         let mut c = ok();
         c.cooldown_base = Duration::from_secs(1000);
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn capacity_settings_are_validated_by_name() {
+        let c = ok();
+        assert!(!c.wait_for_capacity);
+        assert_eq!(c.capacity_max_wait, Duration::from_secs(600));
+        let mut c = ok();
+        c.capacity_lease_ttl = Duration::from_millis(5);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("capacity_lease_ttl"), "{e}");
+        let mut c = ok();
+        c.capacity_max_wait = Duration::ZERO;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("capacity_max_wait"), "{e}");
+        let mut c = ok();
+        c.max_total_streams = Some(0);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("max_total_streams"), "{e}");
     }
 
     #[test]

@@ -186,6 +186,25 @@ pub enum StreamguardError {
         /// The attempts made before the deadline.
         attempts: Vec<Attempt>,
     },
+    /// Every provider that could take the stream is at its `max_streams` limit (or the global
+    /// limit is reached), and waiting was off (`wait_for_capacity`) or ran out
+    /// (`capacity_max_wait`).
+    #[error(
+        "no free stream slot on {providers:?} after waiting {waited:?}{}",
+        EarlierAttempts(attempts)
+    )]
+    NoCapacity {
+        /// The providers that were full, best first.
+        providers: Vec<String>,
+        /// How long this operation waited for a slot in all.
+        waited: std::time::Duration,
+        /// Attempts that failed before capacity ran out, in order (often none).
+        attempts: Vec<Attempt>,
+    },
+    /// The capacity ledger (shared slot counts, e.g. Redis) could not be asked. Nothing was
+    /// started: without the ledger no limit could be guaranteed (fail closed).
+    #[error("capacity ledger unavailable: {0}")]
+    CapacityUnavailable(String),
     /// The provider registry could not be read and no earlier list is known.
     #[error("provider registry unavailable: {0}")]
     Backend(BackendError),
@@ -222,6 +241,17 @@ impl fmt::Display for AttemptList<'_> {
             write!(f, "#{} {}: {}", a.number, a.provider, a.error)?;
         }
         Ok(())
+    }
+}
+
+struct EarlierAttempts<'a>(&'a [Attempt]);
+
+impl fmt::Display for EarlierAttempts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        write!(f, "; earlier attempts: {}", AttemptList(self.0))
     }
 }
 

@@ -67,6 +67,9 @@ pub enum FailoverReason {
     PriorityChanged,
     /// A preferred provider has been healthy long enough to move back to it.
     Failback,
+    /// The stream's capacity lease could not be renewed (it expired, or the shared ledger was
+    /// unreachable for longer than its time to live): its slot may belong to someone else now.
+    CapacityLost,
 }
 
 /// How a migration was carried out.
@@ -186,6 +189,16 @@ pub enum EventKind {
     BackendError {
         /// What failed.
         error: String,
+    },
+    /// Every candidate provider is full: the operation waits for the first slot to free up
+    /// (`wait_for_capacity`), at most `max_wait`.
+    WaitingForCapacity {
+        /// The session that waits.
+        stream_id: String,
+        /// The full providers it waits for, best first.
+        providers: Vec<String>,
+        /// The longest it will still wait.
+        max_wait: Duration,
     },
     /// A session changed state.
     SessionStateChanged {

@@ -7,6 +7,9 @@
 //! Per-session async locks serialize start, migration and end of the same stream.
 
 use crate::backoff::{Backoff, JitterSource};
+use crate::capacity::{
+    Candidate, CapacityError, Grant, InMemoryLedger, Lease, SlotLedger, SlotRequest,
+};
 use crate::config::ManagerConfig;
 use crate::error::{
     Attempt, BackendError, ErrorClass, ProviderError, ProviderErrorKind, StreamguardError,
@@ -23,6 +26,7 @@ use crate::registry::{
 };
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify, OwnedMutexGuard};
@@ -48,10 +52,12 @@ pub struct StreamingProviderManager {
     _lifetime: Arc<Lifetime>,
 }
 
-/// Builds a [`StreamingProviderManager`] with a custom registry or jitter source.
+/// Builds a [`StreamingProviderManager`] with a custom registry, capacity ledger or jitter
+/// source.
 pub struct ManagerBuilder {
     config: ManagerConfig,
     registry: Option<Arc<dyn ProviderRegistry>>,
+    ledger: Option<Arc<dyn SlotLedger>>,
     jitter: Option<Box<dyn JitterSource>>,
 }
 
@@ -59,6 +65,15 @@ impl ManagerBuilder {
     /// Use `registry` instead of the HTTP client of `config.base_url`.
     pub fn registry(mut self, registry: Arc<dyn ProviderRegistry>) -> Self {
         self.registry = Some(registry);
+        self
+    }
+
+    /// Count streams on `ledger` instead of a private in-memory one: every stream holds a
+    /// lease on its provider's account while it runs, so managers (or checkers) sharing one
+    /// ledger, e.g. `streamguard-redis`, share each provider's `max_streams` and the ledger's
+    /// global limit. `config.max_total_streams` must then be `None`.
+    pub fn capacity(mut self, ledger: Arc<dyn SlotLedger>) -> Self {
+        self.ledger = Some(ledger);
         self
     }
 
@@ -72,6 +87,15 @@ impl ManagerBuilder {
     pub fn build(self) -> Result<StreamingProviderManager, StreamguardError> {
         self.config.validate()?;
         let config = self.config;
+        let ledger: Arc<dyn SlotLedger> = match (self.ledger, config.max_total_streams) {
+            (Some(_), Some(_)) => {
+                return Err(StreamguardError::InvalidConfig(
+                    "max_total_streams applies to the built-in ledger only; set the global limit on the ledger passed to capacity()".into(),
+                ))
+            }
+            (Some(l), None) => l,
+            (None, limit) => Arc::new(InMemoryLedger::new(limit)),
+        };
         let registry: Arc<dyn ProviderRegistry> = match self.registry {
             Some(r) => r,
             None => Arc::new(
@@ -95,6 +119,7 @@ impl ManagerBuilder {
             (None, None)
         };
         let (retry_now, _) = watch::channel(0u64);
+        let (list_version, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             policy: config.health_policy(),
             backoff: Backoff {
@@ -110,6 +135,8 @@ impl ManagerBuilder {
             reports,
             telemetry_done: CancellationToken::new(),
             retry_now,
+            list_version,
+            ledger,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             epoch: Instant::now(),
@@ -149,6 +176,7 @@ impl StreamingProviderManager {
         ManagerBuilder {
             config,
             registry: None,
+            ledger: None,
             jitter: None,
         }
     }
@@ -392,6 +420,18 @@ struct Session {
     /// Cancelled by `end_stream` (and, as a child of the manager's token, by shutdown).
     cancel: CancellationToken,
     finished_seq: u64,
+    /// The capacity lease of the provider the stream runs on (during a make-before-break
+    /// migration: of the provider it is leaving). `None` while it runs nowhere.
+    slot: Option<HeldSlot>,
+}
+
+/// A capacity lease held by the engine, renewed by its own keeper task until released.
+struct HeldSlot {
+    lease: Lease,
+    /// Stops the keeper.
+    stop: CancellationToken,
+    /// Set by the keeper when the lease could not be kept.
+    lost: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -428,6 +468,29 @@ impl State {
             cooling: self.is_cooling(name, now),
             excluded: excluded.contains(name),
         })
+    }
+
+    /// Providers `ranked` leaves out only because the registry reports them at `max_streams`,
+    /// best first: a capacity wait watches the list for them to free up.
+    fn reported_full(&self, excluded: &HashSet<String>, only_parallel: bool) -> Vec<String> {
+        let mut full: Vec<&ProviderInfo> =
+            self.providers
+                .iter()
+                .filter(|p| {
+                    p.is_active
+                        && !p.has_free_slot()
+                        && !excluded.contains(&p.name)
+                        && self.adapters.get(&p.name).is_some_and(|a| {
+                            !only_parallel || a.adapter.supports_parallel_sessions()
+                        })
+                })
+                .collect();
+        full.sort_by(|a, b| {
+            a.priority
+                .cmp(&b.priority)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        full.into_iter().map(|p| p.name.clone()).collect()
     }
 
     fn live_on(&self, provider: &str) -> Vec<String> {
@@ -485,6 +548,16 @@ struct ConnectRequest<'a> {
     cancel: &'a CancellationToken,
 }
 
+/// What [`Shared::choose`] found.
+enum Choice {
+    /// Attempt this provider; its slot is held.
+    Go(String, ProviderInfo, Arc<AdapterSlot>),
+    /// No provider could be tried at all (none active with an adapter, or all given up on).
+    NoneUsable,
+    /// Every provider that could be tried is full, and waiting is off or ran out.
+    Full(Vec<String>),
+}
+
 enum Verdict {
     Good,
     Bad(String),
@@ -508,6 +581,11 @@ struct Shared {
     telemetry_done: CancellationToken,
     /// Bumped by `network_changed` to cut backoff waits short.
     retry_now: watch::Sender<u64>,
+    /// Bumped when the provider list changes, so waits for a provider the registry reports
+    /// full re-evaluate at once.
+    list_version: watch::Sender<u64>,
+    /// Counts running streams per provider account and in all; hands out their leases.
+    ledger: Arc<dyn SlotLedger>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     epoch: Instant,
@@ -769,6 +847,289 @@ impl Shared {
         }
     }
 
+    // ----- capacity -------------------------------------------------------------------------
+
+    /// A ledger call bounded by `request_timeout` (on top of `extra`), so a hanging shared
+    /// backend fails closed instead of holding the operation.
+    async fn ledger_call<T>(
+        &self,
+        extra: Duration,
+        fut: impl Future<Output = Result<T, CapacityError>>,
+    ) -> Result<T, CapacityError> {
+        match tokio::time::timeout(self.config.request_timeout + extra, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(CapacityError::Unavailable(format!(
+                "no answer within {:?}",
+                self.config.request_timeout + extra
+            ))),
+        }
+    }
+
+    fn capacity_error(e: CapacityError) -> StreamguardError {
+        match e {
+            CapacityError::Invalid(m) => {
+                StreamguardError::Internal(format!("capacity request: {m}"))
+            }
+            other => StreamguardError::CapacityUnavailable(other.to_string()),
+        }
+    }
+
+    /// Start keeping `lease` (renewing it on a tracked task) on behalf of `stream_id`.
+    fn hold(self: &Arc<Self>, stream_id: &str, lease: Lease) -> HeldSlot {
+        let stop = self.cancel.child_token();
+        let lost = Arc::new(AtomicBool::new(false));
+        let me = self.clone();
+        let (id, l, st, lo) = (
+            stream_id.to_string(),
+            lease.clone(),
+            stop.clone(),
+            lost.clone(),
+        );
+        self.tracker
+            .spawn(async move { me.keep_lease(id, l, st, lo).await });
+        HeldSlot { lease, stop, lost }
+    }
+
+    /// Renew `lease` every third of its TTL. A backend that cannot be reached is retried while
+    /// the lease is still valid by the last renewal; once it may have expired (or the ledger
+    /// says it did), the slot is lost: a live stream on it moves (fail closed).
+    async fn keep_lease(
+        self: Arc<Self>,
+        stream_id: String,
+        lease: Lease,
+        stop: CancellationToken,
+        lost: Arc<AtomicBool>,
+    ) {
+        let every = (lease.ttl / 3).max(Duration::from_millis(10));
+        let mut valid_until = Instant::now() + lease.ttl;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let asked = Instant::now();
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.ledger_call(Duration::ZERO, self.ledger.renew(&lease)) => r,
+            };
+            let error = match result {
+                Ok(()) => {
+                    valid_until = asked + lease.ttl;
+                    continue;
+                }
+                Err(CapacityError::Unavailable(e)) if Instant::now() + every < valid_until => {
+                    warn!(stream_id, account = %lease.account, error = %e, "lease renewal failed; retrying while the lease lasts");
+                    continue;
+                }
+                Err(e) => e,
+            };
+            if stop.is_cancelled() {
+                return;
+            }
+            lost.store(true, Ordering::SeqCst);
+            warn!(stream_id, account = %lease.account, error = %error, "capacity lease lost");
+            let mut st = self.state();
+            let ours = st.sessions.get(&stream_id).is_some_and(|s| {
+                s.info.state == SessionState::Live
+                    && s.slot.as_ref().is_some_and(|h| h.lease.id == lease.id)
+            });
+            if ours {
+                let job = MigrationJob {
+                    stream_id: stream_id.clone(),
+                    from: lease.account.clone(),
+                    reason: FailoverReason::CapacityLost,
+                };
+                self.start_migrations(&mut st, vec![job]);
+            }
+            return;
+        }
+    }
+
+    /// Stop keeping a slot and give it back. A failed release only delays the slot's return
+    /// until its TTL runs out.
+    async fn release_slot(&self, slot: HeldSlot) {
+        slot.stop.cancel();
+        match self
+            .ledger_call(Duration::ZERO, self.ledger.release(&slot.lease))
+            .await
+        {
+            Ok(_) => {
+                debug!(account = %slot.lease.account, holder = %slot.lease.holder, "slot released")
+            }
+            Err(e) => {
+                warn!(account = %slot.lease.account, error = %e, "slot release failed; it frees when the lease expires")
+            }
+        }
+    }
+
+    /// Take the session's slot out (to release it once the provider is left).
+    fn take_slot(&self, stream_id: &str) -> Option<HeldSlot> {
+        self.state()
+            .sessions
+            .get_mut(stream_id)
+            .and_then(|s| s.slot.take())
+    }
+
+    /// Hand a connected stream's slot to its session. If the lease was lost while connecting,
+    /// the session moves at once. The caller has just made the session live on `provider`.
+    fn install_slot(
+        self: &Arc<Self>,
+        st: &mut State,
+        stream_id: &str,
+        provider: &str,
+        slot: HeldSlot,
+    ) {
+        let lost = slot.lost.load(Ordering::SeqCst);
+        if let Some(s) = st.sessions.get_mut(stream_id) {
+            s.slot = Some(slot);
+        }
+        if lost {
+            let job = MigrationJob {
+                stream_id: stream_id.to_string(),
+                from: provider.to_string(),
+                reason: FailoverReason::CapacityLost,
+            };
+            self.start_migrations(st, vec![job]);
+        }
+    }
+
+    /// The provider for the next attempt, with its slot in `held`: the retried provider if it
+    /// is still listed (keeping its slot), else the best ranked provider with a free slot
+    /// (phase 1), else, with `wait_for_capacity`, the first full one to free up (phase 2),
+    /// woken by the ledger's hand-off or, for providers the registry reports full, by a
+    /// changed list (re-read every `provider_refresh_interval` while waiting).
+    async fn choose(
+        self: &Arc<Self>,
+        req: &ConnectRequest<'_>,
+        excluded: &HashSet<String>,
+        retried: Option<&str>,
+        held: &mut Option<HeldSlot>,
+        waited: &mut Duration,
+    ) -> Result<Choice, StreamguardError> {
+        let usable = |st: &State, name: &str| {
+            let info = st
+                .providers
+                .iter()
+                .find(|i| i.name == name && i.is_active)?;
+            let slot = st.adapters.get(name)?;
+            Some((name.to_string(), info.clone(), slot.clone()))
+        };
+        if let Some(p) = retried {
+            if held.as_ref().is_some_and(|h| h.lease.account == p) {
+                if let Some((n, i, a)) = usable(&self.state(), p) {
+                    return Ok(Choice::Go(n, i, a));
+                }
+            }
+        }
+        if let Some(old) = held.take() {
+            self.release_slot(old).await;
+        }
+        let cfg = &self.config;
+        let stream_id = req.stream_id;
+        let mut list_rx = self.list_version.subscribe();
+        let mut announced = false;
+        loop {
+            list_rx.borrow_and_update();
+            let now = Instant::now();
+            let (candidates, reported_full) = {
+                let st = self.state();
+                let ranked: Vec<_> = st
+                    .ranked(now, excluded, req.only_parallel)
+                    .iter()
+                    .filter_map(|p| usable(&st, p))
+                    .collect();
+                (ranked, st.reported_full(excluded, req.only_parallel))
+            };
+            if candidates.is_empty() && reported_full.is_empty() {
+                return Ok(Choice::NoneUsable);
+            }
+            let request = SlotRequest::new(
+                stream_id,
+                cfg.capacity_lease_ttl,
+                candidates
+                    .iter()
+                    .map(|(n, i, _)| Candidate::new(n.clone(), i.max_streams))
+                    .collect(),
+            );
+            let pick = |lease: Lease, candidates: Vec<(String, ProviderInfo, Arc<AdapterSlot>)>| {
+                candidates
+                    .into_iter()
+                    .find(|c| c.0 == lease.account)
+                    .map(|c| (c, lease))
+            };
+            if !candidates.is_empty() {
+                let grant = self
+                    .ledger_call(Duration::ZERO, self.ledger.try_acquire(&request))
+                    .await
+                    .map_err(Self::capacity_error)?;
+                if let Grant::Leased(lease) = grant {
+                    let Some(((n, i, a), lease)) = pick(lease, candidates) else {
+                        return Err(StreamguardError::Internal(
+                            "ledger granted an account not asked for".into(),
+                        ));
+                    };
+                    *held = Some(self.hold(stream_id, lease));
+                    return Ok(Choice::Go(n, i, a));
+                }
+            }
+            let full: Vec<String> = candidates
+                .iter()
+                .map(|c| c.0.clone())
+                .chain(reported_full.iter().cloned())
+                .collect();
+            let left = cfg.capacity_max_wait.saturating_sub(*waited);
+            if !cfg.wait_for_capacity || left.is_zero() {
+                return Ok(Choice::Full(full));
+            }
+            if !announced {
+                announced = true;
+                info!(
+                    stream_id,
+                    ?full,
+                    ?left,
+                    "all candidate providers full; waiting for a slot"
+                );
+                self.emit(EventKind::WaitingForCapacity {
+                    stream_id: stream_id.to_string(),
+                    providers: full.clone(),
+                    max_wait: left,
+                });
+            }
+            let watch_list = !reported_full.is_empty();
+            let started = Instant::now();
+            let granted = tokio::select! {
+                r = self.ledger_call(left, self.ledger.acquire(&request, left)), if !candidates.is_empty() => Some(r),
+                _ = list_rx.changed(), if watch_list => None,
+                _ = tokio::time::sleep(cfg.provider_refresh_interval.min(left)), if watch_list => {
+                    let _ = self.refresh(true).await;
+                    None
+                }
+                _ = tokio::time::sleep(left), if !watch_list && candidates.is_empty() => None,
+                _ = req.cancel.cancelled() => return Err(self.stop_error(stream_id)),
+            };
+            *waited += started.elapsed();
+            match granted {
+                None => continue,
+                Some(Err(CapacityError::Timeout { .. })) => return Ok(Choice::Full(full)),
+                Some(Err(e)) => return Err(Self::capacity_error(e)),
+                Some(Ok(lease)) => {
+                    // Still usable? The list may have changed during the wait.
+                    let fresh = usable(&self.state(), &lease.account);
+                    match fresh {
+                        Some((n, i, a)) if !excluded.contains(&n) => {
+                            *held = Some(self.hold(stream_id, lease));
+                            return Ok(Choice::Go(n, i, a));
+                        }
+                        _ => {
+                            let slot = self.hold(stream_id, lease);
+                            self.release_slot(slot).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     // ----- start / join / migrate ----------------------------------------------------------
 
     /// Read the list if none is known or it is older than `provider_list_max_age`. A failure
@@ -826,6 +1187,7 @@ impl Shared {
                 op_lock: Arc::new(tokio::sync::Mutex::new(())),
                 cancel: self.cancel.child_token(),
                 finished_seq: 0,
+                slot: None,
             };
             let handles = (session.op_lock.clone(), session.cancel.clone());
             st.sessions.insert(stream_id.to_string(), session);
@@ -849,10 +1211,17 @@ impl Shared {
             .await;
         let mut st = self.state();
         match result {
-            Ok(provider) => {
+            Ok((provider, slot)) => {
                 self.report(ReportKind::Start, &provider, stream_id, None, None);
-                self.set_state(&mut st, stream_id, SessionState::Live, Some(provider));
-                Ok(st.sessions[stream_id].info.clone())
+                self.set_state(
+                    &mut st,
+                    stream_id,
+                    SessionState::Live,
+                    Some(provider.clone()),
+                );
+                let info = st.sessions[stream_id].info.clone();
+                self.install_slot(&mut st, stream_id, &provider, slot);
+                Ok(info)
             }
             Err(e) => {
                 let to = match e {
@@ -876,19 +1245,50 @@ impl Shared {
         }
     }
 
-    /// The escalation loop shared by start, join and migration: retry the same provider after
-    /// a jittered backoff on transient errors, fail over after `attempts_per_provider` or a
-    /// provider-fatal error, stop on a request-fatal error, never exceed `max_attempts` or the
-    /// operation deadline. Returns the provider now carrying the stream.
+    /// [`connect_loop`](Self::connect_loop) with its capacity lease: handed to the caller on
+    /// success, released on failure.
     async fn connect(
         self: &Arc<Self>,
         req: ConnectRequest<'_>,
+    ) -> Result<(String, HeldSlot), StreamguardError> {
+        let stream_id = req.stream_id;
+        let mut held = None;
+        let result = self.connect_loop(req, &mut held).await;
+        match (result, held) {
+            (Ok(provider), Some(slot)) => Ok((provider, slot)),
+            (Ok(provider), None) => {
+                // connect_loop only attempts a provider while holding its slot.
+                self.leave(&provider, stream_id).await;
+                Err(StreamguardError::Internal(format!(
+                    "connected to {provider} without a capacity lease"
+                )))
+            }
+            (Err(e), slot) => {
+                if let Some(slot) = slot {
+                    self.release_slot(slot).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The escalation loop shared by start, join and migration: retry the same provider after
+    /// a jittered backoff on transient errors, fail over after `attempts_per_provider` or a
+    /// provider-fatal error, stop on a request-fatal error, never exceed `max_attempts` or the
+    /// operation deadline. Every attempt runs under a capacity lease on its provider, kept
+    /// across retries of that provider and given back on failover. Returns the provider now
+    /// carrying the stream; its lease is left in `held`.
+    async fn connect_loop(
+        self: &Arc<Self>,
+        mut req: ConnectRequest<'_>,
+        held: &mut Option<HeldSlot>,
     ) -> Result<String, StreamguardError> {
         let cfg = &self.config;
-        let deadline = Instant::now() + cfg.operation_deadline;
+        let mut deadline = Instant::now() + cfg.operation_deadline;
+        let mut waited = Duration::ZERO;
         let mut attempts: Vec<Attempt> = Vec::new();
         let mut tries: HashMap<String, u32> = HashMap::new();
-        let mut excluded = req.exclude;
+        let mut excluded = std::mem::take(&mut req.exclude);
         let mut retry: Option<(String, Duration)> = None;
         let mut left_behind: Option<(String, FailoverReason)> = None;
         let mut retry_rx = self.retry_now.subscribe();
@@ -904,26 +1304,38 @@ impl Shared {
             if now >= deadline {
                 return Err(StreamguardError::DeadlineExceeded { attempts });
             }
-            // Choose: the provider being retried if it is still listed, else the best ranked.
-            let choice = {
-                let st = self.state();
-                let retried = retry.as_ref().and_then(|(p, _)| {
-                    st.providers
-                        .iter()
-                        .any(|i| &i.name == p && i.is_active)
-                        .then(|| p.clone())
-                });
-                retried
-                    .or_else(|| {
-                        st.ranked(now, &excluded, req.only_parallel)
-                            .into_iter()
-                            .next()
-                    })
-                    .and_then(|p| {
-                        let info = st.providers.iter().find(|i| i.name == p)?.clone();
-                        let slot = st.adapters.get(&p)?.clone();
-                        Some((p, info, slot))
-                    })
+            // Choose: the provider being retried if it is still listed, else the best ranked
+            // one with a free slot (or, in phase 2, the first full one to free up).
+            let waited_before = waited;
+            let choice = self
+                .choose(
+                    &req,
+                    &excluded,
+                    retry.as_ref().map(|(p, _)| p.as_str()),
+                    held,
+                    &mut waited,
+                )
+                .await?;
+            // Queueing for a slot is bounded by `capacity_max_wait`, not by the deadline.
+            deadline += waited - waited_before;
+            let choice = match choice {
+                Choice::Go(p, info, slot) => Some((p, info, slot)),
+                Choice::NoneUsable => None,
+                Choice::Full(providers) => {
+                    if let Some((from, reason)) = left_behind.take() {
+                        self.emit(EventKind::Failover {
+                            stream_id: stream_id.to_string(),
+                            from,
+                            to: None,
+                            reason,
+                        });
+                    }
+                    return Err(StreamguardError::NoCapacity {
+                        providers,
+                        waited,
+                        attempts,
+                    });
+                }
             };
             if let Some((from, reason)) = left_behind.take() {
                 self.emit(EventKind::Failover {
@@ -984,23 +1396,28 @@ impl Shared {
                 self.tracker
                     .spawn(async move { me.adapter_connect(&slot, &info, &id, role).await })
             };
-            let abandon = |call: tokio::task::JoinHandle<Result<(), ProviderError>>| {
+            // The slot stays taken until the abandoned call has finished (and been left).
+            let abandon = |call: tokio::task::JoinHandle<Result<(), ProviderError>>,
+                           slot: Option<HeldSlot>| {
                 let me = self.clone();
                 let (p, id) = (provider.clone(), stream_id.to_string());
                 self.tracker.spawn(async move {
                     if let Ok(Ok(())) = call.await {
                         me.leave(&p, &id).await;
                     }
+                    if let Some(slot) = slot {
+                        me.release_slot(slot).await;
+                    }
                 });
             };
             let result = tokio::select! {
                 r = &mut call => r.unwrap_or_else(|e| Err(ProviderError::internal(panic_message(e)))),
                 _ = req.cancel.cancelled() => {
-                    abandon(call);
+                    abandon(call, held.take());
                     return Err(self.stop_error(stream_id));
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    abandon(call);
+                    abandon(call, held.take());
                     attempts.push(Attempt {
                         provider: provider.clone(),
                         number,
@@ -1158,7 +1575,10 @@ impl Shared {
                     .get(p)
                     .is_some_and(|a| a.adapter.supports_parallel_sessions())
             };
-            let mbb = parallel(&from) && target.as_deref().is_some_and(parallel);
+            // A lost slot may be someone else's already: stop using it before anything else.
+            let mbb = reason != FailoverReason::CapacityLost
+                && parallel(&from)
+                && target.as_deref().is_some_and(parallel);
             let strategy = if mbb {
                 MigrationStrategy::MakeBeforeBreak
             } else {
@@ -1204,6 +1624,9 @@ impl Shared {
                 );
                 if r.is_ok() {
                     self.leave(&from, &stream_id).await;
+                    if let Some(old) = self.take_slot(&stream_id) {
+                        self.release_slot(old).await;
+                    }
                 } else if health_driven && !stopped {
                     // The old provider is down and nothing else took the stream: leave it
                     // cleanly (once: the session no longer names it).
@@ -1212,11 +1635,17 @@ impl Shared {
                         self.set_state(&mut st, &stream_id, SessionState::Migrating, None);
                     }
                     self.leave(&from, &stream_id).await;
+                    if let Some(old) = self.take_slot(&stream_id) {
+                        self.release_slot(old).await;
+                    }
                 }
                 (r, None)
             }
             MigrationStrategy::BreakBeforeMake => {
                 self.leave(&from, &stream_id).await;
+                if let Some(old) = self.take_slot(&stream_id) {
+                    self.release_slot(old).await;
+                }
                 let gap_start = Instant::now();
                 {
                     let mut st = self.state();
@@ -1243,7 +1672,7 @@ impl Shared {
         let end = Instant::now();
         let mut st = self.state();
         match result {
-            Ok(to) => {
+            Ok((to, slot)) => {
                 if let Some(s) = st.sessions.get_mut(&stream_id) {
                     s.info.migrations += 1;
                 }
@@ -1257,6 +1686,7 @@ impl Shared {
                     );
                 }
                 self.set_state(&mut st, &stream_id, SessionState::Live, Some(to.clone()));
+                self.install_slot(&mut st, &stream_id, &to, slot);
                 let gap = gap_start.map_or(Duration::ZERO, |g| end - g);
                 info!(stream_id, from, to, ?gap, "migration finished");
                 self.emit(EventKind::MigrationFinished {
@@ -1288,6 +1718,14 @@ impl Shared {
                 } else {
                     self.report(ReportKind::End, &from, &stream_id, None, None);
                     self.set_state(&mut st, &stream_id, SessionState::Failed, None);
+                    // Both strategies gave the old slot back when they left; never keep one
+                    // for a session that runs nowhere.
+                    if let Some(slot) = st.sessions.get_mut(&stream_id).and_then(|s| s.slot.take())
+                    {
+                        let me = self.clone();
+                        self.tracker
+                            .spawn(async move { me.release_slot(slot).await });
+                    }
                 }
                 warn!(stream_id, from, error = %e, "migration failed");
                 self.emit(EventKind::MigrationFailed {
@@ -1323,7 +1761,7 @@ impl Shared {
     /// Stop monitoring the session at once, then leave its provider. The caller holds the
     /// session's op lock.
     async fn finish(&self, stream_id: &str, to: SessionState) {
-        let provider = {
+        let (provider, slot) = {
             let mut st = self.state();
             let Some(s) = st.sessions.get_mut(stream_id) else {
                 return;
@@ -1332,12 +1770,17 @@ impl Shared {
                 return;
             }
             let p = s.info.provider.take();
+            let slot = s.slot.take();
             self.set_state(&mut st, stream_id, to, None);
-            p
+            (p, slot)
         };
         if let Some(p) = provider {
             self.report(ReportKind::End, &p, stream_id, None, None);
             self.leave(&p, stream_id).await;
+        }
+        // After leaving: the slot is free only once the stream really stopped.
+        if let Some(slot) = slot {
+            self.release_slot(slot).await;
         }
     }
 
@@ -1475,6 +1918,7 @@ impl Shared {
                 }
                 let active = st.ranked(now, &HashSet::new(), false);
                 info!(?active, "provider list changed");
+                self.list_version.send_modify(|v| *v += 1);
                 self.emit(EventKind::ProviderListChanged { active });
                 if !first {
                     let jobs = self.planned_migrations(&st, &old, now);

@@ -6,8 +6,13 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
+use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
-use streamguard::{EventKind, ProviderError, ProviderErrorKind, SessionState};
+use streamguard::capacity::{InMemoryLedger, SlotLedger};
+use streamguard::{
+    EventKind, ProviderError, ProviderErrorKind, SessionState, StreamingProviderManager,
+};
 
 const PROVIDERS: [&str; 3] = ["agora", "zegocloud", "webrtc"];
 const STREAMS: [&str; 3] = ["s1", "s2", "s3"];
@@ -63,6 +68,9 @@ fn action() -> impl Strategy<Value = Action> {
 #[derive(Debug, Clone)]
 struct Schedule {
     parallel: bool,
+    /// `maxStreams` per provider (0 = unlimited), and whether full providers are waited for.
+    limits: [u32; 3],
+    wait: bool,
     scripts: [Vec<Step>; 3],
     actions: Vec<(u64, Action)>,
 }
@@ -70,22 +78,46 @@ struct Schedule {
 fn schedule() -> impl Strategy<Value = Schedule> {
     (
         any::<bool>(),
+        prop::array::uniform3(0u32..3),
+        any::<bool>(),
         prop::array::uniform3(prop::collection::vec(step(), 0..6)),
         prop::collection::vec((0u64..240, action()), 1..25),
     )
-        .prop_map(|(parallel, scripts, mut actions)| {
+        .prop_map(|(parallel, limits, wait, scripts, mut actions)| {
             actions.sort_by_key(|(t, _)| *t);
             Schedule {
                 parallel,
+                limits,
+                wait,
                 scripts,
                 actions,
             }
         })
 }
 
+fn list(active: [bool; 3], prio: [u32; 3], limits: [u32; 3]) -> Vec<Value> {
+    (0..3)
+        .map(|i| {
+            json!({"name": PROVIDERS[i], "isActive": active[i], "priority": prio[i],
+                   "maxStreams": limits[i], "config": {"appId": "x"}})
+        })
+        .collect()
+}
+
 async fn run(s: Schedule) -> Result<(), TestCaseError> {
     let b = Backend::start(SEED_LIST);
-    let m = b.manager(b.config());
+    b.ctl
+        .set_raw_providers(list([true; 3], [1, 2, 3], s.limits));
+    let mut cfg = b.config();
+    cfg.wait_for_capacity = s.wait;
+    cfg.capacity_max_wait = Duration::from_secs(90);
+    let ledger = InMemoryLedger::new(None);
+    let m = StreamingProviderManager::builder(cfg.clone())
+        .registry(b.registry(&cfg))
+        .jitter(Box::new(FixedJitter(0.5)))
+        .capacity(Arc::new(ledger.clone()))
+        .build()
+        .unwrap();
     let t = Trio::register(&m, s.parallel);
     for (a, script) in t.all().iter().zip(s.scripts.iter()) {
         a.support_probe();
@@ -122,19 +154,11 @@ async fn run(s: Schedule) -> Result<(), TestCaseError> {
             }
             Action::Priorities(p) => {
                 prio = p;
-                b.ctl.set_providers(&[
-                    (PROVIDERS[0], active[0], prio[0]),
-                    (PROVIDERS[1], active[1], prio[1]),
-                    (PROVIDERS[2], active[2], prio[2]),
-                ]);
+                b.ctl.set_raw_providers(list(active, prio, s.limits));
             }
             Action::Disable(p) => {
                 active[p] = !active[p];
-                b.ctl.set_providers(&[
-                    (PROVIDERS[0], active[0], prio[0]),
-                    (PROVIDERS[1], active[1], prio[1]),
-                    (PROVIDERS[2], active[2], prio[2]),
-                ]);
+                b.ctl.set_raw_providers(list(active, prio, s.limits));
             }
             Action::NetworkChanged => m.network_changed(),
         }
@@ -159,6 +183,16 @@ async fn run(s: Schedule) -> Result<(), TestCaseError> {
             prop_assert_eq!(*n, 0, "{} {} left {} times too few", a.name, stream, n);
         }
     }
+    // No provider ever carried more streams than its `maxStreams`, and every slot came back.
+    for (a, limit) in t.all().iter().zip(s.limits) {
+        let most = a.calls.lock().unwrap().max_active;
+        prop_assert!(
+            limit == 0 || most <= i64::from(limit),
+            "{} carried {most} streams at once, limit {limit}",
+            a.name
+        );
+    }
+    prop_assert_eq!(ledger.usage("agora").await.unwrap().global, 0);
     // No task survives shutdown, and every session is finished.
     prop_assert_eq!(m.task_count(), 0);
     for sess in m.sessions() {

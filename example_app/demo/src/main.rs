@@ -184,6 +184,14 @@ fn describe(ev: &StreamEvent) -> Option<String> {
             format!("registry: provider order now {}", active.join(" > "))
         }
         EventKind::BackendError { error } => format!("registry error: {error}"),
+        EventKind::WaitingForCapacity {
+            stream_id,
+            providers,
+            max_wait,
+        } => format!(
+            "{stream_id}: all full ({}); waiting up to {max_wait:.0?} for a slot",
+            providers.join(", ")
+        ),
         EventKind::SessionStateChanged {
             stream_id,
             to,

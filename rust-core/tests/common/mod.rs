@@ -381,6 +381,8 @@ pub struct Calls {
     pub probes: u64,
     /// Streams currently carried (successful start/join minus leaves).
     pub active: HashMap<String, i64>,
+    /// The most streams carried at once.
+    pub max_active: i64,
     pub log: Vec<String>,
 }
 
@@ -509,6 +511,8 @@ impl FakeAdapter {
             let mut c = self.calls.lock().unwrap();
             c.connect_ok += 1;
             *c.active.entry(stream_id.to_string()).or_default() += 1;
+            let carried: i64 = c.active.values().sum();
+            c.max_active = c.max_active.max(carried);
             let mut k = self.carriers.lock().unwrap();
             let n = k.now.entry(stream_id.to_string()).or_default();
             *n += 1;
