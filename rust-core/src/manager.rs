@@ -137,6 +137,7 @@ impl ManagerBuilder {
             retry_now,
             list_version,
             ledger,
+            lease_wake: Notify::new(),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             epoch: Instant::now(),
@@ -155,6 +156,10 @@ impl ManagerBuilder {
             let push = shared.clone();
             shared.tracker.spawn(async move { push.push_loop().await });
         }
+        let keeper = shared.clone();
+        shared
+            .tracker
+            .spawn(async move { keeper.lease_keeper().await });
         info!(config = ?shared.config, "streamguard manager started");
         Ok(StreamingProviderManager {
             _lifetime: Arc::new(Lifetime {
@@ -425,13 +430,20 @@ struct Session {
     slot: Option<HeldSlot>,
 }
 
-/// A capacity lease held by the engine, renewed by its own keeper task until released.
+/// A capacity lease held by the engine, renewed by the lease keeper until released.
 struct HeldSlot {
-    lease: Lease,
-    /// Stops the keeper.
-    stop: CancellationToken,
+    lease: Arc<Lease>,
     /// Set by the keeper when the lease could not be kept.
     lost: Arc<AtomicBool>,
+}
+
+/// The lease keeper's record of a held lease.
+struct Kept {
+    /// Shared with the [`HeldSlot`]; its holder is the stream id.
+    lease: Arc<Lease>,
+    lost: Arc<AtomicBool>,
+    /// Until when the last successful renewal (or the grant) keeps the lease alive.
+    valid_until: Instant,
 }
 
 #[derive(Default)]
@@ -446,6 +458,8 @@ struct State {
     next_refresh: Option<Instant>,
     shut_down: bool,
     finished_seq: u64,
+    /// Every lease held, by lease id, for the lease keeper.
+    kept: HashMap<String, Kept>,
 }
 
 impl State {
@@ -586,6 +600,8 @@ struct Shared {
     list_version: watch::Sender<u64>,
     /// Counts running streams per provider account and in all; hands out their leases.
     ledger: Arc<dyn SlotLedger>,
+    /// Wakes the lease keeper when the first lease is held.
+    lease_wake: Notify,
     cancel: CancellationToken,
     tracker: TaskTracker,
     epoch: Instant,
@@ -874,81 +890,118 @@ impl Shared {
         }
     }
 
-    /// Start keeping `lease` (renewing it on a tracked task) on behalf of `stream_id`.
-    fn hold(self: &Arc<Self>, stream_id: &str, lease: Lease) -> HeldSlot {
-        let stop = self.cancel.child_token();
+    /// Start keeping `lease` on behalf of `stream_id`: the lease keeper renews it from now on.
+    fn hold(&self, stream_id: &str, lease: Lease) -> HeldSlot {
+        debug_assert_eq!(lease.holder, stream_id);
+        let lease = Arc::new(lease);
         let lost = Arc::new(AtomicBool::new(false));
-        let me = self.clone();
-        let (id, l, st, lo) = (
-            stream_id.to_string(),
-            lease.clone(),
-            stop.clone(),
-            lost.clone(),
+        self.state().kept.insert(
+            lease.id.clone(),
+            Kept {
+                lease: lease.clone(),
+                lost: lost.clone(),
+                valid_until: Instant::now() + lease.ttl,
+            },
         );
-        self.tracker
-            .spawn(async move { me.keep_lease(id, l, st, lo).await });
-        HeldSlot { lease, stop, lost }
+        self.lease_wake.notify_one();
+        HeldSlot { lease, lost }
     }
 
-    /// Renew `lease` every third of its TTL. A backend that cannot be reached is retried while
-    /// the lease is still valid by the last renewal; once it may have expired (or the ledger
-    /// says it did), the slot is lost: a live stream on it moves (fail closed).
-    async fn keep_lease(
-        self: Arc<Self>,
-        stream_id: String,
-        lease: Lease,
-        stop: CancellationToken,
-        lost: Arc<AtomicBool>,
-    ) {
-        let every = (lease.ttl / 3).max(Duration::from_millis(10));
-        let mut valid_until = Instant::now() + lease.ttl;
+    /// One task renews every held lease, all at once every third of the lease TTL (one sleeping
+    /// task per stream would cost more than the rest of a session). A backend that cannot be
+    /// reached is retried while each lease is still valid by its last renewal; once a lease may
+    /// have expired (or the ledger says it did), its slot is lost and a live stream on it moves
+    /// (fail closed).
+    async fn lease_keeper(self: Arc<Self>) {
+        let every = (self.config.capacity_lease_ttl / 3).max(Duration::from_millis(10));
         loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
+            while self.state().kept.is_empty() {
+                tokio::select! {
+                    _ = self.lease_wake.notified() => {}
+                    _ = self.cancel.cancelled() => return,
+                }
             }
-            let asked = Instant::now();
-            let result = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = self.ledger_call(Duration::ZERO, self.ledger.renew(&lease)) => r,
-            };
-            let error = match result {
-                Ok(()) => {
-                    valid_until = asked + lease.ttl;
-                    continue;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.cancel.cancelled() => return,
+            }
+            let due: Vec<Arc<Lease>> = self
+                .state()
+                .kept
+                .values()
+                .map(|k| k.lease.clone())
+                .collect();
+            // All leases live on one backend: once it is unreachable, the rest of the round
+            // is not asked again (a dead Redis would otherwise cost a timeout per lease).
+            let mut unreachable: Option<String> = None;
+            for lease in due {
+                let asked = Instant::now();
+                let result = match &unreachable {
+                    Some(e) => Err(CapacityError::Unavailable(e.clone())),
+                    None => {
+                        tokio::select! {
+                            r = self.ledger_call(Duration::ZERO, self.ledger.renew(&lease)) => r,
+                            _ = self.cancel.cancelled() => return,
+                        }
+                    }
+                };
+                if let Err(CapacityError::Unavailable(e)) = &result {
+                    unreachable = Some(e.clone());
                 }
-                Err(CapacityError::Unavailable(e)) if Instant::now() + every < valid_until => {
-                    warn!(stream_id, account = %lease.account, error = %e, "lease renewal failed; retrying while the lease lasts");
-                    continue;
-                }
-                Err(e) => e,
-            };
-            if stop.is_cancelled() {
+                self.renewed(&lease, asked, every, result);
+            }
+        }
+    }
+
+    /// Apply the outcome of one renewal of `lease`.
+    fn renewed(
+        self: &Arc<Self>,
+        lease: &Lease,
+        asked: Instant,
+        every: Duration,
+        result: Result<(), CapacityError>,
+    ) {
+        let mut st = self.state();
+        // Released meanwhile: nothing to keep.
+        let Some(kept) = st.kept.get_mut(&lease.id) else {
+            return;
+        };
+        let error = match result {
+            Ok(()) => {
+                kept.valid_until = asked + lease.ttl;
                 return;
             }
-            lost.store(true, Ordering::SeqCst);
-            warn!(stream_id, account = %lease.account, error = %error, "capacity lease lost");
-            let mut st = self.state();
-            let ours = st.sessions.get(&stream_id).is_some_and(|s| {
-                s.info.state == SessionState::Live
-                    && s.slot.as_ref().is_some_and(|h| h.lease.id == lease.id)
-            });
-            if ours {
-                let job = MigrationJob {
-                    stream_id: stream_id.clone(),
-                    from: lease.account.clone(),
-                    reason: FailoverReason::CapacityLost,
-                };
-                self.start_migrations(&mut st, vec![job]);
+            Err(CapacityError::Unavailable(e)) if Instant::now() + every < kept.valid_until => {
+                warn!(stream_id = %kept.lease.holder, account = %lease.account, error = %e, "lease renewal failed; retrying while the lease lasts");
+                return;
             }
+            Err(e) => e,
+        };
+        let Some(kept) = st.kept.remove(&lease.id) else {
             return;
+        };
+        kept.lost.store(true, Ordering::SeqCst);
+        warn!(stream_id = %kept.lease.holder, account = %lease.account, error = %error, "capacity lease lost");
+        let ours = st.sessions.get(&kept.lease.holder).is_some_and(|s| {
+            s.info.state == SessionState::Live
+                && s.slot.as_ref().is_some_and(|h| h.lease.id == lease.id)
+        });
+        // A lease still in use by a start or migration is handled when it finishes
+        // (`install_slot` sees the flag).
+        if ours {
+            let job = MigrationJob {
+                stream_id: kept.lease.holder.clone(),
+                from: lease.account.clone(),
+                reason: FailoverReason::CapacityLost,
+            };
+            self.start_migrations(&mut st, vec![job]);
         }
     }
 
     /// Stop keeping a slot and give it back. A failed release only delays the slot's return
     /// until its TTL runs out.
     async fn release_slot(&self, slot: HeldSlot) {
-        slot.stop.cancel();
+        self.state().kept.remove(&slot.lease.id);
         match self
             .ledger_call(Duration::ZERO, self.ledger.release(&slot.lease))
             .await

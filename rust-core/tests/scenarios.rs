@@ -81,8 +81,8 @@ async fn all_providers_down_fails_after_exactly_three_attempts() {
     assert_eq!(m.session("s1").unwrap().state, SessionState::Failed);
     assert_eq!(
         m.task_count(),
-        2,
-        "only the idle monitor and the idle push listener remain"
+        3,
+        "only the idle monitor, push listener and lease keeper remain"
     );
     m.shutdown().await.unwrap();
 }
