@@ -260,6 +260,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.provider_refresh_interval = Duration::from_secs(2);
     config.suspect_recheck_delay = Duration::from_millis(500);
     config.report_sessions = true;
+    // When every provider is full, queue for the first free slot (at most 30 s) instead of
+    // failing at once.
+    config.wait_for_capacity = true;
+    config.capacity_max_wait = Duration::from_secs(30);
     println!(
         "engine: health checks every {:?} (suspect re-checks after {:?}, then doubling), threshold {} failures, list pushed by the registry (polled every {:?} as fallback)\n",
         config.health_check_interval,
@@ -338,6 +342,57 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     manager.record_error("match", ProviderError::unauthorized("token expired"))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    say(
+        start,
+        "ADMIN: caps zegocloud at 2 streams (it carries both) and webrtc at 1 (maxStreams)",
+    );
+    admin_put(&reg_url, "zegocloud", json!({"maxStreams": 2})).await?;
+    admin_put(&reg_url, "webrtc", json!({"maxStreams": 1})).await?;
+    manager.refresh_providers().await?;
+    say(
+        start,
+        "Go live: publisher of \"talk\" takes webrtc's only slot",
+    );
+    let s = manager.start_stream("talk").await?;
+    say(
+        start,
+        &format!("talk live on {}", s.provider.unwrap_or_default()),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    say(
+        start,
+        "Go live: publisher of \"panel\": agora is still down, zegocloud and webrtc are full",
+    );
+    let panel = {
+        let m = manager.clone();
+        tokio::spawn(async move { m.start_stream("panel").await })
+    };
+    let mut rx = manager.subscribe();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(ev) = rx.recv().await {
+            if matches!(ev.kind, EventKind::WaitingForCapacity { .. }) {
+                return;
+            }
+        }
+    })
+    .await
+    .map_err(|_| "panel never queued for a slot")?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    say(start, "End \"match\": its zegocloud slot frees up");
+    let freed = tokio::time::Instant::now();
+    manager.end_stream("match").await?;
+    let s = tokio::time::timeout(Duration::from_secs(20), panel)
+        .await
+        .map_err(|_| "panel did not get the freed slot")???;
+    say(
+        start,
+        &format!(
+            "\"panel\" live on {} {:.0?} after the slot freed (woken by the registry's push of the new count; the connect itself takes 90 ms)",
+            s.provider.unwrap_or_default(),
+            freed.elapsed()
+        ),
+    );
+
     if interactive {
         say(
             start,
@@ -345,9 +400,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         tokio::signal::ctrl_c().await?;
     }
-    say(start, "End both streams and shut down");
-    manager.end_stream("concert").await?;
-    manager.end_stream("match").await?;
+    say(start, "End the streams and shut down");
+    for stream in ["concert", "talk", "panel"] {
+        manager.end_stream(stream).await?;
+    }
     manager.shutdown().await?;
     tokio::time::sleep(Duration::from_millis(50)).await;
     printer.abort();
