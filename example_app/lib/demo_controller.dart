@@ -221,6 +221,9 @@ String describe(StreamEvent e) {
       return 'providers: ${e.active.join(', ')}';
     case EventType.backendError:
       return 'registry error: ${e.message}';
+    case EventType.waitingForCapacity:
+      return '${id}all full (${e.providers.join(', ')}): waiting up to '
+          '${e.maxWaitMs} ms for a slot';
     case EventType.sessionStateChanged:
       return '$id${e.stateFrom?.name} → ${e.stateTo?.name}'
           '${e.provider == null ? '' : ' on ${e.provider}'}';

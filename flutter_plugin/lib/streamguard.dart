@@ -188,7 +188,9 @@ extension ProviderInfoConfig on ProviderInfo {
 
 /// The failover engine. Create one per app with [create], register an adapter per provider,
 /// then start or join streams. Every method throws a [StreamguardError] on failure (its
-/// [StreamguardError.kind] says which, [StreamguardError.attempts] lists failed attempts).
+/// [StreamguardError.kind] says which, [StreamguardError.attempts] lists failed attempts;
+/// for [StreamguardErrorKind.noCapacity], [StreamguardError.providers] names the providers
+/// that were full).
 class StreamingProviderManager {
   StreamingProviderManager._(this._native);
 
@@ -235,7 +237,10 @@ class StreamingProviderManager {
   }
 
   /// Goes live as publisher of [streamId], with retries and failover. Starting a session
-  /// that is already live returns it unchanged.
+  /// that is already live returns it unchanged. When every provider is at its `maxStreams`
+  /// limit it throws [StreamguardErrorKind.noCapacity] at once, or, with
+  /// [ManagerConfig.waitForCapacity], waits up to [ManagerConfig.capacityMaxWaitMs] for the
+  /// first free slot.
   Future<SessionInfo> startStream(String streamId) =>
       _native.startStream(streamId: streamId);
 
@@ -279,7 +284,8 @@ class StreamingProviderManager {
   Future<int> taskCount() => _native.taskCount();
 
   /// Every engine decision, in order, from the moment of listening: attempts, failovers,
-  /// migrations, health changes, list changes, registry errors and session states. A
+  /// migrations, health changes, list changes, registry errors, waits for a free stream slot
+  /// ([EventType.waitingForCapacity]) and session states. A
   /// broadcast stream (listen before starting a stream to see all of its events); it closes
   /// after [shutdown], once the events emitted before it were delivered.
   Stream<StreamEvent> get events => _events.stream;

@@ -153,6 +153,10 @@ void main() {
     expect(c.failback, isFalse);
     expect(c.pushUpdates, isTrue);
     expect(c.authToken, isNull);
+    expect(c.waitForCapacity, isFalse);
+    expect(c.capacityMaxWaitMs, 600000);
+    expect(c.capacityLeaseTtlMs, 60000);
+    expect(c.maxTotalStreams, isNull);
   });
 
   test('create passes the config to the engine', () async {
@@ -234,6 +238,26 @@ void main() {
           .having((e) => e.kind, 'kind', StreamguardErrorKind.allAttemptsFailed)
           .having((e) => e.attempts.single.provider, 'provider', 'agora')
           .having((e) => e.toString(), 'toString', contains('allAttemptsFailed'))),
+    );
+  });
+
+  test('a full provider reaches the caller as noCapacity naming it', () async {
+    final manager = await StreamingProviderManager.create(
+        const ManagerConfig(baseUrl: 'https://x.example/api'));
+    await manager.registerAdapter('agora', ScriptedAdapter());
+    api.next.failStart = const StreamguardError(
+      kind: StreamguardErrorKind.noCapacity,
+      message: 'no free stream slot on ["agora"] after waiting 0ns',
+      attempts: [],
+      providers: ['agora'],
+      waitedMs: 0,
+    );
+    await expectLater(
+      manager.startStream('s1'),
+      throwsA(isA<StreamguardError>()
+          .having((e) => e.kind, 'kind', StreamguardErrorKind.noCapacity)
+          .having((e) => e.providers, 'providers', ['agora'])
+          .having((e) => e.waitedMs, 'waitedMs', 0)),
     );
   });
 

@@ -11,6 +11,8 @@ arguments), by reading the generated files (lib/src/rust/**) as text:
 * every constructor call of a generated class (`ManagerConfig(...)`, `StreamEvent(...)`...)
   passes only named arguments the generated constructor declares, and all of its required ones;
 * every method a test fake overrides on the generated interfaces exists there.
+* every `switch` over a generated enum without a `default:` names all of its values (Dart
+  rejects a non-exhaustive switch; a new enum value must reach every such switch).
 
 It is a text check, not a type check: what it cannot see is listed in README.md.
 """
@@ -166,6 +168,24 @@ for path in hand_written:
         for n in top_level_named_args(balanced(text, m.end() - 1)):
             if n not in methods[method]:
                 errors.append(f"{rel}: `{method}` has no named argument `{n}`")
+
+    for m in re.finditer(r"\bswitch\s*\(", text):
+        brace = text.find("{", m.end())
+        if brace < 0:
+            continue
+        body = balanced(text, brace)
+        cases = re.findall(r"\bcase\s+(%s)\.(\w+)\s*:" % "|".join(enums), body)
+        kinds = {enum for enum, _ in cases}
+        if len(kinds) != 1 or re.search(r"\bdefault\s*:", body):
+            continue
+        enum = kinds.pop()
+        missing = enums[enum] - {value for _, value in cases}
+        if missing:
+            line = text.count("\n", 0, m.start()) + 1
+            errors.append(
+                f"{rel}:{line}: switch over {enum} lacks {', '.join(sorted(missing))} "
+                "(not exhaustive)"
+            )
 
     # Fakes of the generated interfaces (tests).
     for cls in re.finditer(r"class \w+ implements (native\.StreamingProviderManager|RustLibApi) \{", text):

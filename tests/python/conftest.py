@@ -96,6 +96,11 @@ class Registry(Watched):
         with self.cond:
             (self.unhealthy.add if down else self.unhealthy.discard)(name)
 
+    def set_providers(self, providers):
+        """Serve `providers` (registry JSON objects) from the next list request on."""
+        with self.cond:
+            self.providers = [dict(p) for p in providers]
+
     def update(self, name, **fields):
         with self.cond:
             self.providers = [dict(p, **fields) if p["name"] == name else p for p in self.providers]

@@ -358,6 +358,7 @@ def test_config_defaults_match_the_engine_and_validation(registry):
     assert ManagerConfig(base_url=url) == streamguard.default_manager_config(url)
     shown = str(ManagerConfig(base_url=url, auth_token="s3cr3t-token"))
     assert "s3cr3t" not in shown and "redacted" in shown, shown
+    assert "max_total_streams: None" in shown and "capacity_lease_ttl_ms: 60000" in shown, shown
     with pytest.raises(StreamguardError.InvalidConfig) as err:
         StreamingProviderManager(ManagerConfig(base_url=url, health_check_interval_ms=0))
     assert "health_check_interval" in err.value.detail
@@ -367,6 +368,49 @@ def test_config_defaults_match_the_engine_and_validation(registry):
     with pytest.raises(StreamguardError.InvalidArgument):
         m.register_adapter("", ScriptedAdapter("x", None))
     asyncio.run(m.shutdown())
+
+
+def test_a_full_provider_fails_with_no_capacity_until_its_slot_is_freed(registry, journal, run):
+    # One provider, one stream slot (the registry's `maxStreams`).
+    registry.set_providers(
+        [{"name": "agora", "isActive": True, "priority": 1, "config": {}, "maxStreams": 1}]
+    )
+    ads = {"agora": ScriptedAdapter("agora", journal)}
+
+    async def scenario():
+        # Default capacity settings: wait_for_capacity is off, so a full provider fails at once.
+        config = fast_config(registry.base_url)
+        assert config.wait_for_capacity is False
+        async with manager(config, ads) as m:
+            assert (await m.start_stream("a")).provider == "agora"
+            with pytest.raises(StreamguardError.NoCapacity) as err:
+                await m.start_stream("b")
+            assert err.value.providers == ["agora"]
+            assert err.value.waited_ms == 0
+            assert err.value.attempts == []
+            assert "agora" in str(err.value)
+            # No adapter call was made for "b".
+            assert journal.count("agora", "start", "b") == 0
+            assert m.session("b").state == SessionState.FAILED
+            await m.end_stream("a")
+            session = await m.start_stream("b")
+            assert (session.provider, session.state) == ("agora", SessionState.LIVE)
+            assert journal.count("agora", "start", "b") == 1
+
+    run(scenario())
+
+
+def test_capacity_settings_are_validated(registry):
+    url = registry.base_url
+    with pytest.raises(StreamguardError.InvalidConfig) as err:
+        StreamingProviderManager(ManagerConfig(base_url=url, max_total_streams=0))
+    assert "max_total_streams" in err.value.detail
+    with pytest.raises(StreamguardError.InvalidConfig) as err:
+        StreamingProviderManager(ManagerConfig(base_url=url, capacity_lease_ttl_ms=5))
+    assert "capacity_lease_ttl" in err.value.detail
+    with pytest.raises(StreamguardError.InvalidConfig) as err:
+        StreamingProviderManager(ManagerConfig(base_url=url, capacity_max_wait_ms=0))
+    assert "capacity_max_wait" in err.value.detail
 
 
 def test_refresh_providers_and_backend_errors(registry, journal, recorder, run):

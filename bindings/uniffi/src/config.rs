@@ -93,6 +93,25 @@ pub struct ManagerConfig {
     /// Report session start, end and failover to the registry (session telemetry).
     #[uniffi(default = false)]
     pub report_sessions: bool,
+    /// Phase 2 of provider selection: when every candidate provider is at its `max_streams`
+    /// limit, wait for a slot and take whichever provider frees one first (first come, first
+    /// served), instead of failing at once with `NoCapacity`. Off by default: a live stream
+    /// usually wants an answer now; checkers and IPTV profiles want to wait.
+    #[uniffi(default = false)]
+    pub wait_for_capacity: bool,
+    /// Longest wait for a slot in one start/join/migration, on top of `operation_deadline_ms`
+    /// (the deadline bounds the attempts, not the queueing).
+    #[uniffi(default = 600000)]
+    pub capacity_max_wait_ms: u64,
+    /// Time to live of a stream's slot lease, renewed every third of it while the stream runs,
+    /// so that a process that dies without ending its streams frees their slots on a shared
+    /// ledger. At least 30 ms.
+    #[uniffi(default = 60000)]
+    pub capacity_lease_ttl_ms: u64,
+    /// Limit on this manager's concurrent streams over all providers. Absent = unlimited;
+    /// `0` is rejected.
+    #[uniffi(default = None)]
+    pub max_total_streams: Option<u32>,
 }
 
 /// The engine's defaults for everything but `base_url`: equal to `ManagerConfig(base_url)`
@@ -136,6 +155,10 @@ impl fmt::Debug for ManagerConfig {
             .field("event_buffer", &self.event_buffer)
             .field("push_updates", &self.push_updates)
             .field("report_sessions", &self.report_sessions)
+            .field("wait_for_capacity", &self.wait_for_capacity)
+            .field("capacity_max_wait_ms", &self.capacity_max_wait_ms)
+            .field("capacity_lease_ttl_ms", &self.capacity_lease_ttl_ms)
+            .field("max_total_streams", &self.max_total_streams)
             .finish()
     }
 }
@@ -184,6 +207,10 @@ impl TryFrom<ManagerConfig> for sg::ManagerConfig {
             event_buffer: usize_field("event_buffer", c.event_buffer.into())?,
             push_updates: c.push_updates,
             report_sessions: c.report_sessions,
+            wait_for_capacity: c.wait_for_capacity,
+            capacity_max_wait: d(c.capacity_max_wait_ms),
+            capacity_lease_ttl: d(c.capacity_lease_ttl_ms),
+            max_total_streams: c.max_total_streams,
         })
     }
 }
@@ -217,6 +244,10 @@ impl From<sg::ManagerConfig> for ManagerConfig {
             event_buffer: u32::try_from(c.event_buffer).unwrap_or(u32::MAX),
             push_updates: c.push_updates,
             report_sessions: c.report_sessions,
+            wait_for_capacity: c.wait_for_capacity,
+            capacity_max_wait_ms: ms(c.capacity_max_wait),
+            capacity_lease_ttl_ms: ms(c.capacity_lease_ttl),
+            max_total_streams: c.max_total_streams,
         }
     }
 }
@@ -241,6 +272,13 @@ mod tests {
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(
             shown.contains("redacted") && shown.contains("max_attempts: 3"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("wait_for_capacity: false")
+                && shown.contains("capacity_max_wait_ms: 600000")
+                && shown.contains("capacity_lease_ttl_ms: 60000")
+                && shown.contains("max_total_streams: None"),
             "{shown}"
         );
     }

@@ -260,6 +260,25 @@ pub enum StreamguardError {
         /// The attempts made before the deadline.
         attempts: Vec<Attempt>,
     },
+    /// Every provider that could take the stream is at its `max_streams` limit (or the global
+    /// limit `max_total_streams` is reached), and waiting was off (`wait_for_capacity`) or ran
+    /// out (`capacity_max_wait_ms`).
+    #[error("no free stream slot on {providers:?} after waiting {waited_ms} ms")]
+    NoCapacity {
+        /// The providers that were full, best first.
+        providers: Vec<String>,
+        /// How long this operation waited for a slot in all, in milliseconds.
+        waited_ms: u64,
+        /// Attempts that failed before capacity ran out, in order (often none).
+        attempts: Vec<Attempt>,
+    },
+    /// The capacity ledger (shared slot counts, e.g. Redis) could not be asked. Nothing was
+    /// started: without the ledger no limit could be guaranteed (fail closed).
+    #[error("capacity ledger unavailable: {detail}")]
+    CapacityUnavailable {
+        /// What failed.
+        detail: String,
+    },
     /// The provider registry could not be read and no earlier list is known.
     #[error("provider registry unavailable: {detail}")]
     Backend {
@@ -316,6 +335,16 @@ impl From<sg::StreamguardError> for StreamguardError {
             E::DeadlineExceeded { attempts: a } => Self::DeadlineExceeded {
                 attempts: attempts(a),
             },
+            E::NoCapacity {
+                providers,
+                waited,
+                attempts: a,
+            } => Self::NoCapacity {
+                providers,
+                waited_ms: crate::types::ms(waited),
+                attempts: attempts(a),
+            },
+            E::CapacityUnavailable(detail) => Self::CapacityUnavailable { detail },
             E::Backend(b) => Self::Backend {
                 detail: b.to_string(),
             },
@@ -382,6 +411,40 @@ mod tests {
                 kind: ProviderErrorKind::Timeout,
                 detail: "t1".into(),
             }]
+        );
+    }
+
+    #[test]
+    fn no_capacity_names_the_full_providers_in_milliseconds() {
+        let core = sg::StreamguardError::NoCapacity {
+            providers: vec!["agora".into(), "zegocloud".into()],
+            waited: std::time::Duration::from_micros(1_500_900),
+            attempts: vec![sg::Attempt {
+                provider: "agora".into(),
+                number: 1,
+                error: sg::ProviderError::timeout("t1"),
+            }],
+        };
+        let e = StreamguardError::from(core);
+        assert!(e.to_string().contains("\"agora\", \"zegocloud\""), "{e}");
+        let StreamguardError::NoCapacity {
+            providers,
+            waited_ms,
+            attempts,
+        } = e
+        else {
+            panic!("wrong variant");
+        };
+        assert_eq!(providers, ["agora", "zegocloud"]);
+        assert_eq!(waited_ms, 1500);
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(
+            StreamguardError::from(sg::StreamguardError::CapacityUnavailable(
+                "redis down".into()
+            )),
+            StreamguardError::CapacityUnavailable {
+                detail: "redis down".into()
+            }
         );
     }
 }

@@ -81,9 +81,12 @@ pub enum FailoverReason {
     PriorityChanged,
     /// A preferred provider has been healthy long enough to move back to it.
     Failback,
+    /// The stream's capacity lease could not be renewed (it expired, or the shared ledger was
+    /// unreachable for longer than its time to live): its slot may belong to someone else now.
+    CapacityLost,
 }
 mirror_enum!(FailoverReason => RetriesExhausted, ProviderRejected, HealthCheckFailed,
-    ErrorReported, ProviderDisabled, PriorityChanged, Failback);
+    ErrorReported, ProviderDisabled, PriorityChanged, Failback, CapacityLost);
 
 /// How a migration was carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
@@ -270,6 +273,16 @@ pub enum EventKind {
         /// What failed.
         error: String,
     },
+    /// Every candidate provider is full: the operation waits for the first slot to free up
+    /// (`wait_for_capacity`), at most `max_wait_ms`.
+    WaitingForCapacity {
+        /// The session that waits.
+        stream_id: String,
+        /// The full providers it waits for, best first.
+        providers: Vec<String>,
+        /// The longest it will still wait, in milliseconds.
+        max_wait_ms: u64,
+    },
     /// A session changed state.
     SessionStateChanged {
         /// Session.
@@ -377,6 +390,15 @@ impl From<sg::EventKind> for EventKind {
             },
             K::ProviderListChanged { active } => Self::ProviderListChanged { active },
             K::BackendError { error } => Self::BackendError { error },
+            K::WaitingForCapacity {
+                stream_id,
+                providers,
+                max_wait,
+            } => Self::WaitingForCapacity {
+                stream_id,
+                providers,
+                max_wait_ms: ms(max_wait),
+            },
             K::SessionStateChanged {
                 stream_id,
                 from,
@@ -541,6 +563,31 @@ mod tests {
         };
         assert_eq!(retry_in_ms, Some(250));
         assert_eq!(error_kind, crate::ProviderErrorKind::Timeout);
+    }
+
+    #[test]
+    fn waiting_for_capacity_crosses_with_its_wait_in_milliseconds() {
+        let e: StreamEvent = sg::StreamEvent {
+            at: Duration::from_millis(7),
+            kind: sg::EventKind::WaitingForCapacity {
+                stream_id: "s".into(),
+                providers: vec!["agora".into()],
+                max_wait: Duration::from_secs(600),
+            },
+        }
+        .into();
+        assert_eq!(
+            e.kind,
+            EventKind::WaitingForCapacity {
+                stream_id: "s".into(),
+                providers: vec!["agora".into()],
+                max_wait_ms: 600_000,
+            }
+        );
+        assert_eq!(
+            FailoverReason::from(sg::FailoverReason::CapacityLost),
+            FailoverReason::CapacityLost
+        );
     }
 
     #[test]

@@ -19,6 +19,8 @@ fn usize_field(name: &str, v: u64) -> Result<usize, StreamguardError> {
         kind: StreamguardErrorKind::InvalidConfig,
         message: format!("invalid configuration: {name} is too large for this platform"),
         attempts: Vec::new(),
+        providers: Vec::new(),
+        waited_ms: None,
     })
 }
 
@@ -54,6 +56,10 @@ impl TryFrom<ManagerConfig> for sg::ManagerConfig {
             event_buffer: usize_field("event_buffer", c.event_buffer.into())?,
             push_updates: c.push_updates,
             report_sessions: c.report_sessions,
+            wait_for_capacity: c.wait_for_capacity,
+            capacity_max_wait: d(c.capacity_max_wait_ms),
+            capacity_lease_ttl: d(c.capacity_lease_ttl_ms),
+            max_total_streams: c.max_total_streams,
         })
     }
 }
@@ -86,6 +92,10 @@ impl From<sg::ManagerConfig> for ManagerConfig {
             event_buffer: u32::try_from(c.event_buffer).unwrap_or(u32::MAX),
             push_updates: c.push_updates,
             report_sessions: c.report_sessions,
+            wait_for_capacity: c.wait_for_capacity,
+            capacity_max_wait_ms: ms(c.capacity_max_wait),
+            capacity_lease_ttl_ms: ms(c.capacity_lease_ttl),
+            max_total_streams: c.max_total_streams,
         }
     }
 }
@@ -152,6 +162,7 @@ impl From<sg::StreamguardError> for StreamguardError {
         use sg::StreamguardError as E;
         use StreamguardErrorKind as K;
         let message = e.to_string();
+        let (mut providers, mut waited_ms) = (Vec::new(), None);
         let (kind, attempts) = match e {
             E::InvalidConfig(_) => (K::InvalidConfig, Vec::new()),
             E::InvalidArgument(_) => (K::InvalidArgument, Vec::new()),
@@ -167,6 +178,16 @@ impl From<sg::StreamguardError> for StreamguardError {
                 }],
             ),
             E::DeadlineExceeded { attempts } => (K::DeadlineExceeded, attempts),
+            E::NoCapacity {
+                providers: full,
+                waited,
+                attempts,
+            } => {
+                providers = full;
+                waited_ms = Some(ms(waited));
+                (K::NoCapacity, attempts)
+            }
+            E::CapacityUnavailable(_) => (K::CapacityUnavailable, Vec::new()),
             E::Backend(_) => (K::Backend, Vec::new()),
             E::UnknownSession(_) => (K::UnknownSession, Vec::new()),
             E::SessionBusy { .. } => (K::SessionBusy, Vec::new()),
@@ -178,6 +199,8 @@ impl From<sg::StreamguardError> for StreamguardError {
             kind,
             message,
             attempts: attempts.into_iter().map(Attempt::from).collect(),
+            providers,
+            waited_ms,
         }
     }
 }
@@ -188,6 +211,8 @@ impl StreamguardError {
             kind: StreamguardErrorKind::Internal,
             message: format!("internal error: {}", message.into()),
             attempts: Vec::new(),
+            providers: Vec::new(),
+            waited_ms: None,
         }
     }
 }
@@ -299,6 +324,7 @@ impl From<sg::FailoverReason> for FailoverReason {
             R::ProviderDisabled => Self::ProviderDisabled,
             R::PriorityChanged => Self::PriorityChanged,
             R::Failback => Self::Failback,
+            R::CapacityLost => Self::CapacityLost,
         }
     }
 }
@@ -337,6 +363,8 @@ impl StreamEvent {
             state_from: None,
             state_to: None,
             active: Vec::new(),
+            providers: Vec::new(),
+            max_wait_ms: None,
             message: None,
         }
     }
@@ -449,6 +477,16 @@ impl From<sg::StreamEvent> for StreamEvent {
                 message: Some(error),
                 ..StreamEvent::empty(at, EventType::BackendError)
             },
+            K::WaitingForCapacity {
+                stream_id,
+                providers,
+                max_wait,
+            } => StreamEvent {
+                stream_id: Some(stream_id),
+                providers,
+                max_wait_ms: Some(ms(max_wait)),
+                ..StreamEvent::empty(at, EventType::WaitingForCapacity)
+            },
             K::SessionStateChanged {
                 stream_id,
                 from,
@@ -506,6 +544,52 @@ mod tests {
         assert_eq!(e.attempts.len(), 1);
         assert_eq!(e.attempts[0].error.kind, ProviderErrorKind::Timeout);
         assert!(e.message.contains("#1 agora: Timeout: t1"), "{}", e.message);
+    }
+
+    #[test]
+    fn no_capacity_names_the_full_providers_and_the_wait() {
+        let e = StreamguardError::from(sg::StreamguardError::NoCapacity {
+            providers: vec!["agora".into(), "zegocloud".into()],
+            waited: Duration::from_micros(2_500_900),
+            attempts: vec![sg::Attempt {
+                provider: "agora".into(),
+                number: 1,
+                error: sg::ProviderError::timeout("t1"),
+            }],
+        });
+        assert_eq!(e.kind, StreamguardErrorKind::NoCapacity);
+        assert_eq!(e.providers, ["agora", "zegocloud"]);
+        assert_eq!(e.waited_ms, Some(2500));
+        assert_eq!(e.attempts.len(), 1);
+        assert!(e.message.contains("no free stream slot"), "{}", e.message);
+
+        let e = StreamguardError::from(sg::StreamguardError::CapacityUnavailable(
+            "redis down".into(),
+        ));
+        assert_eq!(e.kind, StreamguardErrorKind::CapacityUnavailable);
+        assert!(e.message.contains("redis down"), "{}", e.message);
+        assert!(e.providers.is_empty() && e.waited_ms.is_none());
+    }
+
+    #[test]
+    fn waiting_for_capacity_is_flattened_with_its_providers() {
+        let e = StreamEvent::from(sg::StreamEvent {
+            at: Duration::from_millis(5),
+            kind: sg::EventKind::WaitingForCapacity {
+                stream_id: "s1".into(),
+                providers: vec!["agora".into()],
+                max_wait: Duration::from_secs(600),
+            },
+        });
+        assert_eq!(e.kind, EventType::WaitingForCapacity);
+        assert_eq!(e.stream_id.as_deref(), Some("s1"));
+        assert_eq!(e.providers, ["agora"]);
+        assert_eq!(e.max_wait_ms, Some(600_000));
+        assert!(e.active.is_empty() && e.message.is_none());
+        assert_eq!(
+            FailoverReason::from(sg::FailoverReason::CapacityLost),
+            FailoverReason::CapacityLost
+        );
     }
 
     #[test]

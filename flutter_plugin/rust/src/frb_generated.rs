@@ -1110,7 +1110,8 @@ impl SseDecode for crate::api::types::EventType {
             6 => crate::api::types::EventType::HealthChanged,
             7 => crate::api::types::EventType::ProviderListChanged,
             8 => crate::api::types::EventType::BackendError,
-            9 => crate::api::types::EventType::SessionStateChanged,
+            9 => crate::api::types::EventType::WaitingForCapacity,
+            10 => crate::api::types::EventType::SessionStateChanged,
             _ => unreachable!("Invalid variant for EventType: {}", inner),
         };
     }
@@ -1135,6 +1136,7 @@ impl SseDecode for crate::api::types::FailoverReason {
             4 => crate::api::types::FailoverReason::ProviderDisabled,
             5 => crate::api::types::FailoverReason::PriorityChanged,
             6 => crate::api::types::FailoverReason::Failback,
+            7 => crate::api::types::FailoverReason::CapacityLost,
             _ => unreachable!("Invalid variant for FailoverReason: {}", inner),
         };
     }
@@ -1267,6 +1269,10 @@ impl SseDecode for crate::api::types::ManagerConfig {
         let mut var_eventBuffer = <u32>::sse_decode(deserializer);
         let mut var_pushUpdates = <bool>::sse_decode(deserializer);
         let mut var_reportSessions = <bool>::sse_decode(deserializer);
+        let mut var_waitForCapacity = <bool>::sse_decode(deserializer);
+        let mut var_capacityMaxWaitMs = <u64>::sse_decode(deserializer);
+        let mut var_capacityLeaseTtlMs = <u64>::sse_decode(deserializer);
+        let mut var_maxTotalStreams = <Option<u32>>::sse_decode(deserializer);
         return crate::api::types::ManagerConfig {
             base_url: var_baseUrl,
             auth_token: var_authToken,
@@ -1292,6 +1298,10 @@ impl SseDecode for crate::api::types::ManagerConfig {
             event_buffer: var_eventBuffer,
             push_updates: var_pushUpdates,
             report_sessions: var_reportSessions,
+            wait_for_capacity: var_waitForCapacity,
+            capacity_max_wait_ms: var_capacityMaxWaitMs,
+            capacity_lease_ttl_ms: var_capacityLeaseTtlMs,
+            max_total_streams: var_maxTotalStreams,
         };
     }
 }
@@ -1612,6 +1622,8 @@ impl SseDecode for crate::api::types::StreamEvent {
         let mut var_stateFrom = <Option<crate::api::types::SessionState>>::sse_decode(deserializer);
         let mut var_stateTo = <Option<crate::api::types::SessionState>>::sse_decode(deserializer);
         let mut var_active = <Vec<String>>::sse_decode(deserializer);
+        let mut var_providers = <Vec<String>>::sse_decode(deserializer);
+        let mut var_maxWaitMs = <Option<u64>>::sse_decode(deserializer);
         let mut var_message = <Option<String>>::sse_decode(deserializer);
         return crate::api::types::StreamEvent {
             at_ms: var_atMs,
@@ -1635,6 +1647,8 @@ impl SseDecode for crate::api::types::StreamEvent {
             state_from: var_stateFrom,
             state_to: var_stateTo,
             active: var_active,
+            providers: var_providers,
+            max_wait_ms: var_maxWaitMs,
             message: var_message,
         };
     }
@@ -1646,10 +1660,14 @@ impl SseDecode for crate::api::types::StreamguardError {
         let mut var_kind = <crate::api::types::StreamguardErrorKind>::sse_decode(deserializer);
         let mut var_message = <String>::sse_decode(deserializer);
         let mut var_attempts = <Vec<crate::api::types::Attempt>>::sse_decode(deserializer);
+        let mut var_providers = <Vec<String>>::sse_decode(deserializer);
+        let mut var_waitedMs = <Option<u64>>::sse_decode(deserializer);
         return crate::api::types::StreamguardError {
             kind: var_kind,
             message: var_message,
             attempts: var_attempts,
+            providers: var_providers,
+            waited_ms: var_waitedMs,
         };
     }
 }
@@ -1665,12 +1683,14 @@ impl SseDecode for crate::api::types::StreamguardErrorKind {
             3 => crate::api::types::StreamguardErrorKind::AllAttemptsFailed,
             4 => crate::api::types::StreamguardErrorKind::RequestRejected,
             5 => crate::api::types::StreamguardErrorKind::DeadlineExceeded,
-            6 => crate::api::types::StreamguardErrorKind::Backend,
-            7 => crate::api::types::StreamguardErrorKind::UnknownSession,
-            8 => crate::api::types::StreamguardErrorKind::SessionBusy,
-            9 => crate::api::types::StreamguardErrorKind::Cancelled,
-            10 => crate::api::types::StreamguardErrorKind::ShutDown,
-            11 => crate::api::types::StreamguardErrorKind::Internal,
+            6 => crate::api::types::StreamguardErrorKind::NoCapacity,
+            7 => crate::api::types::StreamguardErrorKind::CapacityUnavailable,
+            8 => crate::api::types::StreamguardErrorKind::Backend,
+            9 => crate::api::types::StreamguardErrorKind::UnknownSession,
+            10 => crate::api::types::StreamguardErrorKind::SessionBusy,
+            11 => crate::api::types::StreamguardErrorKind::Cancelled,
+            12 => crate::api::types::StreamguardErrorKind::ShutDown,
+            13 => crate::api::types::StreamguardErrorKind::Internal,
             _ => unreachable!("Invalid variant for StreamguardErrorKind: {}", inner),
         };
     }
@@ -1878,7 +1898,8 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::EventType {
             Self::HealthChanged => 6.into_dart(),
             Self::ProviderListChanged => 7.into_dart(),
             Self::BackendError => 8.into_dart(),
-            Self::SessionStateChanged => 9.into_dart(),
+            Self::WaitingForCapacity => 9.into_dart(),
+            Self::SessionStateChanged => 10.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -1902,6 +1923,7 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::FailoverReason {
             Self::ProviderDisabled => 4.into_dart(),
             Self::PriorityChanged => 5.into_dart(),
             Self::Failback => 6.into_dart(),
+            Self::CapacityLost => 7.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -1970,6 +1992,10 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::ManagerConfig {
             self.event_buffer.into_into_dart().into_dart(),
             self.push_updates.into_into_dart().into_dart(),
             self.report_sessions.into_into_dart().into_dart(),
+            self.wait_for_capacity.into_into_dart().into_dart(),
+            self.capacity_max_wait_ms.into_into_dart().into_dart(),
+            self.capacity_lease_ttl_ms.into_into_dart().into_dart(),
+            self.max_total_streams.into_into_dart().into_dart(),
         ]
         .into_dart()
     }
@@ -2225,6 +2251,8 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::StreamEvent {
             self.state_from.into_into_dart().into_dart(),
             self.state_to.into_into_dart().into_dart(),
             self.active.into_into_dart().into_dart(),
+            self.providers.into_into_dart().into_dart(),
+            self.max_wait_ms.into_into_dart().into_dart(),
             self.message.into_into_dart().into_dart(),
         ]
         .into_dart()
@@ -2248,6 +2276,8 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::StreamguardError {
             self.kind.into_into_dart().into_dart(),
             self.message.into_into_dart().into_dart(),
             self.attempts.into_into_dart().into_dart(),
+            self.providers.into_into_dart().into_dart(),
+            self.waited_ms.into_into_dart().into_dart(),
         ]
         .into_dart()
     }
@@ -2273,12 +2303,14 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::StreamguardErrorKind {
             Self::AllAttemptsFailed => 3.into_dart(),
             Self::RequestRejected => 4.into_dart(),
             Self::DeadlineExceeded => 5.into_dart(),
-            Self::Backend => 6.into_dart(),
-            Self::UnknownSession => 7.into_dart(),
-            Self::SessionBusy => 8.into_dart(),
-            Self::Cancelled => 9.into_dart(),
-            Self::ShutDown => 10.into_dart(),
-            Self::Internal => 11.into_dart(),
+            Self::NoCapacity => 6.into_dart(),
+            Self::CapacityUnavailable => 7.into_dart(),
+            Self::Backend => 8.into_dart(),
+            Self::UnknownSession => 9.into_dart(),
+            Self::SessionBusy => 10.into_dart(),
+            Self::Cancelled => 11.into_dart(),
+            Self::ShutDown => 12.into_dart(),
+            Self::Internal => 13.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -2380,7 +2412,8 @@ impl SseEncode for crate::api::types::EventType {
                 crate::api::types::EventType::HealthChanged => 6,
                 crate::api::types::EventType::ProviderListChanged => 7,
                 crate::api::types::EventType::BackendError => 8,
-                crate::api::types::EventType::SessionStateChanged => 9,
+                crate::api::types::EventType::WaitingForCapacity => 9,
+                crate::api::types::EventType::SessionStateChanged => 10,
                 _ => {
                     unimplemented!("");
                 }
@@ -2409,6 +2442,7 @@ impl SseEncode for crate::api::types::FailoverReason {
                 crate::api::types::FailoverReason::ProviderDisabled => 4,
                 crate::api::types::FailoverReason::PriorityChanged => 5,
                 crate::api::types::FailoverReason::Failback => 6,
+                crate::api::types::FailoverReason::CapacityLost => 7,
                 _ => {
                     unimplemented!("");
                 }
@@ -2540,6 +2574,10 @@ impl SseEncode for crate::api::types::ManagerConfig {
         <u32>::sse_encode(self.event_buffer, serializer);
         <bool>::sse_encode(self.push_updates, serializer);
         <bool>::sse_encode(self.report_sessions, serializer);
+        <bool>::sse_encode(self.wait_for_capacity, serializer);
+        <u64>::sse_encode(self.capacity_max_wait_ms, serializer);
+        <u64>::sse_encode(self.capacity_lease_ttl_ms, serializer);
+        <Option<u32>>::sse_encode(self.max_total_streams, serializer);
     }
 }
 
@@ -2823,6 +2861,8 @@ impl SseEncode for crate::api::types::StreamEvent {
         <Option<crate::api::types::SessionState>>::sse_encode(self.state_from, serializer);
         <Option<crate::api::types::SessionState>>::sse_encode(self.state_to, serializer);
         <Vec<String>>::sse_encode(self.active, serializer);
+        <Vec<String>>::sse_encode(self.providers, serializer);
+        <Option<u64>>::sse_encode(self.max_wait_ms, serializer);
         <Option<String>>::sse_encode(self.message, serializer);
     }
 }
@@ -2833,6 +2873,8 @@ impl SseEncode for crate::api::types::StreamguardError {
         <crate::api::types::StreamguardErrorKind>::sse_encode(self.kind, serializer);
         <String>::sse_encode(self.message, serializer);
         <Vec<crate::api::types::Attempt>>::sse_encode(self.attempts, serializer);
+        <Vec<String>>::sse_encode(self.providers, serializer);
+        <Option<u64>>::sse_encode(self.waited_ms, serializer);
     }
 }
 
@@ -2847,12 +2889,14 @@ impl SseEncode for crate::api::types::StreamguardErrorKind {
                 crate::api::types::StreamguardErrorKind::AllAttemptsFailed => 3,
                 crate::api::types::StreamguardErrorKind::RequestRejected => 4,
                 crate::api::types::StreamguardErrorKind::DeadlineExceeded => 5,
-                crate::api::types::StreamguardErrorKind::Backend => 6,
-                crate::api::types::StreamguardErrorKind::UnknownSession => 7,
-                crate::api::types::StreamguardErrorKind::SessionBusy => 8,
-                crate::api::types::StreamguardErrorKind::Cancelled => 9,
-                crate::api::types::StreamguardErrorKind::ShutDown => 10,
-                crate::api::types::StreamguardErrorKind::Internal => 11,
+                crate::api::types::StreamguardErrorKind::NoCapacity => 6,
+                crate::api::types::StreamguardErrorKind::CapacityUnavailable => 7,
+                crate::api::types::StreamguardErrorKind::Backend => 8,
+                crate::api::types::StreamguardErrorKind::UnknownSession => 9,
+                crate::api::types::StreamguardErrorKind::SessionBusy => 10,
+                crate::api::types::StreamguardErrorKind::Cancelled => 11,
+                crate::api::types::StreamguardErrorKind::ShutDown => 12,
+                crate::api::types::StreamguardErrorKind::Internal => 13,
                 _ => {
                     unimplemented!("");
                 }

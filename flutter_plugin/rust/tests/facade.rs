@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use serde_json::json;
 use std::time::Duration;
 use streamguard_flutter::api::manager::{default_manager_config, StreamingProviderManager};
 use streamguard_flutter::api::types::*;
@@ -365,6 +366,78 @@ async fn a_cancelled_dart_stream_ends_its_subscription_only() {
     w.manager.shutdown().await.unwrap();
 }
 
+/// A registry listing one provider with one stream slot (`maxStreams: 1`), and a manager on it
+/// with agora's adapter registered.
+async fn one_slot_world(
+    config: impl FnOnce(&mut ManagerConfig),
+) -> (Registry, StreamingProviderManager, FakeAdapter, Events) {
+    let registry = Registry::start(&[]).await;
+    registry.set_raw_providers(vec![json!({
+        "name": "agora", "isActive": true, "priority": 1, "config": {}, "maxStreams": 1,
+    })]);
+    let mut c = fast_config(&registry.base_url);
+    config(&mut c);
+    let manager = StreamingProviderManager::create(c).unwrap();
+    let events = Events::subscribe(&manager);
+    let agora = FakeAdapter::default();
+    agora.register(&manager, "agora", false);
+    (registry, manager, agora, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_provider_fails_with_no_capacity_until_its_slot_is_freed() {
+    // The default: wait_for_capacity off, so a full provider fails at once.
+    let (_registry, manager, agora, _events) = one_slot_world(|c| {
+        assert!(!c.wait_for_capacity);
+    })
+    .await;
+    let a = manager.start_stream("a".into()).await.unwrap();
+    assert_eq!(a.provider.as_deref(), Some("agora"));
+
+    let e = manager.start_stream("b".into()).await.unwrap_err();
+    assert_eq!(e.kind, StreamguardErrorKind::NoCapacity, "{e:?}");
+    assert_eq!(e.providers, ["agora"]);
+    assert_eq!(e.waited_ms, Some(0));
+    assert!(e.attempts.is_empty(), "{:?}", e.attempts);
+    assert!(e.message.contains("agora"), "{}", e.message);
+    assert_eq!(agora.count(|c| *c == Call::Start("b".into())), 0);
+
+    manager.end_stream("a".into()).await.unwrap();
+    let b = manager.start_stream("b".into()).await.unwrap();
+    assert_eq!(b.provider.as_deref(), Some("agora"));
+    assert_eq!(b.state, SessionState::Live);
+    manager.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_capacity_takes_the_slot_as_soon_as_it_is_freed() {
+    let (_registry, manager, _agora, mut events) = one_slot_world(|c| {
+        c.wait_for_capacity = true;
+        c.capacity_max_wait_ms = 10_000;
+    })
+    .await;
+    manager.start_stream("a".into()).await.unwrap();
+    let manager = std::sync::Arc::new(manager);
+    let waiting = {
+        let m = manager.clone();
+        tokio::spawn(async move { m.start_stream("b".into()).await })
+    };
+    let e = events
+        .wait_for(3, "waiting for capacity", is(EventType::WaitingForCapacity))
+        .await;
+    assert_eq!(e.stream_id.as_deref(), Some("b"));
+    assert_eq!(e.providers, ["agora"]);
+    assert!(
+        e.max_wait_ms.is_some_and(|ms| ms > 0 && ms <= 10_000),
+        "{e:?}"
+    );
+
+    manager.end_stream("a".into()).await.unwrap();
+    let b = waiting.await.unwrap().unwrap();
+    assert_eq!(b.provider.as_deref(), Some("agora"));
+    manager.shutdown().await.unwrap();
+}
+
 #[test]
 fn invalid_config_is_rejected_naming_the_field() {
     let mut c = default_manager_config("https://api.example.com/api".into());
@@ -378,6 +451,12 @@ fn invalid_config_is_rejected_naming_the_field() {
             .err()
             .unwrap();
     assert_eq!(e.kind, StreamguardErrorKind::InvalidConfig);
+
+    let mut c = default_manager_config("https://api.example.com/api".into());
+    c.max_total_streams = Some(0);
+    let e = StreamingProviderManager::create(c).err().unwrap();
+    assert_eq!(e.kind, StreamguardErrorKind::InvalidConfig);
+    assert!(e.message.contains("max_total_streams"), "{}", e.message);
 }
 
 /// The defaults written into the generated Dart `ManagerConfig` constructor are the engine's.
@@ -436,6 +515,12 @@ fn generated_dart_defaults_equal_the_engine_defaults() {
         ("eventBuffer", engine.event_buffer.to_string()),
         ("pushUpdates", engine.push_updates.to_string()),
         ("reportSessions", engine.report_sessions.to_string()),
+        ("waitForCapacity", engine.wait_for_capacity.to_string()),
+        ("capacityMaxWaitMs", engine.capacity_max_wait_ms.to_string()),
+        (
+            "capacityLeaseTtlMs",
+            engine.capacity_lease_ttl_ms.to_string(),
+        ),
     ];
     for (field, value) in expected {
         let needle = format!("this.{field} = {value},");
@@ -445,4 +530,7 @@ fn generated_dart_defaults_equal_the_engine_defaults() {
         );
     }
     assert!(dart.contains("required this.baseUrl"));
+    // No default: null, the engine's `None` (unlimited).
+    assert_eq!(engine.max_total_streams, None);
+    assert!(dart.contains("this.maxTotalStreams ,"));
 }

@@ -54,6 +54,11 @@ open class Watched {
 /** The registry contract of README.md on 127.0.0.1, with a switch to mark providers unhealthy. */
 class Registry : Watched() {
     val unhealthy = mutableSetOf<String>()
+    /** The JSON objects of the provider list, comma-separated; see [setProviders]. */
+    private var providers =
+        """{"name":"agora","isActive":true,"priority":1,"config":{"appId":"a-1"}},""" +
+            """{"name":"zegocloud","isActive":true,"priority":2,"config":{}},""" +
+            """{"name":"webrtc","isActive":true,"priority":3,"config":{}}"""
     val healthRequests = mutableMapOf<String, Int>()
     private val server = HttpServer.create(InetSocketAddress("127.0.0.1", 0), 0)
     val baseUrl: String
@@ -65,10 +70,7 @@ class Registry : Watched() {
             val body = lock.withLock {
                 when {
                     path == "/api/streaming/providers" ->
-                        """{"success":true,"data":{"providers":[""" +
-                            """{"name":"agora","isActive":true,"priority":1,"config":{"appId":"a-1"}},""" +
-                            """{"name":"zegocloud","isActive":true,"priority":2,"config":{}},""" +
-                            """{"name":"webrtc","isActive":true,"priority":3,"config":{}}]}}"""
+                        """{"success":true,"data":{"providers":[$providers]}}"""
                     health != null -> {
                         val name = health.groupValues[1]
                         healthRequests[name] = (healthRequests[name] ?: 0) + 1
@@ -92,6 +94,9 @@ class Registry : Watched() {
     }
 
     fun setUnhealthy(name: String) = lock.withLock { unhealthy.add(name) }
+
+    /** Serve these provider JSON objects from the next list request on. */
+    fun setProviders(vararg json: String) = lock.withLock { providers = json.joinToString(",") }
 
     fun close() = server.stop(0)
 }
@@ -307,10 +312,50 @@ class StreamguardTest {
         assertEquals(defaultManagerConfig(registry.baseUrl), ManagerConfig(baseUrl = registry.baseUrl))
         val shown = ManagerConfig(baseUrl = registry.baseUrl, authToken = "s3cr3t-token").toString()
         assertTrue("s3cr3t" !in shown && "redacted" in shown, shown)
+        assertTrue("max_total_streams: None" in shown && "capacity_lease_ttl_ms: 60000" in shown, shown)
         val e = assertFailsWith<StreamguardException.InvalidConfig> {
             StreamingProviderManager(ManagerConfig(baseUrl = registry.baseUrl, maxAttempts = 0u))
         }
         assertTrue("max_attempts" in e.detail, e.detail)
+    }
+
+    @Test
+    fun aFullProviderThrowsNoCapacityUntilItsSlotIsFreed() = runBlocking {
+        // One provider, one stream slot (the registry's `maxStreams`).
+        registry.setProviders("""{"name":"agora","isActive":true,"priority":1,"config":{},"maxStreams":1}""")
+        // Default capacity settings: waitForCapacity is off, so a full provider fails at once.
+        val config = config()
+        assertEquals(false, config.waitForCapacity)
+        manager(config = config).use { m ->
+            assertEquals("agora", m.startStream("a").provider)
+            val e = assertFailsWith<StreamguardException.NoCapacity> { m.startStream("b") }
+            assertEquals(listOf("agora"), e.providers)
+            assertEquals(0uL, e.waitedMs)
+            assertTrue(e.attempts.isEmpty(), "${e.attempts}")
+            assertEquals(0, journal.count("agora start b"), "no adapter call for b")
+            assertEquals(SessionState.FAILED, m.session("b")?.state)
+            m.endStream("a")
+            val b = m.startStream("b")
+            assertEquals("agora" to SessionState.LIVE, b.provider to b.state)
+            assertEquals(1, journal.count("agora start b"))
+            m.shutdown()
+        }
+    }
+
+    @Test
+    fun capacitySettingsAreValidated() {
+        val zero = assertFailsWith<StreamguardException.InvalidConfig> {
+            StreamingProviderManager(ManagerConfig(baseUrl = registry.baseUrl, maxTotalStreams = 0u))
+        }
+        assertTrue("max_total_streams" in zero.detail, zero.detail)
+        val ttl = assertFailsWith<StreamguardException.InvalidConfig> {
+            StreamingProviderManager(ManagerConfig(baseUrl = registry.baseUrl, capacityLeaseTtlMs = 5uL))
+        }
+        assertTrue("capacity_lease_ttl" in ttl.detail, ttl.detail)
+        val wait = assertFailsWith<StreamguardException.InvalidConfig> {
+            StreamingProviderManager(ManagerConfig(baseUrl = registry.baseUrl, capacityMaxWaitMs = 0uL))
+        }
+        assertTrue("capacity_max_wait" in wait.detail, wait.detail)
     }
 
     @Test

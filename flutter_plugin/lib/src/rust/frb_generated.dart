@@ -783,7 +783,7 @@ return (raw as List<dynamic>).map(dco_decode_session_info).toList(); }
 
 @protected ManagerConfig dco_decode_manager_config(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
-                if (arr.length != 24) throw Exception('unexpected arr length: expect 24 but see ${arr.length}');
+                if (arr.length != 28) throw Exception('unexpected arr length: expect 28 but see ${arr.length}');
                 return ManagerConfig(baseUrl: dco_decode_String(arr[0]),
 authToken: dco_decode_opt_String(arr[1]),
 maxAttempts: dco_decode_u_32(arr[2]),
@@ -807,7 +807,11 @@ maxResponseBytes: dco_decode_CastedPrimitive_u_64(arr[19]),
 allowInsecureHttp: dco_decode_bool(arr[20]),
 eventBuffer: dco_decode_u_32(arr[21]),
 pushUpdates: dco_decode_bool(arr[22]),
-reportSessions: dco_decode_bool(arr[23]),); }
+reportSessions: dco_decode_bool(arr[23]),
+waitForCapacity: dco_decode_bool(arr[24]),
+capacityMaxWaitMs: dco_decode_CastedPrimitive_u_64(arr[25]),
+capacityLeaseTtlMs: dco_decode_CastedPrimitive_u_64(arr[26]),
+maxTotalStreams: dco_decode_opt_box_autoadd_u_32(arr[27]),); }
 
 @protected MigrationStrategy dco_decode_migration_strategy(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return MigrationStrategy.values[raw as int]; }
@@ -906,7 +910,7 @@ return SessionState.values[raw as int]; }
 
 @protected StreamEvent dco_decode_stream_event(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
-                if (arr.length != 22) throw Exception('unexpected arr length: expect 22 but see ${arr.length}');
+                if (arr.length != 24) throw Exception('unexpected arr length: expect 24 but see ${arr.length}');
                 return StreamEvent(atMs: dco_decode_CastedPrimitive_u_64(arr[0]),
 kind: dco_decode_event_type(arr[1]),
 streamId: dco_decode_opt_String(arr[2]),
@@ -928,14 +932,18 @@ consecutiveFailures: dco_decode_opt_box_autoadd_u_32(arr[17]),
 stateFrom: dco_decode_opt_box_autoadd_session_state(arr[18]),
 stateTo: dco_decode_opt_box_autoadd_session_state(arr[19]),
 active: dco_decode_list_String(arr[20]),
-message: dco_decode_opt_String(arr[21]),); }
+providers: dco_decode_list_String(arr[21]),
+maxWaitMs: dco_decode_opt_CastedPrimitive_u_64(arr[22]),
+message: dco_decode_opt_String(arr[23]),); }
 
 @protected StreamguardError dco_decode_streamguard_error(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
-                if (arr.length != 3) throw Exception('unexpected arr length: expect 3 but see ${arr.length}');
+                if (arr.length != 5) throw Exception('unexpected arr length: expect 5 but see ${arr.length}');
                 return StreamguardError(kind: dco_decode_streamguard_error_kind(arr[0]),
 message: dco_decode_String(arr[1]),
-attempts: dco_decode_list_attempt(arr[2]),); }
+attempts: dco_decode_list_attempt(arr[2]),
+providers: dco_decode_list_String(arr[3]),
+waitedMs: dco_decode_opt_CastedPrimitive_u_64(arr[4]),); }
 
 @protected StreamguardErrorKind dco_decode_streamguard_error_kind(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return StreamguardErrorKind.values[raw as int]; }
@@ -1112,7 +1120,11 @@ var var_allowInsecureHttp = sse_decode_bool(deserializer);
 var var_eventBuffer = sse_decode_u_32(deserializer);
 var var_pushUpdates = sse_decode_bool(deserializer);
 var var_reportSessions = sse_decode_bool(deserializer);
-return ManagerConfig(baseUrl: var_baseUrl, authToken: var_authToken, maxAttempts: var_maxAttempts, attemptsPerProvider: var_attemptsPerProvider, healthCheckIntervalMs: var_healthCheckIntervalMs, failureThreshold: var_failureThreshold, suspectRecheckDelayMs: var_suspectRecheckDelayMs, maxUnhealthyForMs: var_maxUnhealthyForMs, requestTimeoutMs: var_requestTimeoutMs, adapterTimeoutMs: var_adapterTimeoutMs, backoffBaseMs: var_backoffBaseMs, backoffCapMs: var_backoffCapMs, operationDeadlineMs: var_operationDeadlineMs, providerRefreshIntervalMs: var_providerRefreshIntervalMs, providerListMaxAgeMs: var_providerListMaxAgeMs, cooldownBaseMs: var_cooldownBaseMs, cooldownMaxMs: var_cooldownMaxMs, failback: var_failback, failbackStabilityMs: var_failbackStabilityMs, maxResponseBytes: var_maxResponseBytes, allowInsecureHttp: var_allowInsecureHttp, eventBuffer: var_eventBuffer, pushUpdates: var_pushUpdates, reportSessions: var_reportSessions); }
+var var_waitForCapacity = sse_decode_bool(deserializer);
+var var_capacityMaxWaitMs = sse_decode_CastedPrimitive_u_64(deserializer);
+var var_capacityLeaseTtlMs = sse_decode_CastedPrimitive_u_64(deserializer);
+var var_maxTotalStreams = sse_decode_opt_box_autoadd_u_32(deserializer);
+return ManagerConfig(baseUrl: var_baseUrl, authToken: var_authToken, maxAttempts: var_maxAttempts, attemptsPerProvider: var_attemptsPerProvider, healthCheckIntervalMs: var_healthCheckIntervalMs, failureThreshold: var_failureThreshold, suspectRecheckDelayMs: var_suspectRecheckDelayMs, maxUnhealthyForMs: var_maxUnhealthyForMs, requestTimeoutMs: var_requestTimeoutMs, adapterTimeoutMs: var_adapterTimeoutMs, backoffBaseMs: var_backoffBaseMs, backoffCapMs: var_backoffCapMs, operationDeadlineMs: var_operationDeadlineMs, providerRefreshIntervalMs: var_providerRefreshIntervalMs, providerListMaxAgeMs: var_providerListMaxAgeMs, cooldownBaseMs: var_cooldownBaseMs, cooldownMaxMs: var_cooldownMaxMs, failback: var_failback, failbackStabilityMs: var_failbackStabilityMs, maxResponseBytes: var_maxResponseBytes, allowInsecureHttp: var_allowInsecureHttp, eventBuffer: var_eventBuffer, pushUpdates: var_pushUpdates, reportSessions: var_reportSessions, waitForCapacity: var_waitForCapacity, capacityMaxWaitMs: var_capacityMaxWaitMs, capacityLeaseTtlMs: var_capacityLeaseTtlMs, maxTotalStreams: var_maxTotalStreams); }
 
 @protected MigrationStrategy sse_decode_migration_strategy(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 var inner = sse_decode_i_32(deserializer);
@@ -1298,14 +1310,18 @@ var var_consecutiveFailures = sse_decode_opt_box_autoadd_u_32(deserializer);
 var var_stateFrom = sse_decode_opt_box_autoadd_session_state(deserializer);
 var var_stateTo = sse_decode_opt_box_autoadd_session_state(deserializer);
 var var_active = sse_decode_list_String(deserializer);
+var var_providers = sse_decode_list_String(deserializer);
+var var_maxWaitMs = sse_decode_opt_CastedPrimitive_u_64(deserializer);
 var var_message = sse_decode_opt_String(deserializer);
-return StreamEvent(atMs: var_atMs, kind: var_kind, streamId: var_streamId, provider: var_provider, from: var_from, to: var_to, attempt: var_attempt, operation: var_operation, error: var_error, retryInMs: var_retryInMs, reason: var_reason, strategy: var_strategy, gapMs: var_gapMs, durationMs: var_durationMs, stillOn: var_stillOn, healthFrom: var_healthFrom, healthTo: var_healthTo, consecutiveFailures: var_consecutiveFailures, stateFrom: var_stateFrom, stateTo: var_stateTo, active: var_active, message: var_message); }
+return StreamEvent(atMs: var_atMs, kind: var_kind, streamId: var_streamId, provider: var_provider, from: var_from, to: var_to, attempt: var_attempt, operation: var_operation, error: var_error, retryInMs: var_retryInMs, reason: var_reason, strategy: var_strategy, gapMs: var_gapMs, durationMs: var_durationMs, stillOn: var_stillOn, healthFrom: var_healthFrom, healthTo: var_healthTo, consecutiveFailures: var_consecutiveFailures, stateFrom: var_stateFrom, stateTo: var_stateTo, active: var_active, providers: var_providers, maxWaitMs: var_maxWaitMs, message: var_message); }
 
 @protected StreamguardError sse_decode_streamguard_error(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 var var_kind = sse_decode_streamguard_error_kind(deserializer);
 var var_message = sse_decode_String(deserializer);
 var var_attempts = sse_decode_list_attempt(deserializer);
-return StreamguardError(kind: var_kind, message: var_message, attempts: var_attempts); }
+var var_providers = sse_decode_list_String(deserializer);
+var var_waitedMs = sse_decode_opt_CastedPrimitive_u_64(deserializer);
+return StreamguardError(kind: var_kind, message: var_message, attempts: var_attempts, providers: var_providers, waitedMs: var_waitedMs); }
 
 @protected StreamguardErrorKind sse_decode_streamguard_error_kind(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 var inner = sse_decode_i_32(deserializer);
@@ -1468,6 +1484,10 @@ sse_encode_bool(self.allowInsecureHttp, serializer);
 sse_encode_u_32(self.eventBuffer, serializer);
 sse_encode_bool(self.pushUpdates, serializer);
 sse_encode_bool(self.reportSessions, serializer);
+sse_encode_bool(self.waitForCapacity, serializer);
+sse_encode_CastedPrimitive_u_64(self.capacityMaxWaitMs, serializer);
+sse_encode_CastedPrimitive_u_64(self.capacityLeaseTtlMs, serializer);
+sse_encode_opt_box_autoadd_u_32(self.maxTotalStreams, serializer);
  }
 
 @protected void sse_encode_migration_strategy(MigrationStrategy self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
@@ -1638,6 +1658,8 @@ sse_encode_opt_box_autoadd_u_32(self.consecutiveFailures, serializer);
 sse_encode_opt_box_autoadd_session_state(self.stateFrom, serializer);
 sse_encode_opt_box_autoadd_session_state(self.stateTo, serializer);
 sse_encode_list_String(self.active, serializer);
+sse_encode_list_String(self.providers, serializer);
+sse_encode_opt_CastedPrimitive_u_64(self.maxWaitMs, serializer);
 sse_encode_opt_String(self.message, serializer);
  }
 
@@ -1645,6 +1667,8 @@ sse_encode_opt_String(self.message, serializer);
 sse_encode_streamguard_error_kind(self.kind, serializer);
 sse_encode_String(self.message, serializer);
 sse_encode_list_attempt(self.attempts, serializer);
+sse_encode_list_String(self.providers, serializer);
+sse_encode_opt_CastedPrimitive_u_64(self.waitedMs, serializer);
  }
 
 @protected void sse_encode_streamguard_error_kind(StreamguardErrorKind self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs

@@ -86,6 +86,24 @@ pub struct ManagerConfig {
     /// Report session start, end and failover to the registry (session telemetry).
     #[frb(default = false)]
     pub report_sessions: bool,
+    /// Phase 2 of provider selection: when every candidate provider is at its `max_streams`
+    /// limit, wait for a slot and take whichever provider frees one first (first come, first
+    /// served), instead of failing at once with `NoCapacity`. Off by default: a live stream
+    /// usually wants an answer now; checkers and IPTV profiles want to wait.
+    #[frb(default = false)]
+    pub wait_for_capacity: bool,
+    /// Longest wait for a slot in one start/join/migration, on top of `operation_deadline_ms`
+    /// (the deadline bounds the attempts, not the queueing).
+    #[frb(default = 600000)]
+    pub capacity_max_wait_ms: u64,
+    /// Time to live of a stream's slot lease, renewed every third of it while the stream runs,
+    /// so that a process that dies without ending its streams frees their slots on a shared
+    /// ledger. At least 30 ms.
+    #[frb(default = 60000)]
+    pub capacity_lease_ttl_ms: u64,
+    /// Limit on this manager's concurrent streams over all providers. Null = unlimited; `0` is
+    /// rejected.
+    pub max_total_streams: Option<u32>,
 }
 
 /// What went wrong inside a provider call. The kind, not the message, drives retry decisions.
@@ -144,6 +162,13 @@ pub enum StreamguardErrorKind {
     RequestRejected,
     /// The operation deadline passed before any attempt succeeded.
     DeadlineExceeded,
+    /// Every provider that could take the stream is at its `max_streams` limit (or the global
+    /// limit `max_total_streams` is reached), and waiting was off (`wait_for_capacity`) or ran
+    /// out (`capacity_max_wait_ms`); `providers` names the full ones.
+    NoCapacity,
+    /// The capacity ledger (shared slot counts, e.g. Redis) could not be asked. Nothing was
+    /// started: without the ledger no limit could be guaranteed (fail closed).
+    CapacityUnavailable,
     /// The provider registry could not be read and no earlier list is known.
     Backend,
     /// No session with this stream id exists.
@@ -170,8 +195,14 @@ pub struct StreamguardError {
     /// The engine's full description.
     pub message: String,
     /// For `AllAttemptsFailed` and `DeadlineExceeded`: every attempt, in order; for
-    /// `RequestRejected`: the rejecting attempt. Empty otherwise.
+    /// `RequestRejected`: the rejecting attempt; for `NoCapacity`: the attempts that failed
+    /// before capacity ran out (often none). Empty otherwise.
     pub attempts: Vec<Attempt>,
+    /// For `NoCapacity`: the providers that were full, best first. Empty otherwise.
+    #[frb(default = [])]
+    pub providers: Vec<String>,
+    /// For `NoCapacity`: how long the operation waited for a slot in all, in milliseconds.
+    pub waited_ms: Option<u64>,
 }
 
 /// A streaming provider as listed by the registry.
@@ -310,6 +341,10 @@ pub enum EventType {
     ProviderListChanged,
     /// The registry could not be read; the last good list stays in use (`message`).
     BackendError,
+    /// Every candidate provider is full: the operation waits for the first slot to free up
+    /// (`wait_for_capacity`), at most `max_wait_ms` (`stream_id`, `providers`: the full ones,
+    /// best first, `max_wait_ms`).
+    WaitingForCapacity,
     /// A session changed state (`stream_id`, `state_from`, `state_to`, `provider` it runs on
     /// now, if any).
     SessionStateChanged,
@@ -343,6 +378,9 @@ pub enum FailoverReason {
     PriorityChanged,
     /// A preferred provider has been healthy long enough to move back to it.
     Failback,
+    /// The stream's capacity lease could not be renewed (it expired, or the shared ledger was
+    /// unreachable for longer than its time to live): its slot may belong to someone else now.
+    CapacityLost,
 }
 
 /// How a migration was carried out.
@@ -355,7 +393,9 @@ pub enum MigrationStrategy {
 }
 
 /// One engine decision. `kind` says which; the fields that kind carries are set (see
-/// [`EventType`]), the others are null (`active` is empty).
+/// [`EventType`]), the others are null (`active` and `providers` are empty).
+// `#[frb]` on the struct lets its fields carry `#[frb(default = ..)]`.
+#[frb(non_opaque)]
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamEvent {
     /// Milliseconds since the manager was created.
@@ -400,6 +440,11 @@ pub struct StreamEvent {
     pub state_to: Option<SessionState>,
     /// Active providers, preferred first (provider list changes).
     pub active: Vec<String>,
+    /// The full providers a session waits for, best first (waiting for capacity).
+    #[frb(default = [])]
+    pub providers: Vec<String>,
+    /// The longest the session will still wait for a slot (waiting for capacity).
+    pub max_wait_ms: Option<u64>,
     /// Detail: the migration or backend error, or what changed a provider's health.
     pub message: Option<String>,
 }

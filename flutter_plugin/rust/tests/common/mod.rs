@@ -64,6 +64,12 @@ impl Registry {
             .collect();
     }
 
+    /// Serve these provider objects as they are (for fields `set_providers` does not write,
+    /// such as `maxStreams`).
+    pub fn set_raw_providers(&self, list: Vec<Value>) {
+        self.state.lock().unwrap().providers = list;
+    }
+
     pub fn set_healthy(&self, name: &str, healthy: bool) {
         self.state
             .lock()

@@ -64,6 +64,10 @@ healthChanged,
 providerListChanged,
 /// The registry could not be read; the last good list stays in use (`message`).
 backendError,
+/// Every candidate provider is full: the operation waits for the first slot to free up
+/// (`wait_for_capacity`), at most `max_wait_ms` (`stream_id`, `providers`: the full ones,
+/// best first, `max_wait_ms`).
+waitingForCapacity,
 /// A session changed state (`stream_id`, `state_from`, `state_to`, `provider` it runs on
 /// now, if any).
 sessionStateChanged,
@@ -87,6 +91,9 @@ providerDisabled,
 priorityChanged,
 /// A preferred provider has been healthy long enough to move back to it.
 failback,
+/// The stream's capacity lease could not be renewed (it expired, or the shared ledger was
+/// unreachable for longer than its time to live): its slot may belong to someone else now.
+capacityLost,
                     ;
                     
                 }
@@ -162,15 +169,30 @@ final int eventBuffer;
 final bool pushUpdates;
 /// Report session start, end and failover to the registry (session telemetry).
 final bool reportSessions;
+/// Phase 2 of provider selection: when every candidate provider is at its `max_streams`
+/// limit, wait for a slot and take whichever provider frees one first (first come, first
+/// served), instead of failing at once with `NoCapacity`. Off by default: a live stream
+/// usually wants an answer now; checkers and IPTV profiles want to wait.
+final bool waitForCapacity;
+/// Longest wait for a slot in one start/join/migration, on top of `operation_deadline_ms`
+/// (the deadline bounds the attempts, not the queueing).
+final int capacityMaxWaitMs;
+/// Time to live of a stream's slot lease, renewed every third of it while the stream runs,
+/// so that a process that dies without ending its streams frees their slots on a shared
+/// ledger. At least 30 ms.
+final int capacityLeaseTtlMs;
+/// Limit on this manager's concurrent streams over all providers. Null = unlimited; `0` is
+/// rejected.
+final int? maxTotalStreams;
 
-                const ManagerConfig({required this.baseUrl ,this.authToken ,this.maxAttempts = 3,this.attemptsPerProvider = 2,this.healthCheckIntervalMs = 30000,this.failureThreshold = 3,this.suspectRecheckDelayMs = 1000,this.maxUnhealthyForMs = 30000,this.requestTimeoutMs = 5000,this.adapterTimeoutMs = 10000,this.backoffBaseMs = 300,this.backoffCapMs = 7000,this.operationDeadlineMs = 45000,this.providerRefreshIntervalMs = 30000,this.providerListMaxAgeMs = 5000,this.cooldownBaseMs = 30000,this.cooldownMaxMs = 300000,this.failback = false,this.failbackStabilityMs = 120000,this.maxResponseBytes = 1048576,this.allowInsecureHttp = false,this.eventBuffer = 1024,this.pushUpdates = true,this.reportSessions = false,});
+                const ManagerConfig({required this.baseUrl ,this.authToken ,this.maxAttempts = 3,this.attemptsPerProvider = 2,this.healthCheckIntervalMs = 30000,this.failureThreshold = 3,this.suspectRecheckDelayMs = 1000,this.maxUnhealthyForMs = 30000,this.requestTimeoutMs = 5000,this.adapterTimeoutMs = 10000,this.backoffBaseMs = 300,this.backoffCapMs = 7000,this.operationDeadlineMs = 45000,this.providerRefreshIntervalMs = 30000,this.providerListMaxAgeMs = 5000,this.cooldownBaseMs = 30000,this.cooldownMaxMs = 300000,this.failback = false,this.failbackStabilityMs = 120000,this.maxResponseBytes = 1048576,this.allowInsecureHttp = false,this.eventBuffer = 1024,this.pushUpdates = true,this.reportSessions = false,this.waitForCapacity = false,this.capacityMaxWaitMs = 600000,this.capacityLeaseTtlMs = 60000,this.maxTotalStreams ,});
 
 
 
 
 
         @override
-        int get hashCode => baseUrl.hashCode^authToken.hashCode^maxAttempts.hashCode^attemptsPerProvider.hashCode^healthCheckIntervalMs.hashCode^failureThreshold.hashCode^suspectRecheckDelayMs.hashCode^maxUnhealthyForMs.hashCode^requestTimeoutMs.hashCode^adapterTimeoutMs.hashCode^backoffBaseMs.hashCode^backoffCapMs.hashCode^operationDeadlineMs.hashCode^providerRefreshIntervalMs.hashCode^providerListMaxAgeMs.hashCode^cooldownBaseMs.hashCode^cooldownMaxMs.hashCode^failback.hashCode^failbackStabilityMs.hashCode^maxResponseBytes.hashCode^allowInsecureHttp.hashCode^eventBuffer.hashCode^pushUpdates.hashCode^reportSessions.hashCode;
+        int get hashCode => baseUrl.hashCode^authToken.hashCode^maxAttempts.hashCode^attemptsPerProvider.hashCode^healthCheckIntervalMs.hashCode^failureThreshold.hashCode^suspectRecheckDelayMs.hashCode^maxUnhealthyForMs.hashCode^requestTimeoutMs.hashCode^adapterTimeoutMs.hashCode^backoffBaseMs.hashCode^backoffCapMs.hashCode^operationDeadlineMs.hashCode^providerRefreshIntervalMs.hashCode^providerListMaxAgeMs.hashCode^cooldownBaseMs.hashCode^cooldownMaxMs.hashCode^failback.hashCode^failbackStabilityMs.hashCode^maxResponseBytes.hashCode^allowInsecureHttp.hashCode^eventBuffer.hashCode^pushUpdates.hashCode^reportSessions.hashCode^waitForCapacity.hashCode^capacityMaxWaitMs.hashCode^capacityLeaseTtlMs.hashCode^maxTotalStreams.hashCode;
 
 
 
@@ -179,7 +201,7 @@ final bool reportSessions;
             identical(this, other) ||
             other is ManagerConfig &&
                 runtimeType == other.runtimeType
-                && baseUrl == other.baseUrl&& authToken == other.authToken&& maxAttempts == other.maxAttempts&& attemptsPerProvider == other.attemptsPerProvider&& healthCheckIntervalMs == other.healthCheckIntervalMs&& failureThreshold == other.failureThreshold&& suspectRecheckDelayMs == other.suspectRecheckDelayMs&& maxUnhealthyForMs == other.maxUnhealthyForMs&& requestTimeoutMs == other.requestTimeoutMs&& adapterTimeoutMs == other.adapterTimeoutMs&& backoffBaseMs == other.backoffBaseMs&& backoffCapMs == other.backoffCapMs&& operationDeadlineMs == other.operationDeadlineMs&& providerRefreshIntervalMs == other.providerRefreshIntervalMs&& providerListMaxAgeMs == other.providerListMaxAgeMs&& cooldownBaseMs == other.cooldownBaseMs&& cooldownMaxMs == other.cooldownMaxMs&& failback == other.failback&& failbackStabilityMs == other.failbackStabilityMs&& maxResponseBytes == other.maxResponseBytes&& allowInsecureHttp == other.allowInsecureHttp&& eventBuffer == other.eventBuffer&& pushUpdates == other.pushUpdates&& reportSessions == other.reportSessions;
+                && baseUrl == other.baseUrl&& authToken == other.authToken&& maxAttempts == other.maxAttempts&& attemptsPerProvider == other.attemptsPerProvider&& healthCheckIntervalMs == other.healthCheckIntervalMs&& failureThreshold == other.failureThreshold&& suspectRecheckDelayMs == other.suspectRecheckDelayMs&& maxUnhealthyForMs == other.maxUnhealthyForMs&& requestTimeoutMs == other.requestTimeoutMs&& adapterTimeoutMs == other.adapterTimeoutMs&& backoffBaseMs == other.backoffBaseMs&& backoffCapMs == other.backoffCapMs&& operationDeadlineMs == other.operationDeadlineMs&& providerRefreshIntervalMs == other.providerRefreshIntervalMs&& providerListMaxAgeMs == other.providerListMaxAgeMs&& cooldownBaseMs == other.cooldownBaseMs&& cooldownMaxMs == other.cooldownMaxMs&& failback == other.failback&& failbackStabilityMs == other.failbackStabilityMs&& maxResponseBytes == other.maxResponseBytes&& allowInsecureHttp == other.allowInsecureHttp&& eventBuffer == other.eventBuffer&& pushUpdates == other.pushUpdates&& reportSessions == other.reportSessions&& waitForCapacity == other.waitForCapacity&& capacityMaxWaitMs == other.capacityMaxWaitMs&& capacityLeaseTtlMs == other.capacityLeaseTtlMs&& maxTotalStreams == other.maxTotalStreams;
 
             }
 
@@ -410,7 +432,7 @@ ended,
                 }
 
 /// One engine decision. `kind` says which; the fields that kind carries are set (see
-/// [`EventType`]), the others are null (`active` is empty).
+/// [`EventType`]), the others are null (`active` and `providers` are empty).
 class StreamEvent  {
                 /// Milliseconds since the manager was created.
 final int atMs;
@@ -454,17 +476,21 @@ final SessionState? stateFrom;
 final SessionState? stateTo;
 /// Active providers, preferred first (provider list changes).
 final List<String> active;
+/// The full providers a session waits for, best first (waiting for capacity).
+final List<String> providers;
+/// The longest the session will still wait for a slot (waiting for capacity).
+final int? maxWaitMs;
 /// Detail: the migration or backend error, or what changed a provider's health.
 final String? message;
 
-                const StreamEvent({required this.atMs ,required this.kind ,this.streamId ,this.provider ,this.from ,this.to ,this.attempt ,this.operation ,this.error ,this.retryInMs ,this.reason ,this.strategy ,this.gapMs ,this.durationMs ,this.stillOn ,this.healthFrom ,this.healthTo ,this.consecutiveFailures ,this.stateFrom ,this.stateTo ,required this.active ,this.message ,});
+                const StreamEvent({required this.atMs ,required this.kind ,this.streamId ,this.provider ,this.from ,this.to ,this.attempt ,this.operation ,this.error ,this.retryInMs ,this.reason ,this.strategy ,this.gapMs ,this.durationMs ,this.stillOn ,this.healthFrom ,this.healthTo ,this.consecutiveFailures ,this.stateFrom ,this.stateTo ,required this.active ,this.providers = const [],this.maxWaitMs ,this.message ,});
 
 
 
 
 
         @override
-        int get hashCode => atMs.hashCode^kind.hashCode^streamId.hashCode^provider.hashCode^from.hashCode^to.hashCode^attempt.hashCode^operation.hashCode^error.hashCode^retryInMs.hashCode^reason.hashCode^strategy.hashCode^gapMs.hashCode^durationMs.hashCode^stillOn.hashCode^healthFrom.hashCode^healthTo.hashCode^consecutiveFailures.hashCode^stateFrom.hashCode^stateTo.hashCode^active.hashCode^message.hashCode;
+        int get hashCode => atMs.hashCode^kind.hashCode^streamId.hashCode^provider.hashCode^from.hashCode^to.hashCode^attempt.hashCode^operation.hashCode^error.hashCode^retryInMs.hashCode^reason.hashCode^strategy.hashCode^gapMs.hashCode^durationMs.hashCode^stillOn.hashCode^healthFrom.hashCode^healthTo.hashCode^consecutiveFailures.hashCode^stateFrom.hashCode^stateTo.hashCode^active.hashCode^providers.hashCode^maxWaitMs.hashCode^message.hashCode;
 
 
 
@@ -473,7 +499,7 @@ final String? message;
             identical(this, other) ||
             other is StreamEvent &&
                 runtimeType == other.runtimeType
-                && atMs == other.atMs&& kind == other.kind&& streamId == other.streamId&& provider == other.provider&& from == other.from&& to == other.to&& attempt == other.attempt&& operation == other.operation&& error == other.error&& retryInMs == other.retryInMs&& reason == other.reason&& strategy == other.strategy&& gapMs == other.gapMs&& durationMs == other.durationMs&& stillOn == other.stillOn&& healthFrom == other.healthFrom&& healthTo == other.healthTo&& consecutiveFailures == other.consecutiveFailures&& stateFrom == other.stateFrom&& stateTo == other.stateTo&& active == other.active&& message == other.message;
+                && atMs == other.atMs&& kind == other.kind&& streamId == other.streamId&& provider == other.provider&& from == other.from&& to == other.to&& attempt == other.attempt&& operation == other.operation&& error == other.error&& retryInMs == other.retryInMs&& reason == other.reason&& strategy == other.strategy&& gapMs == other.gapMs&& durationMs == other.durationMs&& stillOn == other.stillOn&& healthFrom == other.healthFrom&& healthTo == other.healthTo&& consecutiveFailures == other.consecutiveFailures&& stateFrom == other.stateFrom&& stateTo == other.stateTo&& active == other.active&& providers == other.providers&& maxWaitMs == other.maxWaitMs&& message == other.message;
 
             }
 
@@ -484,10 +510,15 @@ final StreamguardErrorKind kind;
 /// The engine's full description.
 final String message;
 /// For `AllAttemptsFailed` and `DeadlineExceeded`: every attempt, in order; for
-/// `RequestRejected`: the rejecting attempt. Empty otherwise.
+/// `RequestRejected`: the rejecting attempt; for `NoCapacity`: the attempts that failed
+/// before capacity ran out (often none). Empty otherwise.
 final List<Attempt> attempts;
+/// For `NoCapacity`: the providers that were full, best first. Empty otherwise.
+final List<String> providers;
+/// For `NoCapacity`: how long the operation waited for a slot in all, in milliseconds.
+final int? waitedMs;
 
-                const StreamguardError({required this.kind ,required this.message ,required this.attempts ,});
+                const StreamguardError({required this.kind ,required this.message ,required this.attempts ,this.providers = const [],this.waitedMs ,});
 
 
 
@@ -497,7 +528,7 @@ final List<Attempt> attempts;
 
 
         @override
-        int get hashCode => kind.hashCode^message.hashCode^attempts.hashCode;
+        int get hashCode => kind.hashCode^message.hashCode^attempts.hashCode^providers.hashCode^waitedMs.hashCode;
 
 
 
@@ -506,7 +537,7 @@ final List<Attempt> attempts;
             identical(this, other) ||
             other is StreamguardError &&
                 runtimeType == other.runtimeType
-                && kind == other.kind&& message == other.message&& attempts == other.attempts;
+                && kind == other.kind&& message == other.message&& attempts == other.attempts&& providers == other.providers&& waitedMs == other.waitedMs;
 
             }
 
@@ -524,6 +555,13 @@ allAttemptsFailed,
 requestRejected,
 /// The operation deadline passed before any attempt succeeded.
 deadlineExceeded,
+/// Every provider that could take the stream is at its `max_streams` limit (or the global
+/// limit `max_total_streams` is reached), and waiting was off (`wait_for_capacity`) or ran
+/// out (`capacity_max_wait_ms`); `providers` names the full ones.
+noCapacity,
+/// The capacity ledger (shared slot counts, e.g. Redis) could not be asked. Nothing was
+/// started: without the ledger no limit could be guaranteed (fail closed).
+capacityUnavailable,
 /// The provider registry could not be read and no earlier list is known.
 backend,
 /// No session with this stream id exists.
