@@ -1611,7 +1611,7 @@ impl Shared {
         };
         let _op: OwnedMutexGuard<()> = op_lock.lock_owned().await;
         let now = Instant::now();
-        let (strategy, target) = {
+        let (mut strategy, target) = {
             let st = self.state();
             let still_ours = st.sessions.get(&stream_id).is_some_and(|s| {
                 s.info.state == SessionState::Migrating
@@ -1666,7 +1666,7 @@ impl Shared {
                         stream_id: &stream_id,
                         role,
                         operation: Operation::Migrate,
-                        exclude,
+                        exclude: exclude.clone(),
                         only_parallel: true,
                         cancel: &cancel,
                     })
@@ -1680,6 +1680,7 @@ impl Shared {
                     if let Some(old) = self.take_slot(&stream_id) {
                         self.release_slot(old).await;
                     }
+                    (r, None)
                 } else if health_driven && !stopped {
                     // The old provider is down and nothing else took the stream: leave it
                     // cleanly (once: the session no longer names it).
@@ -1691,8 +1692,29 @@ impl Shared {
                     if let Some(old) = self.take_slot(&stream_id) {
                         self.release_slot(old).await;
                     }
+                    // No parallel-capable provider took it: the others may still, after a gap.
+                    // A request the provider rejected as invalid would be rejected anywhere.
+                    if !matches!(r, Err(StreamguardError::RequestRejected { .. })) {
+                        info!(stream_id, from, "no parallel-capable provider took the stream; trying the others break-before-make");
+                        strategy = MigrationStrategy::BreakBeforeMake;
+                        let gap_start = Instant::now();
+                        let r = self
+                            .connect(ConnectRequest {
+                                stream_id: &stream_id,
+                                role,
+                                operation: Operation::Migrate,
+                                exclude,
+                                only_parallel: false,
+                                cancel: &cancel,
+                            })
+                            .await;
+                        (r, Some(gap_start))
+                    } else {
+                        (r, None)
+                    }
+                } else {
+                    (r, None)
                 }
-                (r, None)
             }
             MigrationStrategy::BreakBeforeMake => {
                 self.leave(&from, &stream_id).await;

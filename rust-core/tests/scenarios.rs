@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use streamguard::ProviderErrorKind::{
     Internal, InvalidStream, Network, Timeout, Unauthorized, Unavailable,
 };
@@ -601,6 +602,57 @@ async fn make_before_break_when_adapters_run_in_parallel() {
     let start = log.iter().position(|l| l == "zegocloud:start(s1)").unwrap();
     let leave = log.iter().position(|l| l == "agora:leave(s1)").unwrap();
     assert!(start < leave, "{log:?}");
+    m.shutdown().await.unwrap();
+}
+
+/// An outage where the only other parallel-capable provider is down too: the stream still
+/// reaches the provider that cannot overlap, break-before-make, instead of failing.
+#[tokio::test(start_paused = true)]
+async fn health_driven_make_before_break_falls_back_to_the_others() {
+    let b = Backend::start(SEED_LIST);
+    let m = b.manager(b.config());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let carriers: Arc<Mutex<Carriers>> = Arc::default();
+    let agora = FakeAdapter::shared("agora", true, log.clone(), carriers.clone());
+    let zego = FakeAdapter::shared("zegocloud", true, log.clone(), carriers.clone());
+    let webrtc = FakeAdapter::shared("webrtc", false, log.clone(), carriers.clone());
+    m.register_adapter("agora", agora.clone()).unwrap();
+    m.register_adapter("zegocloud", zego.clone()).unwrap();
+    m.register_adapter("webrtc", webrtc.clone()).unwrap();
+    m.start_stream("s1").await.unwrap();
+    zego.set_down(true);
+    let mut rx = m.subscribe();
+    m.record_error("s1", ProviderError::unauthorized("kicked"))
+        .unwrap();
+    let done = wait_for(&mut rx, secs(60), |e| {
+        matches!(
+            e,
+            EventKind::MigrationFinished { .. } | EventKind::MigrationFailed { .. }
+        )
+    })
+    .await;
+    let EventKind::MigrationFinished {
+        to, strategy, gap, ..
+    } = &done.kind
+    else {
+        panic!("the session was dropped: {done:?}");
+    };
+    assert_eq!(to, "webrtc");
+    assert_eq!(*strategy, MigrationStrategy::BreakBeforeMake);
+    assert_eq!(
+        zego.connects(),
+        2,
+        "the parallel-capable provider was tried first"
+    );
+    // Break-before-make: agora was left before webrtc started (instant adapters: no gap on
+    // the paused clock).
+    let log = log.lock().unwrap().clone();
+    let left = log.iter().position(|l| l == "agora:leave(s1)").unwrap();
+    let started = log.iter().position(|l| l == "webrtc:start(s1)").unwrap();
+    assert!(left < started, "{log:?}");
+    assert_eq!(*gap, ms(0));
+    assert!(webrtc.is_carrying("s1") && !agora.is_carrying("s1"));
+    assert_eq!(carriers.lock().unwrap().max, 1);
     m.shutdown().await.unwrap();
 }
 
