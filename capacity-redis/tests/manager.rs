@@ -5,56 +5,24 @@
 
 mod common;
 
-use async_trait::async_trait;
 use common::RedisServer;
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamguard::capacity::SlotLedger;
 use streamguard::{
-    EventKind, FailoverReason, ManagerConfig, ProviderAdapter, ProviderError, ProviderInfo,
-    SessionState, StreamEvent, StreamguardError, StreamingProviderManager,
+    EventKind, FailoverReason, ManagerConfig, SessionState, StreamguardError,
+    StreamingProviderManager,
 };
+use streamguard_e2e::{next, Sim};
 use streamguard_redis::{RedisLedger, RedisLedgerConfig};
-use streamguard_registry::{serve, Config, RunningRegistry, Seed};
-use tokio::sync::broadcast;
-
-/// A simulated SDK that records which streams it carries.
-#[derive(Default)]
-struct Sim(Mutex<HashSet<String>>);
-
-impl Sim {
-    fn carrying(&self, s: &str) -> bool {
-        self.0.lock().unwrap().contains(s)
-    }
-}
-
-#[async_trait]
-impl ProviderAdapter for Sim {
-    async fn initialize(&self, _p: &ProviderInfo) -> Result<(), ProviderError> {
-        Ok(())
-    }
-    async fn start_stream(&self, s: &str) -> Result<(), ProviderError> {
-        self.0.lock().unwrap().insert(s.into());
-        Ok(())
-    }
-    async fn join_stream(&self, s: &str) -> Result<(), ProviderError> {
-        self.start_stream(s).await
-    }
-    async fn leave_stream(&self, s: &str) -> Result<(), ProviderError> {
-        self.0.lock().unwrap().remove(s);
-        Ok(())
-    }
-}
+use streamguard_registry::RunningRegistry;
 
 async fn registry() -> RunningRegistry {
-    let mut config = Config::local_test("admin-token-cap-0123456789", "super-token-cap-0123456789");
-    let providers = serde_json::json!([
+    streamguard_e2e::registry(serde_json::json!([
         {"name": "agora", "isActive": true, "priority": 1, "maxStreams": 1, "config": {"appId": "a"}},
         {"name": "zegocloud", "isActive": true, "priority": 2, "maxStreams": 1, "config": {"appId": "z"}}
-    ]);
-    config.seed = Seed::Providers(serde_json::from_value(providers).unwrap());
-    serve(config).await.expect("registry starts")
+    ]))
+    .await
 }
 
 struct App {
@@ -83,24 +51,6 @@ async fn app(reg: &RunningRegistry, redis: &RedisServer, wait: bool) -> App {
     m.register_adapter("agora", agora.clone()).unwrap();
     m.register_adapter("zegocloud", zego.clone()).unwrap();
     App { m, agora, zego }
-}
-
-async fn next(
-    rx: &mut broadcast::Receiver<StreamEvent>,
-    within: Duration,
-    pred: impl Fn(&EventKind) -> bool,
-) -> StreamEvent {
-    tokio::time::timeout(within, async {
-        loop {
-            match rx.recv().await {
-                Ok(ev) if pred(&ev.kind) => return ev,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => panic!("events closed: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("event in time")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

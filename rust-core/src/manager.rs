@@ -1015,12 +1015,18 @@ impl Shared {
         }
     }
 
-    /// Take the session's slot out (to release it once the provider is left).
-    fn take_slot(&self, stream_id: &str) -> Option<HeldSlot> {
-        self.state()
+    /// Leave `provider`, then give back the session's slot on it (in that order: the slot is
+    /// free only once the stream really stopped).
+    async fn vacate(&self, provider: &str, stream_id: &str) {
+        self.leave(provider, stream_id).await;
+        let slot = self
+            .state()
             .sessions
             .get_mut(stream_id)
-            .and_then(|s| s.slot.take())
+            .and_then(|s| s.slot.take());
+        if let Some(slot) = slot {
+            self.release_slot(slot).await;
+        }
     }
 
     /// Hand a connected stream's slot to its session. If the lease was lost while connecting,
@@ -1659,27 +1665,25 @@ impl Shared {
         let started = Instant::now();
         let mut exclude = HashSet::new();
         exclude.insert(from.clone());
+        let reconnect = |exclude: HashSet<String>, only_parallel: bool| {
+            self.connect(ConnectRequest {
+                stream_id: &stream_id,
+                role,
+                operation: Operation::Migrate,
+                exclude,
+                only_parallel,
+                cancel: &cancel,
+            })
+        };
         let (result, gap_start) = match strategy {
             MigrationStrategy::MakeBeforeBreak => {
-                let r = self
-                    .connect(ConnectRequest {
-                        stream_id: &stream_id,
-                        role,
-                        operation: Operation::Migrate,
-                        exclude: exclude.clone(),
-                        only_parallel: true,
-                        cancel: &cancel,
-                    })
-                    .await;
+                let r = reconnect(exclude.clone(), true).await;
                 let stopped = matches!(
                     r,
                     Err(StreamguardError::Cancelled(_) | StreamguardError::ShutDown)
                 );
                 if r.is_ok() {
-                    self.leave(&from, &stream_id).await;
-                    if let Some(old) = self.take_slot(&stream_id) {
-                        self.release_slot(old).await;
-                    }
+                    self.vacate(&from, &stream_id).await;
                     (r, None)
                 } else if health_driven && !stopped {
                     // The old provider is down and nothing else took the stream: leave it
@@ -1688,27 +1692,14 @@ impl Shared {
                         let mut st = self.state();
                         self.set_state(&mut st, &stream_id, SessionState::Migrating, None);
                     }
-                    self.leave(&from, &stream_id).await;
-                    if let Some(old) = self.take_slot(&stream_id) {
-                        self.release_slot(old).await;
-                    }
+                    self.vacate(&from, &stream_id).await;
                     // No parallel-capable provider took it: the others may still, after a gap.
                     // A request the provider rejected as invalid would be rejected anywhere.
                     if !matches!(r, Err(StreamguardError::RequestRejected { .. })) {
                         info!(stream_id, from, "no parallel-capable provider took the stream; trying the others break-before-make");
                         strategy = MigrationStrategy::BreakBeforeMake;
                         let gap_start = Instant::now();
-                        let r = self
-                            .connect(ConnectRequest {
-                                stream_id: &stream_id,
-                                role,
-                                operation: Operation::Migrate,
-                                exclude,
-                                only_parallel: false,
-                                cancel: &cancel,
-                            })
-                            .await;
-                        (r, Some(gap_start))
+                        (reconnect(exclude, false).await, Some(gap_start))
                     } else {
                         (r, None)
                     }
@@ -1717,10 +1708,7 @@ impl Shared {
                 }
             }
             MigrationStrategy::BreakBeforeMake => {
-                self.leave(&from, &stream_id).await;
-                if let Some(old) = self.take_slot(&stream_id) {
-                    self.release_slot(old).await;
-                }
+                self.vacate(&from, &stream_id).await;
                 let gap_start = Instant::now();
                 {
                     let mut st = self.state();
@@ -1731,17 +1719,7 @@ impl Shared {
                 if !health_driven {
                     exclude.clear();
                 }
-                let r = self
-                    .connect(ConnectRequest {
-                        stream_id: &stream_id,
-                        role,
-                        operation: Operation::Migrate,
-                        exclude,
-                        only_parallel: false,
-                        cancel: &cancel,
-                    })
-                    .await;
-                (r, Some(gap_start))
+                (reconnect(exclude, false).await, Some(gap_start))
             }
         };
         let end = Instant::now();

@@ -598,15 +598,21 @@ async fn an_unreachable_ledger_fails_the_start_closed_without_calling_a_provider
     m.shutdown().await.unwrap();
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_lost_lease_moves_the_stream_and_takes_a_new_slot() {
+/// "s1" live on agora, its lease (3 s) on a ledger the test can break.
+async fn live_on_flaky_ledger(parallel: bool) -> (Backend, Flaky, StreamingProviderManager, Trio) {
     let b = backend(one_slot_each());
     let flaky = Flaky::new();
     let mut cfg = b.config();
     cfg.capacity_lease_ttl = secs(3);
     let m = manager_on(&b, cfg, Arc::new(flaky.clone()));
-    let t = Trio::register(&m, true);
+    let t = Trio::register(&m, parallel);
     m.start_stream("s1").await.unwrap();
+    (b, flaky, m, t)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_moves_the_stream_and_takes_a_new_slot() {
+    let (_b, flaky, m, t) = live_on_flaky_ledger(true).await;
     let mut rx = m.subscribe();
     flaky.expire_next_renewals.store(1, Ordering::SeqCst);
     let ev = wait_for(&mut rx, secs(2), |e| {
@@ -635,13 +641,7 @@ async fn a_lost_lease_moves_the_stream_and_takes_a_new_slot() {
 
 #[tokio::test(start_paused = true)]
 async fn a_ledger_outage_longer_than_the_lease_stops_the_stream() {
-    let b = backend(one_slot_each());
-    let flaky = Flaky::new();
-    let mut cfg = b.config();
-    cfg.capacity_lease_ttl = secs(3);
-    let m = manager_on(&b, cfg, Arc::new(flaky.clone()));
-    let t = Trio::register(&m, false);
-    m.start_stream("s1").await.unwrap();
+    let (_b, flaky, m, t) = live_on_flaky_ledger(false).await;
     let mut rx = m.subscribe();
     let cut_at = Instant::now();
     flaky.down.store(true, Ordering::SeqCst);

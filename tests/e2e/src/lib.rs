@@ -2,14 +2,16 @@
 //! loopback (started and stopped by PID), the reference registry in-process, and a manager
 //! wired to RTMP adapters. Nothing here is shipped.
 
+use async_trait::async_trait;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use streamguard::rtmp::{RtmpAdapter, RtmpSettings};
 use streamguard::{
-    EventKind, FailoverReason, ManagerConfig, MigrationStrategy, StreamEvent,
-    StreamingProviderManager,
+    EventKind, FailoverReason, ManagerConfig, MigrationStrategy, ProviderAdapter, ProviderError,
+    ProviderInfo, StreamEvent, StreamingProviderManager,
 };
 use streamguard_registry::{serve, Config, RunningRegistry, Seed};
 use tokio::sync::broadcast::Receiver;
@@ -280,6 +282,35 @@ impl RtmpWorld {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// A simulated SDK (no media) that records which streams it carries.
+#[derive(Default)]
+pub struct Sim(Mutex<HashSet<String>>);
+
+impl Sim {
+    /// Whether it carries `stream` now.
+    pub fn carrying(&self, stream: &str) -> bool {
+        self.0.lock().unwrap().contains(stream)
+    }
+}
+
+#[async_trait]
+impl ProviderAdapter for Sim {
+    async fn initialize(&self, _p: &ProviderInfo) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    async fn start_stream(&self, s: &str) -> Result<(), ProviderError> {
+        self.0.lock().unwrap().insert(s.into());
+        Ok(())
+    }
+    async fn join_stream(&self, s: &str) -> Result<(), ProviderError> {
+        self.start_stream(s).await
+    }
+    async fn leave_stream(&self, s: &str) -> Result<(), ProviderError> {
+        self.0.lock().unwrap().remove(s);
+        Ok(())
     }
 }
 

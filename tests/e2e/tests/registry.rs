@@ -2,38 +2,11 @@
 //! provider and the client migrates within about a second through push; with push off it
 //! migrates at the next poll.
 
-use async_trait::async_trait;
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use streamguard::{
-    EventKind, ManagerConfig, ProviderAdapter, ProviderError, ProviderInfo,
-    StreamingProviderManager,
-};
-use streamguard_e2e::{admin_put, ADMIN};
+use streamguard::{EventKind, ManagerConfig, StreamingProviderManager};
+use streamguard_e2e::{admin_put, Sim, ADMIN};
 use streamguard_registry::RunningRegistry;
-
-/// A simulated SDK that records which streams it carries.
-#[derive(Default)]
-struct Sim(Mutex<HashSet<String>>);
-
-#[async_trait]
-impl ProviderAdapter for Sim {
-    async fn initialize(&self, _p: &ProviderInfo) -> Result<(), ProviderError> {
-        Ok(())
-    }
-    async fn start_stream(&self, s: &str) -> Result<(), ProviderError> {
-        self.0.lock().unwrap().insert(s.into());
-        Ok(())
-    }
-    async fn join_stream(&self, s: &str) -> Result<(), ProviderError> {
-        self.start_stream(s).await
-    }
-    async fn leave_stream(&self, s: &str) -> Result<(), ProviderError> {
-        self.0.lock().unwrap().remove(s);
-        Ok(())
-    }
-}
 
 async fn registry() -> RunningRegistry {
     streamguard_e2e::registry(serde_json::json!([
@@ -103,8 +76,8 @@ async fn admin_disables_live_provider_client_migrates_through_push() {
     let took = t0.elapsed();
     println!("registry push: disable -> migrated in {took:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
-    assert!(zego.0.lock().unwrap().contains("s1"));
-    assert!(!agora.0.lock().unwrap().contains("s1"));
+    assert!(zego.carrying("s1"));
+    assert!(!agora.carrying("s1"));
     m.shutdown().await.unwrap();
     reg.shutdown().await.unwrap();
 }
@@ -125,7 +98,7 @@ async fn without_push_the_client_migrates_at_the_next_poll() {
     let took = t0.elapsed();
     println!("registry poll: disable -> migrated in {took:?}");
     assert!(took <= Duration::from_secs(3), "{took:?}");
-    assert!(zego.0.lock().unwrap().contains("s1"));
+    assert!(zego.carrying("s1"));
     m.shutdown().await.unwrap();
     reg.shutdown().await.unwrap();
 }
