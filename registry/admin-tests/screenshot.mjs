@@ -7,6 +7,7 @@
 import path from "node:path";
 
 import {
+  ADMIN_TOKEN,
   API,
   WORKSPACE,
   badge,
@@ -51,7 +52,8 @@ try {
   const telemetry = (body) =>
     fetch(`${stack.registry.url}/api/streaming/sessions/events`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      // Telemetry is never anonymous by default: the admin token is accepted.
+      headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` },
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(10_000),
     });

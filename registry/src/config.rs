@@ -82,9 +82,13 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Bearer token for create/delete (also accepted on admin routes).
     pub super_admin_token: Option<Secret>,
-    /// When set, session telemetry requires this (or an admin) token; when unset
-    /// telemetry is open but rate-limited.
+    /// Token that (like the admin tokens) may post session telemetry. Telemetry changes the
+    /// stream counts every client's capacity decisions read, so it is never anonymous unless
+    /// `open_telemetry` is set.
     pub telemetry_token: Option<Secret>,
+    /// Accept session telemetry without a token (rate-limited). Off by default: anyone could
+    /// otherwise make a provider look full to every client.
+    pub open_telemetry: bool,
     /// Origins allowed by CORS, exact match; `*` allows any origin.
     pub cors_origins: Vec<String>,
     /// Time between background health rounds; zero turns the background checker off.
@@ -118,6 +122,7 @@ impl Default for Config {
             admin_token: None,
             super_admin_token: None,
             telemetry_token: None,
+            open_telemetry: false,
             cors_origins: Vec::new(),
             health_interval: Duration::from_secs(300),
             health_timeout: Duration::from_secs(5),
@@ -142,6 +147,7 @@ struct FileConfig {
     admin_token: Option<Secret>,
     super_admin_token: Option<Secret>,
     telemetry_token: Option<Secret>,
+    open_telemetry: Option<bool>,
     cors_origins: Option<Vec<String>>,
     health_interval_ms: Option<u64>,
     health_timeout_ms: Option<u64>,
@@ -201,6 +207,7 @@ impl Config {
         set_secret(&mut c.admin_token, f.admin_token);
         set_secret(&mut c.super_admin_token, f.super_admin_token);
         set_secret(&mut c.telemetry_token, f.telemetry_token);
+        set(&mut c.open_telemetry, f.open_telemetry);
         set(&mut c.cors_origins, f.cors_origins);
         set(
             &mut c.health_interval,
@@ -265,6 +272,9 @@ impl Config {
         }
         if let Some(v) = get("STREAMGUARD_FFPROBE") {
             self.ffprobe_path = PathBuf::from(v);
+        }
+        if let Some(v) = get("STREAMGUARD_OPEN_TELEMETRY") {
+            self.open_telemetry = parse_var("STREAMGUARD_OPEN_TELEMETRY", &v)?;
         }
         if let Some(v) = get("STREAMGUARD_TRUST_FORWARDED_FOR") {
             self.trust_forwarded_for = parse_var("STREAMGUARD_TRUST_FORWARDED_FOR", &v)?;
@@ -385,6 +395,14 @@ mod tests {
         assert!(Config::load(None, env(&[("STREAMGUARD_RATE_LIMIT_BURST", "-1")])).is_err());
         assert!(Config::load(None, env(&[("STREAMGUARD_CORS_ORIGINS", "evil.com")])).is_err());
         assert!(Config::load(None, env(&[("STREAMGUARD_REGISTRY_ADDR", "nope")])).is_err());
+        assert!(Config::load(None, env(&[("STREAMGUARD_OPEN_TELEMETRY", "yes")])).is_err());
+    }
+
+    #[test]
+    fn telemetry_is_closed_unless_opened() {
+        assert!(!Config::default().open_telemetry);
+        let c = Config::load(None, env(&[("STREAMGUARD_OPEN_TELEMETRY", "true")])).unwrap();
+        assert!(c.open_telemetry);
     }
 
     #[test]

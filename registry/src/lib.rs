@@ -174,6 +174,9 @@ fn warn_about_tokens(config: &Config) {
             None if role != "telemetry" => {
                 tracing::warn!("no {role} token configured: {role} routes are closed")
             }
+            None if !config.open_telemetry => tracing::warn!(
+                "no telemetry token configured: session telemetry needs an admin token"
+            ),
             Some(t) if t.expose().len() < MIN_TOKEN_LEN => {
                 tracing::warn!("the {role} token is shorter than {MIN_TOKEN_LEN} characters")
             }

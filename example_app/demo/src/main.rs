@@ -24,7 +24,7 @@ use streamguard::{
     EventKind, ManagerConfig, ProviderAdapter, ProviderError, ProviderInfo, StreamEvent,
     StreamingProviderManager,
 };
-use streamguard_registry::{Config as RegistryConfig, Seed};
+use streamguard_registry::{Config as RegistryConfig, Secret, Seed};
 
 /// The providers' simulated edges: `GET /edge/{name}` answers 200, or 503 while down.
 #[derive(Default)]
@@ -41,6 +41,7 @@ async fn edge(State(e): State<Arc<Edges>>, Path(name): Path<String>) -> StatusCo
 }
 
 const ADMIN_TOKEN: &str = "demo-admin-token-0123456789";
+const TELEMETRY_TOKEN: &str = "demo-telemetry-token-0123456789";
 
 /// One admin call to the registry.
 async fn admin_put(
@@ -235,6 +236,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut reg_config =
         RegistryConfig::local_test(ADMIN_TOKEN, "demo-super-admin-token-0123456789");
     reg_config.health_interval = Duration::from_secs(1);
+    // Session telemetry moves the stream counts capacity decisions read: the app reports
+    // with its own token, never anonymously.
+    reg_config.telemetry_token = Some(Secret::new(TELEMETRY_TOKEN));
     let seed = json!([
         {"name": "agora", "priority": 1, "monthlyCost": 49.0,
          "config": {"appId": "demo-agora", "probe": {"type": "http", "url": format!("{edge_base}/agora")}}},
@@ -260,6 +264,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.provider_refresh_interval = Duration::from_secs(2);
     config.suspect_recheck_delay = Duration::from_millis(500);
     config.report_sessions = true;
+    config.auth_token = Some(TELEMETRY_TOKEN.into());
     // When every provider is full, queue for the first free slot (at most 30 s) instead of
     // failing at once.
     config.wait_for_capacity = true;

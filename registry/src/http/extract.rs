@@ -122,8 +122,7 @@ impl FromRequestParts<AppState> for SuperAdminAuth {
     }
 }
 
-/// Telemetry is open unless a telemetry token is configured; then that token
-/// (or an admin one) is required.
+/// Telemetry needs the telemetry token or an admin one, unless `open_telemetry` is set.
 #[derive(Debug)]
 pub(crate) struct TelemetryAuth;
 
@@ -132,7 +131,7 @@ impl FromRequestParts<AppState> for TelemetryAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let c = &state.config;
-        if c.telemetry_token.is_none() {
+        if c.open_telemetry {
             return Ok(TelemetryAuth);
         }
         let tokens = [&c.telemetry_token, &c.admin_token, &c.super_admin_token];

@@ -48,7 +48,7 @@ async fn restart_keeps_providers_metrics_and_history() {
     expect(deleted, StatusCode::OK).await;
     first.check("agora").await;
     let started = first
-        .request(Method::POST, "/api/streaming/sessions/events")
+        .admin(Method::POST, "/api/streaming/sessions/events")
         .json(&json!({"type": "failover", "provider": "zegocloud", "streamId": "s", "toProvider": "agora"}))
         .send()
         .await

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::common::{expect, expect_error, Harness};
 
 async fn report(h: &Harness, body: Value) -> reqwest::Response {
-    h.request(Method::POST, "/api/streaming/sessions/events")
+    h.admin(Method::POST, "/api/streaming/sessions/events")
         .json(&body)
         .send()
         .await
@@ -186,18 +186,56 @@ async fn invalid_session_events_are_rejected() {
     h.shutdown().await;
 }
 
+/// Telemetry moves the stream counts every client's capacity decisions read: never anonymous
+/// unless the operator opts in.
 #[tokio::test]
-async fn telemetry_token_is_required_when_configured() {
+async fn telemetry_needs_a_token_unless_opened() {
     let mut h = Harness::start_with(|c| {
         c.telemetry_token = Some(streamguard_registry::Secret::new("telemetry-token-000001"));
     })
     .await;
     let body = json!({"type": "start", "provider": "agora", "streamId": "s"});
+    let anonymous = |h: &Harness| {
+        h.request(Method::POST, "/api/streaming/sessions/events")
+            .json(&body)
+            .send()
+    };
     expect_error(
-        report(&h, body.clone()).await,
+        anonymous(&h).await.unwrap(),
         StatusCode::UNAUTHORIZED,
         "unauthorized",
     )
+    .await;
+    let wrong = h
+        .request(Method::POST, "/api/streaming/sessions/events")
+        .bearer_auth("not-the-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    expect_error(wrong, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert_eq!(stats(&h, "agora").await["activeStreams"], 0);
+    h.shutdown().await;
+
+    // No telemetry token configured: still not anonymous (admin tokens only).
+    let mut h = Harness::start().await;
+    expect_error(
+        anonymous(&h).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    h.shutdown().await;
+
+    // Opened explicitly: anonymous reports count (rate-limited like every public route).
+    let mut h = Harness::start_with(|c| c.open_telemetry = true).await;
+    expect(anonymous(&h).await.unwrap(), StatusCode::OK).await;
+    assert_eq!(stats(&h, "agora").await["activeStreams"], 1);
+    h.shutdown().await;
+
+    let mut h = Harness::start_with(|c| {
+        c.telemetry_token = Some(streamguard_registry::Secret::new("telemetry-token-000001"));
+    })
     .await;
     let ok = h
         .request(Method::POST, "/api/streaming/sessions/events")

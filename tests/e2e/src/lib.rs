@@ -18,6 +18,8 @@ use tokio::sync::broadcast::Receiver;
 
 /// The admin token of test registries.
 pub const ADMIN: &str = "admin-token-e2e-0123456789";
+/// The telemetry token of test registries (what an app would ship to report sessions).
+pub const TELEMETRY: &str = "telemetry-token-e2e-0123456789";
 
 /// Where Debian installs the RTMP module.
 const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
@@ -190,6 +192,7 @@ pub fn publishers_to(port: u16) -> usize {
 /// A registry with the given `(name, priority, config)` providers.
 pub async fn registry(providers: serde_json::Value) -> RunningRegistry {
     let mut config = Config::local_test(ADMIN, "super-token-e2e-0123456789");
+    config.telemetry_token = Some(streamguard_registry::Secret::new(TELEMETRY));
     config.seed = Seed::Providers(serde_json::from_value(providers).unwrap());
     serve(config).await.expect("registry starts")
 }

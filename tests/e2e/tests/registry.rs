@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamguard::{EventKind, ManagerConfig, StreamingProviderManager};
-use streamguard_e2e::{admin_put, Sim, ADMIN};
+use streamguard_e2e::{admin_put, Sim, ADMIN, TELEMETRY};
 use streamguard_registry::RunningRegistry;
 
 async fn registry() -> RunningRegistry {
@@ -135,6 +135,7 @@ async fn the_engine_reports_sessions_and_failovers_to_the_registry() {
     let reg = registry().await;
     let mut c = ManagerConfig::new(format!("{}/api", reg.url()));
     c.report_sessions = true;
+    c.auth_token = Some(TELEMETRY.into());
     let m = StreamingProviderManager::new(c).unwrap();
     for name in ["agora", "zegocloud", "webrtc"] {
         m.register_adapter(name, Arc::new(Sim::default())).unwrap();
