@@ -111,6 +111,8 @@ pub struct Run {
 
 enum Checked {
     Done(Box<StreamResult>),
+    /// A finished check whose slot could not be given back: keep the result, stop the run.
+    DoneThenFatal(Box<StreamResult>, String),
     Interrupted,
     Fatal(String),
 }
@@ -215,6 +217,10 @@ async fn worker(ctx: &Ctx) {
         };
         match check_stream(ctx, entry).await {
             Checked::Done(r) => ctx.record(*r),
+            Checked::DoneThenFatal(r, m) => {
+                ctx.record(*r);
+                return ctx.fail(m);
+            }
             Checked::Interrupted => {
                 let _ = ctx.job.source.give_back(index).await;
                 return;
@@ -288,18 +294,34 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
         result.profile = Some(route.key.clone());
         result.probed_url = Some(route.url.clone());
         let end = probe_route(ctx, route, &lease, &mut result.attempts).await;
-        // Released on every path; if Redis is gone the lease expires on its own.
-        if let Err(e) = ctx.job.ledger.release(&lease).await {
-            return Checked::Fatal(format!("capacity backend unavailable: {e}"));
-        }
+        // Released on every path; if Redis is gone the lease expires on its own, and the run
+        // stops (fail closed), keeping a result that is already final.
+        let released = ctx
+            .job
+            .ledger
+            .release(&lease)
+            .await
+            .map_err(|e| format!("capacity backend unavailable: {e}"));
+        let last_profile = selection.remaining().is_empty();
         match end {
             ProbeEnd::Alive(info) => {
                 result.status = Status::Ok;
                 result.resolution = info.width.zip(info.height).map(|(w, h)| format!("{w}x{h}"));
                 result.info = info;
                 result.elapsed_ms = start.elapsed().as_millis() as u64;
-                return Checked::Done(Box::new(result));
+                return match released {
+                    Ok(_) => Checked::Done(Box::new(result)),
+                    Err(m) => Checked::DoneThenFatal(Box::new(result), m),
+                };
             }
+            ProbeEnd::Failed(status, m) if released.is_err() && last_profile => {
+                result.status = status;
+                result.error = Some(m);
+                result.elapsed_ms = start.elapsed().as_millis() as u64;
+                return Checked::DoneThenFatal(Box::new(result), released.unwrap_err());
+            }
+            // Other profiles could still be tried, which needs the backend.
+            _ if released.is_err() => return Checked::Fatal(released.unwrap_err()),
             ProbeEnd::Failed(status, m) => failure = Some((status, m)),
             ProbeEnd::Interrupted => return Checked::Interrupted,
             ProbeEnd::LeaseLost(CapacityError::Unavailable(m)) => {

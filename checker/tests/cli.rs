@@ -390,6 +390,7 @@ fn redis_dying_mid_run_fails_closed_and_keeps_the_partial_report() {
     });
     redis.stop();
     let killed_at = unix_nanos();
+    let done_before = stub_log(&log).iter().filter(|e| !e.start).count() as u64;
     let o = wait_bounded(child, Duration::from_secs(30));
     assert_eq!(
         o.status.code(),
@@ -404,7 +405,12 @@ fn redis_dying_mid_run_fails_closed_and_keeps_the_partial_report() {
         "{error}"
     );
     let checked = r["summary"]["checked"].as_u64().unwrap();
-    assert!((4..40).contains(&checked), "partial: {checked}");
+    // Every probe that finished is in the report, except at most the two (max_streams) whose
+    // workers were stopped by the failure before they saw their probe end.
+    assert!(
+        checked + 2 >= done_before && checked < 40,
+        "partial: {checked} of {done_before} finished before Redis died"
+    );
     // No probe starts once Redis is gone (a slot granted just before may still start).
     let late = stub_log(&log)
         .iter()
