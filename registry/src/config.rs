@@ -112,6 +112,10 @@ pub struct Config {
     pub failover_history_limit: usize,
     /// Open event streams allowed at once; more get 503.
     pub max_event_subscribers: usize,
+    /// A stream reported with a `clientId` stops counting when its client has not confirmed
+    /// it (start, failover or keep-alive report) for this long: a client that died cannot hold
+    /// a provider's slots for ever. Zero turns expiry off.
+    pub session_ttl: Duration,
 }
 
 impl Default for Config {
@@ -133,6 +137,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             history_limit: 288,
             failover_history_limit: 500,
+            session_ttl: Duration::from_secs(120),
             max_event_subscribers: 1000,
         }
     }
@@ -159,6 +164,7 @@ struct FileConfig {
     history_limit: Option<usize>,
     failover_history_limit: Option<usize>,
     max_event_subscribers: Option<usize>,
+    session_ttl_ms: Option<u64>,
 }
 
 impl Config {
@@ -225,6 +231,10 @@ impl Config {
         set(&mut c.history_limit, f.history_limit);
         set(&mut c.failover_history_limit, f.failover_history_limit);
         set(&mut c.max_event_subscribers, f.max_event_subscribers);
+        set(
+            &mut c.session_ttl,
+            f.session_ttl_ms.map(Duration::from_millis),
+        );
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), RegistryError> {
@@ -272,6 +282,9 @@ impl Config {
         }
         if let Some(v) = get("STREAMGUARD_FFPROBE") {
             self.ffprobe_path = PathBuf::from(v);
+        }
+        if let Some(v) = get("STREAMGUARD_SESSION_TTL_MS") {
+            self.session_ttl = Duration::from_millis(parse_var("STREAMGUARD_SESSION_TTL_MS", &v)?);
         }
         if let Some(v) = get("STREAMGUARD_OPEN_TELEMETRY") {
             self.open_telemetry = parse_var("STREAMGUARD_OPEN_TELEMETRY", &v)?;

@@ -24,6 +24,7 @@ pub mod health;
 mod http;
 pub mod model;
 pub mod rate_limit;
+pub mod sessions;
 mod state;
 pub mod status;
 pub mod store;
@@ -69,6 +70,7 @@ pub struct RunningRegistry {
     shutdown: watch::Sender<bool>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     checker: Option<JoinHandle<()>>,
+    sweeper: Option<JoinHandle<()>>,
     registry: Arc<Registry>,
 }
 
@@ -117,6 +119,10 @@ impl RunningRegistry {
             // It has been told to stop; aborting only bounds a probe still in flight.
             checker.abort();
             let _ = checker.await;
+        }
+        if let Some(sweeper) = self.sweeper.take() {
+            sweeper.abort();
+            let _ = sweeper.await;
         }
         let Some(mut server) = self.server.take() else {
             return Ok(());
@@ -203,14 +209,24 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
             if inserted > 0 {
                 tracing::info!(inserted, "seeded providers");
             }
-            store::load_providers(conn, history_limit)
+            Ok((
+                store::load_providers(conn, history_limit)?,
+                store::load_sessions(conn)?,
+            ))
         })
         .await?;
+    let (records, sessions) = records;
 
     let listener = TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
     let prober = Prober::new(config.health_timeout, config.ffprobe_path.clone())?;
-    let registry = Arc::new(Registry::new(Arc::clone(&config), store, records, prober));
+    let registry = Arc::new(Registry::new(
+        Arc::clone(&config),
+        store,
+        records,
+        sessions::Sessions::from_rows(sessions),
+        prober,
+    ));
     let app = http::router(http::AppState {
         registry: Arc::clone(&registry),
         config: Arc::clone(&config),
@@ -232,6 +248,13 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
         })
         .await
     });
+    let sweeper = (!config.session_ttl.is_zero()).then(|| {
+        tokio::spawn(sweep_sessions(
+            Arc::clone(&registry),
+            config.session_ttl,
+            stop.clone(),
+        ))
+    });
     let checker = (!config.health_interval.is_zero()).then(|| {
         tokio::spawn(health::run_checker(
             Arc::clone(&registry),
@@ -245,6 +268,26 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
         shutdown,
         server: Some(server),
         checker,
+        sweeper,
         registry,
     })
+}
+
+/// Expires unconfirmed sessions a few times per TTL, so a dead client's streams stop counting
+/// at most a quarter TTL late.
+async fn sweep_sessions(
+    registry: Arc<Registry>,
+    ttl: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = (ttl / 4).max(std::time::Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if let Err(e) = registry.expire_sessions().await {
+            tracing::warn!(error = %e, "session expiry failed; retrying at the next sweep");
+        }
+    }
 }

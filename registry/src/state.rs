@@ -12,9 +12,10 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::health::Prober;
 use crate::model::{
-    AdminProvider, CheckHistory, CheckReport, CheckSample, FailoverEntry, NewProvider,
+    AdminProvider, AliveReport, CheckHistory, CheckReport, CheckSample, FailoverEntry, NewProvider,
     ProviderRecord, ProviderUpdate, PublicProvider, SessionEvent, SessionEventKind, StreamCounts,
 };
+use crate::sessions::{Outcome, Report, Sessions};
 use crate::store::{self, Store};
 
 /// Events buffered per subscriber before it is considered lagging.
@@ -72,6 +73,8 @@ pub(crate) struct Registry {
     cache: RwLock<Cache>,
     events: broadcast::Sender<Event>,
     prober: Prober,
+    /// Streams of clients that identify themselves; changed only under `write_lock`.
+    sessions: std::sync::Mutex<Sessions>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -112,11 +115,16 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Registry {
     pub(crate) fn new(
         config: Arc<Config>,
         store: Store,
         records: Vec<ProviderRecord>,
+        sessions: Sessions,
         prober: Prober,
     ) -> Self {
         let providers: BTreeMap<String, ProviderRecord> =
@@ -140,6 +148,7 @@ impl Registry {
             }),
             events,
             prober,
+            sessions: std::sync::Mutex::new(sessions),
         }
     }
 
@@ -399,56 +408,150 @@ impl Registry {
         reports
     }
 
-    /// Applies a client's session event to the stream counters.
+    /// Applies a client's session event to the stream counters. With a `clientId` the event
+    /// is deduplicated against the client's tracked streams; without one it counts as sent.
     pub(crate) async fn session_event(
         &self,
         event: SessionEvent,
     ) -> Result<Vec<StreamCounts>, ApiError> {
         event.validate()?;
         let _guard = self.write_lock.lock().await;
-        let mut from = self.record(&event.provider)?;
-        let mut changed = Vec::new();
-        let mut failover = None;
-        match event.kind {
-            SessionEventKind::Start => {
-                from.metrics.active_streams += 1;
-                from.metrics.total_streams += 1;
+        // Unknown providers are refused before anything changes.
+        self.record(&event.provider)?;
+        let to = event.to_provider.as_deref().unwrap_or_default();
+        if event.kind == SessionEventKind::Failover {
+            self.record(to)?;
+        }
+        let now = crate::now_ms();
+        let from = event.provider.as_str();
+        let outcome = match &event.client_id {
+            Some(client) => {
+                let report = match event.kind {
+                    SessionEventKind::Start => Report::Start(from),
+                    SessionEventKind::End => Report::End(from),
+                    SessionEventKind::Failover => Report::Failover(from, to),
+                };
+                lock(&self.sessions).apply((client.clone(), event.stream_id.clone()), report, now)
             }
-            SessionEventKind::End => {
-                from.metrics.active_streams = from.metrics.active_streams.saturating_sub(1);
+            None => {
+                let mut o = Outcome::default();
+                match event.kind {
+                    SessionEventKind::Start => o.add(from, 1, 1),
+                    SessionEventKind::End => o.add(from, -1, 0),
+                    SessionEventKind::Failover => {
+                        o.add(from, -1, 0);
+                        o.add(to, 1, 1);
+                    }
+                }
+                o
             }
-            SessionEventKind::Failover => {
-                let to_name = event.to_provider.as_deref().unwrap_or_default();
-                let mut to = self.record(to_name)?;
-                from.metrics.active_streams = from.metrics.active_streams.saturating_sub(1);
-                to.metrics.active_streams += 1;
-                to.metrics.total_streams += 1;
-                failover = Some(FailoverEntry {
-                    at: crate::now_ms(),
-                    from: from.name.clone(),
-                    to: to.name.clone(),
-                    stream_id: event.stream_id.clone(),
-                    reason: event.reason.clone(),
-                });
-                changed.push(to);
+        };
+        // A repeated failover report adds no second history row.
+        let failover = (event.kind == SessionEventKind::Failover
+            && (event.client_id.is_none() || !outcome.deltas.is_empty()))
+        .then(|| FailoverEntry {
+            at: now,
+            from: from.to_string(),
+            to: to.to_string(),
+            stream_id: event.stream_id.clone(),
+            reason: event.reason.clone(),
+        });
+        self.store_outcome(outcome, failover).await?;
+        let mut names = vec![from];
+        if event.kind == SessionEventKind::Failover {
+            names.push(to);
+        }
+        names
+            .into_iter()
+            .map(|name| {
+                let r = self.record(name)?;
+                Ok(StreamCounts {
+                    name: r.name.clone(),
+                    active_streams: r.metrics.active_streams,
+                    total_streams: r.metrics.total_streams,
+                })
+            })
+            .collect()
+    }
+
+    /// A client's keep-alive: every stream it still runs. Refreshes them (so they do not
+    /// expire), counts ones the registry missed and moves ones it has on another provider.
+    /// Streams on providers that no longer exist are skipped. Returns how many were tracked.
+    pub(crate) async fn sessions_alive(&self, report: AliveReport) -> Result<usize, ApiError> {
+        report.validate()?;
+        let _guard = self.write_lock.lock().await;
+        let now = crate::now_ms();
+        let mut outcome = Outcome::default();
+        let mut tracked = 0;
+        {
+            let known = read(&self.cache);
+            let mut sessions = lock(&self.sessions);
+            for s in &report.sessions {
+                if !known.providers.contains_key(&s.provider) {
+                    continue;
+                }
+                let key = (report.client_id.clone(), s.stream_id.clone());
+                let o = sessions.apply(key, Report::Alive(&s.provider), now);
+                Sessions::merge(&mut outcome, o);
+                tracked += 1;
             }
         }
-        changed.insert(0, from);
+        self.store_outcome(outcome, None).await?;
+        Ok(tracked)
+    }
+
+    /// Forgets streams whose client has not confirmed them for the session TTL. Returns how
+    /// many expired.
+    pub(crate) async fn expire_sessions(&self) -> Result<usize, ApiError> {
+        let ttl = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
+        let _guard = self.write_lock.lock().await;
+        let outcome = lock(&self.sessions).expire(crate::now_ms().saturating_sub(ttl));
+        let expired = outcome.rows.len();
+        if expired > 0 {
+            tracing::info!(
+                expired,
+                "sessions expired: their clients stopped confirming them"
+            );
+            self.store_outcome(outcome, None).await?;
+        }
+        Ok(expired)
+    }
+
+    /// Applies counter deltas and stores them with the session rows (and a failover), then
+    /// publishes the new counts. If storing fails, the tracked sessions are put back.
+    /// Callers hold `write_lock`.
+    async fn store_outcome(
+        &self,
+        outcome: Outcome,
+        failover: Option<FailoverEntry>,
+    ) -> Result<(), ApiError> {
+        let Outcome { deltas, rows, undo } = outcome;
+        if deltas.is_empty() && rows.is_empty() && failover.is_none() {
+            return Ok(());
+        }
+        let mut changed = Vec::new();
+        for (name, d) in &deltas {
+            // A provider deleted since: its counters are gone with it.
+            let Ok(mut r) = self.record(name) else {
+                continue;
+            };
+            let active = i64::try_from(r.metrics.active_streams).unwrap_or(i64::MAX);
+            r.metrics.active_streams = u64::try_from((active + d.active).max(0)).unwrap_or(0);
+            r.metrics.total_streams += d.total;
+            changed.push(r);
+        }
         let stored = changed.clone();
         let limit = self.config.failover_history_limit;
-        self.store
-            .call(move |c| store::record_session(c, &stored, failover.as_ref(), limit))
-            .await?;
-        let counts = changed
-            .iter()
-            .map(|r| StreamCounts {
-                name: r.name.clone(),
-                active_streams: r.metrics.active_streams,
-                total_streams: r.metrics.total_streams,
-            })
-            .collect();
+        let result = self
+            .store
+            .call(move |c| store::record_session(c, &stored, &rows, failover.as_ref(), limit))
+            .await;
+        if let Err(e) = result {
+            lock(&self.sessions).restore(undo);
+            return Err(e.into());
+        }
         self.commit(changed, None);
-        Ok(counts)
+        Ok(())
     }
 
     /// Failover history, newest first.

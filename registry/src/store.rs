@@ -11,12 +11,14 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use serde_json::{Map, Value};
 
 use crate::model::{CheckSample, FailoverEntry, Metrics, ProviderRecord};
+use crate::sessions::{Key, RowChange, Tracked};
 
 /// Path that selects a private in-memory database.
 pub const MEMORY_PATH: &str = ":memory:";
 
 /// Ordered migrations; entry `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE providers (
     name                 TEXT PRIMARY KEY NOT NULL,
     is_active            INTEGER NOT NULL,
@@ -57,7 +59,17 @@ CREATE TABLE meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE sessions (
+    client_id TEXT NOT NULL,
+    stream_id TEXT NOT NULL,
+    provider  TEXT NOT NULL,
+    seen_ms   INTEGER NOT NULL,
+    PRIMARY KEY (client_id, stream_id)
+);
+"#,
+];
 
 /// Meta key set once the seed has been applied, so it is never applied twice.
 const SEEDED_KEY: &str = "seeded";
@@ -373,16 +385,31 @@ pub fn record_check(
     Ok(())
 }
 
-/// Stores stream counters and, for a failover, one history row pruned to `failover_limit`.
+/// Stores stream counters, the tracked-session rows that changed with them and, for a
+/// failover, one history row pruned to `failover_limit`.
 pub fn record_session(
     conn: &mut Connection,
     records: &[ProviderRecord],
+    rows: &[RowChange],
     failover: Option<&FailoverEntry>,
     failover_limit: usize,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     for record in records {
         update_record(&tx, record)?;
+    }
+    for row in rows {
+        match row {
+            RowChange::Upsert((client, stream), t) => tx.execute(
+                "INSERT OR REPLACE INTO sessions (client_id, stream_id, provider, seen_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![client, stream, t.provider, t.seen_ms],
+            )?,
+            RowChange::Remove((client, stream)) => tx.execute(
+                "DELETE FROM sessions WHERE client_id = ?1 AND stream_id = ?2",
+                params![client, stream],
+            )?,
+        };
     }
     if let Some(f) = failover {
         tx.execute(
@@ -398,6 +425,21 @@ pub fn record_session(
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Every tracked session.
+pub fn load_sessions(conn: &Connection) -> Result<Vec<(Key, Tracked)>, StoreError> {
+    let mut stmt = conn.prepare("SELECT client_id, stream_id, provider, seen_ms FROM sessions")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            (r.get(0)?, r.get(1)?),
+            Tracked {
+                provider: r.get(2)?,
+                seen_ms: r.get(3)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Failovers, newest first.

@@ -47,6 +47,6 @@ pub use health::HealthStatus;
 pub use manager::{ManagerBuilder, StreamingProviderManager};
 pub use provider::{ErrorSink, ProviderAdapter, ProviderInfo};
 pub use registry::{
-    HttpRegistry, ProviderList, ProviderRegistry, PushEvent, RegistryHealth, ReportKind,
-    SessionReport,
+    HttpRegistry, LiveSession, ProviderList, ProviderRegistry, PushEvent, RegistryHealth,
+    ReportKind, SessionReport,
 };

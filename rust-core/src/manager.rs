@@ -22,7 +22,8 @@ use crate::health::{Change, HealthPolicy, HealthTracker};
 use crate::ordering::{position, rank, Standing};
 use crate::provider::{ErrorSink, ProviderAdapter, ProviderInfo};
 use crate::registry::{
-    HttpRegistry, ProviderList, ProviderRegistry, PushEvent, ReportKind, SessionReport,
+    HttpRegistry, LiveSession, ProviderList, ProviderRegistry, PushEvent, ReportKind,
+    SessionReport, ALIVE_BATCH,
 };
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -138,6 +139,13 @@ impl ManagerBuilder {
             list_version,
             ledger,
             lease_wake: Notify::new(),
+            client_id: {
+                use rand::{Rng, SeedableRng};
+                format!(
+                    "sg-{:032x}",
+                    rand::rngs::StdRng::from_os_rng().random::<u128>()
+                )
+            },
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             epoch: Instant::now(),
@@ -602,6 +610,8 @@ struct Shared {
     ledger: Arc<dyn SlotLedger>,
     /// Wakes the lease keeper when the first lease is held.
     lease_wake: Notify,
+    /// Identifies this engine instance in session telemetry (random, never reused).
+    client_id: String,
     cancel: CancellationToken,
     tracker: TaskTracker,
     epoch: Instant,
@@ -2038,19 +2048,30 @@ impl Shared {
             stream_id: stream_id.to_string(),
             to_provider: to.map(str::to_string),
             reason: reason.map(|r| format!("{r:?}")),
+            client_id: Some(self.client_id.clone()),
         };
         if tx.try_send(report).is_err() {
             debug!(stream_id, "session report dropped: queue full");
         }
     }
 
+    /// Sends queued reports in order and, every `provider_refresh_interval` while sessions
+    /// run, a keep-alive listing them, so the registry keeps counting this instance's streams
+    /// and expires them if it dies without reporting their ends.
     async fn reporter(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<SessionReport>) {
+        let every = self.config.provider_refresh_interval;
+        let mut next_alive = Instant::now() + every;
         loop {
             let report = tokio::select! {
                 r = rx.recv() => match r {
                     Some(r) => r,
                     None => return,
                 },
+                _ = tokio::time::sleep_until(next_alive) => {
+                    next_alive = Instant::now() + every;
+                    self.send_alive().await;
+                    continue;
+                }
                 _ = self.telemetry_done.cancelled() => {
                     // Shutdown queued the final "end" reports: send them, then stop.
                     while let Ok(r) = rx.try_recv() {
@@ -2060,6 +2081,39 @@ impl Shared {
                 }
             };
             self.send_report(report).await;
+        }
+    }
+
+    async fn send_alive(&self) {
+        let live: Vec<LiveSession> = {
+            let st = self.state();
+            st.sessions
+                .values()
+                .filter(|s| matches!(s.info.state, SessionState::Live | SessionState::Migrating))
+                .filter_map(|s| {
+                    Some(LiveSession {
+                        provider: s.info.provider.clone()?,
+                        stream_id: s.info.stream_id.clone(),
+                    })
+                })
+                .collect()
+        };
+        for batch in live.chunks(ALIVE_BATCH) {
+            let sent = tokio::time::timeout(
+                self.config.request_timeout,
+                self.registry.alive(&self.client_id, batch),
+            )
+            .await;
+            match sent {
+                Ok(Ok(())) => debug!(sessions = batch.len(), "sessions confirmed to the registry"),
+                // An older registry without keep-alives: nothing to do about it.
+                Ok(Err(BackendError::Status(404))) => {
+                    debug!("registry has no keep-alive route");
+                    return;
+                }
+                Ok(Err(e)) => warn!(error = %e, "session keep-alive failed"),
+                Err(_) => warn!("session keep-alive timed out"),
+            }
         }
     }
 

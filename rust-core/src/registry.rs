@@ -75,7 +75,24 @@ pub struct SessionReport {
     /// For failovers: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The reporting engine instance (random per manager), so the registry can deduplicate
+    /// reports and expire the streams of an instance that stopped confirming them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
+
+/// One live session in a keep-alive report (`POST {base_url}/streaming/sessions/alive`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveSession {
+    /// The provider carrying it.
+    pub provider: String,
+    /// Its stream id.
+    pub stream_id: String,
+}
+
+/// Most sessions per keep-alive request (the reference registry's limit).
+pub const ALIVE_BATCH: usize = 500;
 
 /// Where the provider list and health come from. [`HttpRegistry`] implements the documented
 /// HTTP contract; apps with another backend implement this trait themselves.
@@ -95,6 +112,11 @@ pub trait ProviderRegistry: Send + Sync + 'static {
     }
     /// Send one session-telemetry report. The default drops it.
     async fn report(&self, _report: &SessionReport) -> Result<(), BackendError> {
+        Ok(())
+    }
+    /// Confirm that `client_id` still runs `sessions` (at most [`ALIVE_BATCH`]), so the
+    /// registry keeps counting them. The default drops it.
+    async fn alive(&self, _client_id: &str, _sessions: &[LiveSession]) -> Result<(), BackendError> {
         Ok(())
     }
 }
@@ -236,10 +258,42 @@ impl ProviderRegistry for HttpRegistry {
     }
 
     async fn report(&self, report: &SessionReport) -> Result<(), BackendError> {
-        let body = serde_json::to_vec(report).map_err(|e| BackendError::Schema(e.to_string()))?;
+        self.post_json("sessions/events", report).await
+    }
+
+    async fn alive(&self, client_id: &str, sessions: &[LiveSession]) -> Result<(), BackendError> {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Alive<'a> {
+            client_id: &'a str,
+            sessions: &'a [LiveSession],
+        }
+        self.post_json(
+            "sessions/alive",
+            &Alive {
+                client_id,
+                sessions,
+            },
+        )
+        .await
+    }
+}
+
+/// The registry sends a keep-alive at least every 15 s; silence for this long means the
+/// connection is dead even if TCP has not noticed.
+const PUSH_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+impl HttpRegistry {
+    /// POST `body` as JSON to `{base}/streaming/{path}`; any non-2xx status is an error.
+    async fn post_json(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(), BackendError> {
+        let body = serde_json::to_vec(body).map_err(|e| BackendError::Schema(e.to_string()))?;
         let req = self.authorized(
             self.client
-                .post(format!("{}/streaming/sessions/events", self.base))
+                .post(format!("{}/streaming/{path}", self.base))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body),
         );
@@ -250,13 +304,7 @@ impl ProviderRegistry for HttpRegistry {
             Err(BackendError::Status(resp.status().as_u16()))
         }
     }
-}
 
-/// The registry sends a keep-alive at least every 15 s; silence for this long means the
-/// connection is dead even if TCP has not noticed.
-const PUSH_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
-
-impl HttpRegistry {
     async fn follow_sse(
         &self,
         on_event: &(dyn Fn(PushEvent) + Send + Sync),

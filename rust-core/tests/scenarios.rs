@@ -1007,6 +1007,53 @@ async fn sessions_are_reported_to_the_registry_when_configured() {
             "end s2 agora",
         ]
     );
+    let reports = b.ctl.reports.lock().unwrap().clone();
+    let client = reports[0]["clientId"].as_str().unwrap().to_string();
+    assert!(client.starts_with("sg-") && client.len() > 20, "{client}");
+    assert!(reports.iter().all(|r| r["clientId"] == client.as_str()));
+}
+
+/// Every 30 s (the list refresh interval) the engine confirms the streams it runs, so the
+/// registry can expire the streams of an instance that died without reporting their ends.
+#[tokio::test(start_paused = true)]
+async fn live_sessions_are_confirmed_to_the_registry_periodically() {
+    let b = Backend::start(SEED_LIST);
+    let mut c = b.config();
+    c.report_sessions = true;
+    let m = b.manager(c);
+    Trio::register(&m, false);
+    let started = tokio::time::Instant::now();
+    m.start_stream("s1").await.unwrap();
+    m.join_stream("s2").await.unwrap();
+    tokio::time::sleep(secs(29)).await;
+    assert!(b.ctl.alive.lock().unwrap().is_empty());
+    tokio::time::sleep(secs(2)).await;
+    let first = b.ctl.alive.lock().unwrap().clone();
+    assert_eq!(first.len(), 1, "one keep-alive after 30 s: {first:?}");
+    let mut listed: Vec<String> = first[0]["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["streamId"].as_str().unwrap(),
+                s["provider"].as_str().unwrap()
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["s1 agora", "s2 agora"]);
+    let client = first[0]["clientId"].as_str().unwrap().to_string();
+    m.end_stream("s1").await.unwrap();
+    m.end_stream("s2").await.unwrap();
+    tokio::time::sleep(secs(90)).await;
+    // Nothing live: no more keep-alives (three intervals passed).
+    assert_eq!(b.ctl.alive.lock().unwrap().len(), 1);
+    let reports = b.ctl.reports.lock().unwrap().clone();
+    assert!(reports.iter().all(|r| r["clientId"] == client.as_str()));
+    assert!(started.elapsed() >= secs(120));
+    m.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]

@@ -69,6 +69,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/api/streaming/sessions/events",
             post(routes::session_event).layer(limited.clone()),
         )
+        .route(
+            "/api/streaming/sessions/alive",
+            post(routes::sessions_alive).layer(limited.clone()),
+        )
         // The dashboard: public static files (no data); everything it shows comes
         // from the admin routes above, called with the token the user types in.
         .route("/admin", get(dashboard::page).layer(limited.clone()))

@@ -20,7 +20,7 @@ use tokio_stream::StreamExt;
 use super::extract::{AdminAuth, ApiJson, ProviderName, SuperAdminAuth, TelemetryAuth};
 use super::AppState;
 use crate::error::ApiError;
-use crate::model::{NewProvider, ProviderUpdate, SessionEvent};
+use crate::model::{AliveReport, NewProvider, ProviderUpdate, SessionEvent};
 use crate::state::{CachedBody, Event};
 
 /// Interval of the comment line that keeps idle event streams (and proxies) alive.
@@ -257,6 +257,18 @@ pub(crate) async fn session_event(
     Ok(ok(field(
         "providers",
         state.registry.session_event(body).await?,
+    )))
+}
+
+/// `POST /api/streaming/sessions/alive`: a client's keep-alive listing its live streams.
+pub(crate) async fn sessions_alive(
+    _: TelemetryAuth,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<AliveReport>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(ok(field(
+        "tracked",
+        state.registry.sessions_alive(body).await?,
     )))
 }
 

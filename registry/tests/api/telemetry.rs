@@ -77,14 +77,7 @@ async fn counts_streams_and_records_failovers() {
     assert_eq!(public["data"]["providers"][1]["name"], "zegocloud");
     assert_eq!(public["data"]["providers"][1]["activeStreams"], 1);
 
-    let failovers = expect(
-        h.admin(Method::GET, "/api/streaming/providers/failovers")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let failovers = failover_history(&h).await;
     let list = failovers["data"]["failovers"].as_array().unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["from"], "agora");
@@ -245,5 +238,156 @@ async fn telemetry_needs_a_token_unless_opened() {
         .await
         .unwrap();
     expect(ok, StatusCode::OK).await;
+    h.shutdown().await;
+}
+
+async fn failover_history(h: &Harness) -> Value {
+    let response = h
+        .admin(Method::GET, "/api/streaming/providers/failovers")
+        .send()
+        .await
+        .unwrap();
+    expect(response, StatusCode::OK).await
+}
+
+async fn alive(h: &Harness, client: &str, sessions: Value) -> reqwest::Response {
+    h.admin(Method::POST, "/api/streaming/sessions/alive")
+        .json(&json!({"clientId": client, "sessions": sessions}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn active(h: &Harness, name: &str) -> u64 {
+    stats(h, name).await["activeStreams"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn reports_with_a_client_id_are_counted_once() {
+    let mut h = Harness::start().await;
+    let start = |client: &str, id: &str| json!({"type": "start", "provider": "agora", "streamId": id, "clientId": client});
+    for _ in 0..3 {
+        expect(report(&h, start("phone-1", "match")).await, StatusCode::OK).await;
+    }
+    // Another phone watching the same stream is another session.
+    expect(report(&h, start("phone-2", "match")).await, StatusCode::OK).await;
+    assert_eq!(
+        (
+            active(&h, "agora").await,
+            stats(&h, "agora").await["totalStreams"].as_u64()
+        ),
+        (2, Some(2))
+    );
+    // Ends for streams that are not live there change nothing; a repeated end neither.
+    let end = |client: &str, provider: &str| json!({"type": "end", "provider": provider, "streamId": "match", "clientId": client});
+    expect(report(&h, end("phone-3", "agora")).await, StatusCode::OK).await;
+    expect(
+        report(&h, end("phone-1", "zegocloud")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(active(&h, "agora").await, 2);
+    for _ in 0..2 {
+        expect(report(&h, end("phone-1", "agora")).await, StatusCode::OK).await;
+    }
+    assert_eq!(active(&h, "agora").await, 1);
+    // A repeated failover report moves the stream once and is in the history once.
+    let failover = json!({"type": "failover", "provider": "agora", "streamId": "match",
+                          "toProvider": "zegocloud", "clientId": "phone-2"});
+    for _ in 0..2 {
+        expect(report(&h, failover.clone()).await, StatusCode::OK).await;
+    }
+    assert_eq!(
+        (active(&h, "agora").await, active(&h, "zegocloud").await),
+        (0, 1)
+    );
+    let history = failover_history(&h).await;
+    assert_eq!(history["data"]["failovers"].as_array().unwrap().len(), 1);
+    // Bad client ids are refused.
+    let bad = json!({"type": "start", "provider": "agora", "streamId": "s", "clientId": "a b"});
+    expect_error(
+        report(&h, bad).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_client_id",
+    )
+    .await;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_of_a_client_that_stops_confirming_them_expire() {
+    let mut h =
+        Harness::start_with(|c| c.session_ttl = std::time::Duration::from_millis(400)).await;
+    for (client, id) in [("dead-app", "s1"), ("dead-app", "s2"), ("live-app", "s3")] {
+        let body =
+            json!({"type": "start", "provider": "agora", "streamId": id, "clientId": client});
+        expect(report(&h, body).await, StatusCode::OK).await;
+    }
+    // A legacy report (no client id) is counted but never expires.
+    let legacy = json!({"type": "start", "provider": "webrtc", "streamId": "old"});
+    expect(report(&h, legacy).await, StatusCode::OK).await;
+    assert_eq!(active(&h, "agora").await, 3);
+    // live-app keeps confirming s3 (and reports s4, which the registry missed); dead-app is
+    // silent. Keep-alives are external input, sent while we wait for the expiry.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body = alive(
+            &h,
+            "live-app",
+            json!([{"provider": "agora", "streamId": "s3"},
+                   {"provider": "agora", "streamId": "s4"},
+                   {"provider": "no-such-provider", "streamId": "s5"}]),
+        )
+        .await;
+        let body = expect(body, StatusCode::OK).await;
+        assert_eq!(body["data"]["tracked"], 2, "unknown providers are skipped");
+        if active(&h, "agora").await == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead-app's streams never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(active(&h, "webrtc").await, 1);
+    // A keep-alive is bounded and validated.
+    let many: Vec<Value> = (0..501)
+        .map(|i| json!({"provider": "agora", "streamId": format!("x{i}")}))
+        .collect();
+    expect_error(
+        alive(&h, "live-app", Value::Array(many)).await,
+        StatusCode::BAD_REQUEST,
+        "too_many_sessions",
+    )
+    .await;
+    let anonymous = h
+        .request(Method::POST, "/api/streaming/sessions/alive")
+        .json(&json!({"clientId": "x", "sessions": []}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(anonymous, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn tracked_sessions_survive_a_restart() {
+    let mut first = Harness::start().await;
+    let start = json!({"type": "start", "provider": "agora", "streamId": "s", "clientId": "app"});
+    expect(report(&first, start.clone()).await, StatusCode::OK).await;
+    let path = first.db_path();
+    // Stopped, but kept (its directory holds the database).
+    first.shutdown().await;
+    let mut config =
+        streamguard_registry::Config::local_test(crate::common::ADMIN, crate::common::SUPER);
+    config.db_path = path;
+    let mut h = Harness::serve_in(crate::common::TempDir::new("restart2"), config).await;
+    // The client repeats its start after the restart: still one stream, and its end ends it.
+    expect(report(&h, start).await, StatusCode::OK).await;
+    assert_eq!(active(&h, "agora").await, 1);
+    let end = json!({"type": "end", "provider": "agora", "streamId": "s", "clientId": "app"});
+    expect(report(&h, end).await, StatusCode::OK).await;
+    assert_eq!(active(&h, "agora").await, 0);
     h.shutdown().await;
 }

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streamguard::{
-    BackendError, EventKind, HttpRegistry, ManagerConfig, ProviderAdapter, ProviderError,
-    ProviderErrorKind, ProviderInfo, ProviderList, ProviderRegistry, RegistryHealth, SessionReport,
-    StreamEvent, StreamingProviderManager,
+    BackendError, EventKind, HttpRegistry, LiveSession, ManagerConfig, ProviderAdapter,
+    ProviderError, ProviderErrorKind, ProviderInfo, ProviderList, ProviderRegistry, RegistryHealth,
+    SessionReport, StreamEvent, StreamingProviderManager,
 };
 use tokio::sync::broadcast;
 
@@ -61,6 +61,8 @@ pub struct BackendCtl {
     pub push_open: tokio::sync::watch::Sender<u64>,
     /// Session telemetry received, as JSON.
     pub reports: Mutex<Vec<Value>>,
+    /// Keep-alive reports received, as JSON.
+    pub alive: Mutex<Vec<Value>>,
 }
 
 impl BackendCtl {
@@ -113,6 +115,7 @@ impl Backend {
             push_requests: AtomicU64::new(0),
             push_open: tokio::sync::watch::channel(0).0,
             reports: Mutex::new(Vec::new()),
+            alive: Mutex::new(Vec::new()),
         });
         ctl.set_providers(list);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -130,6 +133,10 @@ impl Backend {
             .route(
                 "/api/streaming/sessions/events",
                 axum::routing::post(report_handler),
+            )
+            .route(
+                "/api/streaming/sessions/alive",
+                axum::routing::post(alive_handler),
             )
             .with_state(ctl.clone());
         // Bound with std: tests construct the backend from inside their own runtime, where
@@ -256,6 +263,14 @@ async fn report_handler(
     StatusCode::NO_CONTENT
 }
 
+async fn alive_handler(
+    State(ctl): State<Arc<BackendCtl>>,
+    axum::Json(body): axum::Json<Value>,
+) -> StatusCode {
+    ctl.alive.lock().unwrap().push(body);
+    StatusCode::NO_CONTENT
+}
+
 async fn events_handler(State(ctl): State<Arc<BackendCtl>>) -> Response {
     ctl.push_requests.fetch_add(1, Ordering::SeqCst);
     if !ctl.push_enabled.load(Ordering::SeqCst) {
@@ -328,6 +343,14 @@ impl ProviderRegistry for Bridged {
         let rt = self.rt.clone();
         let p = provider.to_string();
         tokio::task::spawn_blocking(move || rt.block_on(inner.health(&p)))
+            .await
+            .unwrap()
+    }
+    async fn alive(&self, client_id: &str, sessions: &[LiveSession]) -> Result<(), BackendError> {
+        let inner = self.inner.clone();
+        let rt = self.rt.clone();
+        let (c, s) = (client_id.to_string(), sessions.to_vec());
+        tokio::task::spawn_blocking(move || rt.block_on(inner.alive(&c, &s)))
             .await
             .unwrap()
     }

@@ -191,9 +191,18 @@ pub fn publishers_to(port: u16) -> usize {
 
 /// A registry with the given `(name, priority, config)` providers.
 pub async fn registry(providers: serde_json::Value) -> RunningRegistry {
+    registry_with(providers, |_| {}).await
+}
+
+/// [`registry`] with a config adjusted by `customize`.
+pub async fn registry_with(
+    providers: serde_json::Value,
+    customize: impl FnOnce(&mut Config),
+) -> RunningRegistry {
     let mut config = Config::local_test(ADMIN, "super-token-e2e-0123456789");
     config.telemetry_token = Some(streamguard_registry::Secret::new(TELEMETRY));
     config.seed = Seed::Providers(serde_json::from_value(providers).unwrap());
+    customize(&mut config);
     serve(config).await.expect("registry starts")
 }
 

@@ -171,3 +171,99 @@ async fn the_engine_reports_sessions_and_failovers_to_the_registry() {
     );
     reg.shutdown().await.unwrap();
 }
+
+/// A client that dies without reporting its ends must not hold a provider's slots for ever:
+/// the registry forgets its streams once they go unconfirmed for the session TTL, while a live
+/// client's keep-alives keep its own counted; then the freed slot can be taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_clients_streams_stop_counting_and_free_the_provider() {
+    let reg = streamguard_e2e::registry_with(
+        serde_json::json!([
+            {"name": "agora", "isActive": true, "priority": 1, "maxStreams": 2, "config": {"appId": "a"}},
+            {"name": "zegocloud", "isActive": true, "priority": 2, "config": {"appId": "z"}}
+        ]),
+        |c| c.session_ttl = Duration::from_secs(1),
+    )
+    .await;
+    let app = |reg: &RunningRegistry| {
+        let mut c = ManagerConfig::new(format!("{}/api", reg.url()));
+        c.report_sessions = true;
+        c.auth_token = Some(TELEMETRY.into());
+        // Keep-alives (and list reads) every 300 ms, well inside the 1 s TTL.
+        c.provider_refresh_interval = Duration::from_millis(300);
+        c.provider_list_max_age = Duration::from_millis(100);
+        let m = StreamingProviderManager::new(c).unwrap();
+        for name in ["agora", "zegocloud"] {
+            m.register_adapter(name, Arc::new(Sim::default())).unwrap();
+        }
+        m
+    };
+    let agora_active = |reg: &RunningRegistry| {
+        let reg_url = reg.url();
+        async move {
+            let body = reqwest::get(format!("{reg_url}/api/streaming/providers"))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let r: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            r["data"]["providers"][0]["activeStreams"].as_u64().unwrap()
+        }
+    };
+    let until = |want: u64, what: &'static str| {
+        let reg = &reg;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // The registry's count is external state: read it until it matches, bounded.
+            while agora_active(reg).await != want {
+                assert!(Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    let live = app(&reg);
+    live.start_stream("a").await.unwrap();
+    // The other app runs on its own runtime, which is torn down: no end report is ever sent.
+    let doomed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = reg.url();
+    let s = doomed
+        .spawn(async move {
+            let mut c = ManagerConfig::new(format!("{url}/api"));
+            c.report_sessions = true;
+            c.auth_token = Some(TELEMETRY.into());
+            let m = StreamingProviderManager::new(c).unwrap();
+            m.register_adapter("agora", Arc::new(Sim::default()))
+                .unwrap();
+            let s = m.start_stream("c").await.unwrap();
+            std::mem::forget(m);
+            s
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.provider.as_deref(), Some("agora"));
+    until(2, "both starts counted").await;
+    let died = Instant::now();
+    doomed.shutdown_background();
+
+    // agora is full in the registry's view: a third app goes elsewhere.
+    let third = app(&reg);
+    let b = third.start_stream("b").await.unwrap();
+    assert_eq!(b.provider.as_deref(), Some("zegocloud"));
+
+    until(1, "the dead app's stream never expired").await;
+    let freed_after = died.elapsed();
+    println!("dead client's stream stopped counting after {freed_after:?} (TTL 1 s)");
+    assert!(freed_after >= Duration::from_millis(900), "{freed_after:?}");
+    let b2 = third.start_stream("b2").await.unwrap();
+    assert_eq!(b2.provider.as_deref(), Some("agora"));
+    // The live app's stream stayed counted throughout (its keep-alives).
+    until(2, "live streams counted").await;
+    live.shutdown().await.unwrap();
+    third.shutdown().await.unwrap();
+}

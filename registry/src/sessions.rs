@@ -1,0 +1,252 @@
+//! Which client streams are live on which provider, so that `activeStreams` stays true when
+//! reports repeat, arrive for streams never seen, or stop because a client died.
+//!
+//! Clients that send a `clientId` are tracked per `(clientId, streamId)`: a repeated start is
+//! counted once, an end for a stream that is not live changes nothing, and a stream whose client
+//! stops confirming it (keep-alive reports) expires after the session TTL. Pure: the caller
+//! applies the returned counter deltas and persists the returned row changes.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// A tracked stream: `(clientId, streamId)`.
+pub type Key = (String, String);
+
+/// Where a tracked stream runs and when its client last confirmed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    /// Provider carrying the stream.
+    pub provider: String,
+    /// Last report about it (unix milliseconds).
+    pub seen_ms: i64,
+}
+
+/// One row change for the `sessions` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowChange {
+    /// Insert or replace.
+    Upsert(Key, Tracked),
+    /// Delete.
+    Remove(Key),
+}
+
+/// Counter changes of one provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Delta {
+    /// Change of `activeStreams`.
+    pub active: i64,
+    /// Increase of `totalStreams`.
+    pub total: u64,
+}
+
+/// What one report changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Counter changes by provider (only non-zero ones).
+    pub deltas: BTreeMap<String, Delta>,
+    /// Rows to write.
+    pub rows: Vec<RowChange>,
+    /// What the changed keys held before, to undo the change if it cannot be stored.
+    pub undo: Vec<(Key, Option<Tracked>)>,
+}
+
+impl Outcome {
+    /// Count `active` and `total` more streams on `provider`.
+    pub fn add(&mut self, provider: &str, active: i64, total: u64) {
+        let d = self.deltas.entry(provider.to_string()).or_default();
+        d.active += active;
+        d.total += total;
+        if *d == Delta::default() {
+            self.deltas.remove(provider);
+        }
+    }
+}
+
+/// What a client reported about one of its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report<'a> {
+    /// Started on the provider.
+    Start(&'a str),
+    /// Ended on the provider.
+    End(&'a str),
+    /// Moved from the first provider to the second.
+    Failover(&'a str, &'a str),
+    /// Still live on the provider (keep-alive).
+    Alive(&'a str),
+}
+
+/// The live streams of clients that identify themselves.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    live: HashMap<Key, Tracked>,
+}
+
+impl Sessions {
+    /// Sessions loaded from the database.
+    pub fn from_rows(rows: impl IntoIterator<Item = (Key, Tracked)>) -> Self {
+        Self {
+            live: rows.into_iter().collect(),
+        }
+    }
+
+    /// Streams tracked now.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Put back what `undo` lists (newest change last), after storing an outcome failed.
+    pub fn restore(&mut self, undo: Vec<(Key, Option<Tracked>)>) {
+        for (key, before) in undo.into_iter().rev() {
+            match before {
+                Some(t) => self.live.insert(key, t),
+                None => self.live.remove(&key),
+            };
+        }
+    }
+
+    /// Merge `other` into `into` (several reports stored together).
+    pub fn merge(into: &mut Outcome, other: Outcome) {
+        for (p, d) in other.deltas {
+            into.add(&p, d.active, d.total);
+        }
+        into.rows.extend(other.rows);
+        into.undo.extend(other.undo);
+    }
+
+    /// Whether nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Apply one report about `key` at `now_ms`.
+    pub fn apply(&mut self, key: Key, report: Report<'_>, now_ms: i64) -> Outcome {
+        let mut out = Outcome::default();
+        let before = self.live.get(&key).cloned();
+        let current = before.as_ref().map(|t| t.provider.clone());
+        out.undo.push((key.clone(), before));
+        let on = |p: &str| Tracked {
+            provider: p.to_string(),
+            seen_ms: now_ms,
+        };
+        match report {
+            Report::Start(p) | Report::Alive(p) | Report::Failover(_, p) => {
+                match current.as_deref() {
+                    // Already counted there: a repeat or a keep-alive.
+                    Some(c) if c == p => {}
+                    Some(c) => {
+                        out.add(c, -1, 0);
+                        out.add(p, 1, 1);
+                    }
+                    None => out.add(p, 1, 1),
+                }
+                self.live.insert(key.clone(), on(p));
+                out.rows.push(RowChange::Upsert(key, on(p)));
+            }
+            Report::End(p) => {
+                // An end for a stream not live there (a repeat, or after it expired or moved)
+                // changes nothing.
+                if current.as_deref() == Some(p) {
+                    self.live.remove(&key);
+                    out.add(p, -1, 0);
+                    out.rows.push(RowChange::Remove(key));
+                }
+            }
+        }
+        out
+    }
+
+    /// Forget the streams not confirmed since `cutoff_ms`.
+    pub fn expire(&mut self, cutoff_ms: i64) -> Outcome {
+        let mut out = Outcome::default();
+        let stale: Vec<Key> = self
+            .live
+            .iter()
+            .filter(|(_, t)| t.seen_ms < cutoff_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some(t) = self.live.remove(&key) {
+                out.add(&t.provider, -1, 0);
+                out.rows.push(RowChange::Remove(key.clone()));
+                out.undo.push((key, Some(t)));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(c: &str, s: &str) -> Key {
+        (c.to_string(), s.to_string())
+    }
+
+    fn deltas(o: &Outcome) -> Vec<(&str, i64, u64)> {
+        o.deltas
+            .iter()
+            .map(|(p, d)| (p.as_str(), d.active, d.total))
+            .collect()
+    }
+
+    #[test]
+    fn a_repeated_start_counts_once_and_a_stray_end_counts_nothing() {
+        let mut s = Sessions::default();
+        assert_eq!(
+            deltas(&s.apply(key("c", "s"), Report::Start("a"), 1)),
+            [("a", 1, 1)]
+        );
+        assert_eq!(deltas(&s.apply(key("c", "s"), Report::Start("a"), 2)), []);
+        assert_eq!(deltas(&s.apply(key("c", "x"), Report::End("a"), 3)), []);
+        assert_eq!(deltas(&s.apply(key("c", "s"), Report::End("b"), 3)), []);
+        assert_eq!(
+            deltas(&s.apply(key("c", "s"), Report::End("a"), 4)),
+            [("a", -1, 0)]
+        );
+        assert_eq!(deltas(&s.apply(key("c", "s"), Report::End("a"), 5)), []);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn viewers_of_one_stream_on_different_clients_are_counted_apart() {
+        let mut s = Sessions::default();
+        s.apply(key("phone1", "match"), Report::Start("a"), 1);
+        let o = s.apply(key("phone2", "match"), Report::Start("a"), 1);
+        assert_eq!(deltas(&o), [("a", 1, 1)]);
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn failover_moves_the_count_and_a_keep_alive_repairs_a_missed_report() {
+        let mut s = Sessions::default();
+        s.apply(key("c", "s"), Report::Start("a"), 1);
+        let o = s.apply(key("c", "s"), Report::Failover("a", "b"), 2);
+        assert_eq!(deltas(&o), [("a", -1, 0), ("b", 1, 1)]);
+        // The failover report to c was lost; the keep-alive says where it really is.
+        let o = s.apply(key("c", "s"), Report::Alive("c"), 3);
+        assert_eq!(deltas(&o), [("b", -1, 0), ("c", 1, 1)]);
+        // A keep-alive for a stream the registry never heard of counts it.
+        let o = s.apply(key("c", "new"), Report::Alive("a"), 3);
+        assert_eq!(deltas(&o), [("a", 1, 1)]);
+    }
+
+    #[test]
+    fn streams_not_confirmed_in_time_expire() {
+        let mut s = Sessions::default();
+        s.apply(key("dead", "s1"), Report::Start("a"), 100);
+        s.apply(key("dead", "s2"), Report::Start("a"), 100);
+        s.apply(key("live", "s3"), Report::Start("a"), 100);
+        s.apply(key("live", "s3"), Report::Alive("a"), 200);
+        let o = s.expire(150);
+        assert_eq!(deltas(&o), [("a", -2, 0)]);
+        assert_eq!(o.rows.len(), 2);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.expire(150), Outcome::default());
+        // Storing failed: everything comes back.
+        s.restore(o.undo);
+        assert_eq!(s.len(), 3);
+        let o = s.apply(key("live", "s3"), Report::End("a"), 300);
+        s.restore(o.undo);
+        assert_eq!(s.len(), 3);
+    }
+}
