@@ -7,8 +7,8 @@
 import path from "node:path";
 
 import {
-  ADMIN_TOKEN,
   API,
+  TELEMETRY_TOKEN,
   WORKSPACE,
   badge,
   card,
@@ -52,8 +52,8 @@ try {
   const telemetry = (body) =>
     fetch(`${stack.registry.url}/api/streaming/sessions/events`, {
       method: "POST",
-      // Telemetry is never anonymous by default: the admin token is accepted.
-      headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` },
+      // Telemetry is never anonymous by default.
+      headers: { "content-type": "application/json", authorization: `Bearer ${TELEMETRY_TOKEN}` },
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(10_000),
     });

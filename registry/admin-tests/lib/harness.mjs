@@ -19,6 +19,8 @@ export const WORKSPACE = path.resolve(here, "../../..");
 
 export const ADMIN_TOKEN = "dashboard-admin-token-0123456789";
 export const SUPER_TOKEN = "dashboard-super-token-0123456789";
+/** What an app reports session telemetry with (telemetry is never anonymous by default). */
+export const TELEMETRY_TOKEN = "dashboard-telemetry-token-0123456789";
 export const API = "/api/streaming/providers";
 
 /** Upper bound for anything a test waits for, unless it says otherwise. */
@@ -125,6 +127,7 @@ export async function startRegistry({ providers, healthIntervalMs = 1000, env = 
       STREAMGUARD_REGISTRY_DB: path.join(dir, "registry.db"),
       STREAMGUARD_ADMIN_TOKEN: ADMIN_TOKEN,
       STREAMGUARD_SUPER_ADMIN_TOKEN: SUPER_TOKEN,
+      STREAMGUARD_TELEMETRY_TOKEN: TELEMETRY_TOKEN,
       STREAMGUARD_HEALTH_INTERVAL_MS: String(healthIntervalMs),
       STREAMGUARD_HEALTH_TIMEOUT_MS: "1000",
       RUST_LOG: process.env.RUST_LOG || "warn",

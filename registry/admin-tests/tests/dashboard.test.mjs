@@ -8,6 +8,7 @@ import { after, before, test } from "node:test";
 import {
   ADMIN_TOKEN,
   API,
+  TELEMETRY_TOKEN,
   WAIT_MS,
   badge,
   card,
@@ -235,11 +236,12 @@ scenario("changes made by another API client appear on the open page via the eve
   await s.api("PUT", `${API}/agora`, { isActive: false });
   await waitForText(badge(page, "agora"), /DISABLED/);
 
-  // Session telemetry from a client: stream counts and a failover.
+  // Session telemetry from a client (with the app's telemetry token): stream counts and a
+  // failover.
   const post = (body) =>
     fetch(`${s.registry.url}/api/streaming/sessions/events`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", authorization: `Bearer ${TELEMETRY_TOKEN}` },
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(WAIT_MS),
     }).then((r) => assert.equal(r.status, 200));
