@@ -7,8 +7,16 @@
 //! Layout (all keys share the hash tag of `prefix`, so a cluster keeps them in one slot): one
 //! sorted set per account and one for all leases, member = lease id, score = expiry in Redis
 //! server milliseconds. Expired members are purged inside the scripts before counting, so a
-//! holder that died stops counting once its TTL is up. Releases are announced on a pub/sub
-//! channel that wakes waiters in every process; a bounded poll covers lost messages and expiries.
+//! holder that died stops counting once its TTL is up.
+//!
+//! Waiters are served first come, first served across processes: they queue in a sorted set
+//! (score = arrival time) with a table of their candidate accounts and a liveness deadline they
+//! refresh at every poll. A slot goes to the earliest waiter that can use it; a newcomer never
+//! takes a slot a waiter is owed; a waiter whose process died drops out when its liveness runs
+//! out. A release publishes, on a pub/sub channel, the ids of the waiters that will now get a
+//! slot, so exactly those wake up; a bounded poll covers lost messages and expiries. The
+//! scripts also read the account sets of the waiters ahead (same hash tag, so same cluster
+//! slot, but not declared in `KEYS`).
 //!
 //! Every Redis failure is a [`CapacityError::Unavailable`] after a few bounded retries: the
 //! ledger fails closed and never lets work start without a slot.
@@ -24,6 +32,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -93,6 +102,15 @@ impl Keys {
     pub(crate) fn channel(&self) -> String {
         format!("{}:released", self.prefix)
     }
+    pub(crate) fn account_prefix(&self) -> String {
+        format!("{}:acct:", self.prefix)
+    }
+    pub(crate) fn queue(&self) -> String {
+        format!("{}:queue", self.prefix)
+    }
+    pub(crate) fn waiters(&self) -> String {
+        format!("{}:waiters", self.prefix)
+    }
 }
 
 /// Redis server time in ms; the one clock every process agrees on. Shared by every script.
@@ -101,24 +119,115 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 "#;
 
-/// KEYS: global set, then one set per candidate (best first).
-/// ARGV: lease id, ttl ms, global limit (0 = none), then one limit per candidate (0 = none).
+/// Lua: `promise(...)` walks the live waiters in queue order (up to `stop_id`, exclusive),
+/// giving each the first of its accounts that still has room after those before it, while
+/// global room lasts, as the in-memory ledger's hand-off would. Returns the slots so promised
+/// per account and in all. With `publish`, it wakes every waiter promised a slot (one message
+/// each, whichever process it runs in), so releases wake exactly the waiters that will get a
+/// slot. Drops waiters whose liveness ran out. Needs `now` and `MAX_AHEAD`.
+const PROMISE: &str = r#"
+local function promise(kglobal, kqueue, kwaiters, glimit, acct_prefix, channel, stop_id, publish)
+  local taken = {}
+  local total = 0
+  local gused = redis.call('ZCOUNT', kglobal, '(' .. now, '+inf')
+  local counts = {}
+  local function used(a)
+    if counts[a] == nil then
+      counts[a] = redis.call('ZCOUNT', acct_prefix .. a, '(' .. now, '+inf')
+    end
+    return counts[a]
+  end
+  for _, wid in ipairs(redis.call('ZRANGE', kqueue, 0, MAX_AHEAD)) do
+    if wid == stop_id then break end
+    if glimit > 0 and gused + total >= glimit then break end
+    local v = redis.call('HGET', kwaiters, wid)
+    local w = v and cjson.decode(v)
+    if w and tonumber(w.exp) > now then
+      for _, c in ipairs(w.c) do
+        local a, lim = c[1], tonumber(c[2])
+        if lim == 0 or used(a) + (taken[a] or 0) < lim then
+          taken[a] = (taken[a] or 0) + 1
+          total = total + 1
+          if publish then redis.call('PUBLISH', channel, wid) end
+          break
+        end
+      end
+    else
+      redis.call('ZREM', kqueue, wid)
+      redis.call('HDEL', kwaiters, wid)
+    end
+  end
+  return taken, total
+end
+"#;
+
+/// Earlier waiters an acquire looks at. Fairness is exact among the first this many waiters
+/// of a ledger and approximate behind them; it bounds the work of one script call.
+const MAX_AHEAD: usize = 100;
+
+/// KEYS: global set, waiter queue, waiter table, then one set per candidate (best first).
+/// ARGV: lease id, ttl ms, global limit (0 = none), mode (`try` or `wait`), waiter liveness ms,
+/// account key prefix, release channel, the candidates as JSON `[[name, limit], ...]`, then one
+/// limit per candidate (0 = none).
+///
+/// Waiters queue in arrival order (score = Redis time in µs). A slot is taken only if it is
+/// left over after the earlier live waiters have been promised theirs (`promise`), so a
+/// release goes to the first waiter that can use it, in whichever process it runs, and a
+/// newcomer (`try`) never takes a slot a waiter could use. A waiter that stops calling (its
+/// process died) drops out after its liveness runs out.
+///
 /// Returns {granted candidate (1-based, 0 = none), ms until the earliest blocking lease
 /// expires (-1 = unknown), candidates blocked only by the global limit...}.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{NOW_MS}{}",
+        "{NOW_MS}local MAX_AHEAD = {MAX_AHEAD}\n{PROMISE}{}",
         r#"
 local id = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local glimit = tonumber(ARGV[3])
+local wait = ARGV[4] == 'wait'
+local live_ms = tonumber(ARGV[5])
+local acct_prefix = ARGV[6]
+local channel = ARGV[7]
+local nc = #KEYS - 3
+local function leave_queue()
+  if redis.call('ZREM', KEYS[2], id) == 1 then
+    redis.call('HDEL', KEYS[3], id)
+    -- Slots left over (a second free one, or ones it was promised elsewhere) go to the next.
+    promise(KEYS[1], KEYS[2], KEYS[3], glimit, acct_prefix, channel, nil, true)
+  end
+end
 -- A retried call whose first try went through: report the lease it already took.
-for i = 2, #KEYS do
-  local s = redis.call('ZSCORE', KEYS[i], id)
-  if s and tonumber(s) > now then return {i - 1, -1} end
+for i = 1, nc do
+  local s = redis.call('ZSCORE', KEYS[i + 3], id)
+  if s and tonumber(s) > now then
+    if wait then leave_queue() end
+    return {i, -1}
+  end
+end
+if wait then
+  if not redis.call('ZSCORE', KEYS[2], id) then
+    redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000000 + tonumber(t[2]), id)
+  end
+  redis.call('HSET', KEYS[3], id, cjson.encode({exp = now + live_ms, c = cjson.decode(ARGV[8])}))
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local gfull = glimit > 0 and redis.call('ZCARD', KEYS[1]) >= glimit
+local gcount = redis.call('ZCARD', KEYS[1])
+local used = {}
+local any_room = false
+for i = 1, nc do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i + 3], '-inf', now)
+  used[i] = redis.call('ZCARD', KEYS[i + 3])
+  local limit = tonumber(ARGV[i + 8])
+  if limit == 0 or used[i] < limit then any_room = true end
+end
+-- The slots promised to the live waiters ahead of this caller (all of them, for a newcomer).
+-- Only worth working out when there is a slot this caller could take at all.
+local ahead, ahead_total = {}, 0
+if any_room and (glimit == 0 or gcount < glimit) then
+  ahead, ahead_total = promise(KEYS[1], KEYS[2], KEYS[3], glimit, acct_prefix, channel, id, false)
+end
+local gfull = glimit > 0 and gcount + ahead_total >= glimit
 local wake = -1
 local function earliest(key)
   local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
@@ -128,18 +237,20 @@ local function earliest(key)
   end
 end
 local room = {}
-for i = 2, #KEYS do
-  local limit = tonumber(ARGV[i + 2])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  if limit == 0 or redis.call('ZCARD', KEYS[i]) < limit then
+for i = 1, nc do
+  local key = KEYS[i + 3]
+  local limit = tonumber(ARGV[i + 8])
+  local taken = used[i] + (ahead[string.sub(key, #acct_prefix + 1)] or 0)
+  if limit == 0 or taken < limit then
     if not gfull then
       redis.call('ZADD', KEYS[1], now + ttl, id)
-      redis.call('ZADD', KEYS[i], now + ttl, id)
-      return {i - 1, -1}
+      redis.call('ZADD', key, now + ttl, id)
+      if wait then leave_queue() end
+      return {i, -1}
     end
-    table.insert(room, i - 1)
+    table.insert(room, i)
   else
-    earliest(KEYS[i])
+    earliest(key)
   end
 end
 if gfull then earliest(KEYS[1]) end
@@ -150,16 +261,36 @@ return out
     ))
 });
 
-/// KEYS: global set, account set. ARGV: lease id, channel, account name. Returns 1 if held.
+/// KEYS: global set, waiter queue, waiter table. ARGV: waiter id, release channel, global
+/// limit, account key prefix. A waiter gives up; the next one that can use a slot is woken.
+static LEAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW_MS}local MAX_AHEAD = {MAX_AHEAD}\n{PROMISE}{}",
+        r#"
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  promise(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[3]), ARGV[4], ARGV[2], nil, true)
+end
+return 1
+"#
+    ))
+});
+
+/// KEYS: global set, account set, waiter queue, waiter table. ARGV: lease id, channel, global
+/// limit, account key prefix. Returns 1 if held; then wakes the first waiter that can use a
+/// slot now.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{NOW_MS}local MAX_AHEAD = {MAX_AHEAD}\n{PROMISE}{}",
         r#"
 local removed = redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
-if removed == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+if removed == 1 then
+  promise(KEYS[1], KEYS[3], KEYS[4], tonumber(ARGV[3]), ARGV[4], ARGV[2], nil, true)
+end
 return removed
-"#,
-    )
+"#
+    ))
 });
 
 /// KEYS: global set, account set. ARGV: lease id, ttl ms. Returns 1 if renewed, 0 if lost.
@@ -204,8 +335,10 @@ struct Shared {
     keys: Keys,
     client: redis::Client,
     conn: ConnectionManager,
-    /// Wakes local waiters when any process announces a release.
+    /// Wakes every local waiter (the release channel came back: anything may have changed).
     released: Arc<Notify>,
+    /// This process's waiters by id: a release wakes only the one it names.
+    waiting: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
     listener: Mutex<Option<Listener>>,
     /// Makes lease ids unique across processes without a round trip.
     nonce: u64,
@@ -276,6 +409,7 @@ impl RedisLedger {
                 client,
                 conn,
                 released: Arc::new(Notify::new()),
+                waiting: Arc::default(),
                 listener: Mutex::new(None),
                 nonce: new_nonce(),
                 counter: AtomicU64::new(0),
@@ -328,17 +462,36 @@ impl RedisLedger {
         &self,
         request: &SlotRequest,
         id: &str,
+        mode: Mode,
     ) -> Result<(Grant, Option<Duration>), CapacityError> {
         let keys = &self.shared.keys;
-        let global = self.shared.config.global_limit.unwrap_or(0);
+        let cfg = &self.shared.config;
+        let global = cfg.global_limit.unwrap_or(0);
+        // A waiter refreshes its place at every poll; three missed polls and it is presumed dead.
+        let liveness = ttl_ms(cfg.poll_interval * 3 + cfg.op_timeout);
+        let candidates = serde_json::to_string(
+            &request
+                .candidates
+                .iter()
+                .map(|c| (c.account.as_str(), c.limit().unwrap_or(0)))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| CapacityError::Invalid(e.to_string()))?;
         let reply: Vec<i64> = self
             .run("acquire", |mut conn| {
                 let mut inv = ACQUIRE.prepare_invoke();
-                inv.key(keys.global());
+                inv.key(keys.global()).key(keys.queue()).key(keys.waiters());
                 for c in &request.candidates {
                     inv.key(keys.account(&c.account));
                 }
-                inv.arg(id).arg(ttl_ms(request.ttl)).arg(global);
+                inv.arg(id)
+                    .arg(ttl_ms(request.ttl))
+                    .arg(global)
+                    .arg(mode.as_str())
+                    .arg(liveness)
+                    .arg(keys.account_prefix())
+                    .arg(keys.channel())
+                    .arg(&candidates);
                 for c in &request.candidates {
                     inv.arg(c.limit().unwrap_or(0));
                 }
@@ -384,6 +537,7 @@ impl RedisLedger {
             self.shared.client.clone(),
             self.shared.keys.channel(),
             self.shared.released.clone(),
+            self.shared.waiting.clone(),
             tx,
             self.shared.config.op_timeout,
             self.shared.config.poll_interval,
@@ -396,13 +550,15 @@ impl RedisLedger {
     }
 }
 
-/// Follows the release channel and wakes local waiters on every message, reconnecting after
-/// `pause` when the connection drops. Holds no reference to the ledger, so dropping the
-/// ledger (which aborts this task) is never blocked by it.
+/// Follows the release channel, where each message names the waiter that may take a slot now,
+/// and wakes that waiter if it is one of ours; reconnects after `pause` when the connection
+/// drops (waking every local waiter once back, for what was missed). Holds no reference to
+/// the ledger, so dropping the ledger (which aborts this task) is never blocked by it.
 async fn listen(
     client: redis::Client,
     channel: String,
     released: Arc<Notify>,
+    waiting: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
     subscribed: watch::Sender<bool>,
     connect_timeout: Duration,
     pause: Duration,
@@ -419,8 +575,19 @@ async fn listen(
                 // Releases may have happened while we were not listening.
                 released.notify_waiters();
                 let mut messages = pubsub.on_message();
-                while messages.next().await.is_some() {
-                    released.notify_waiters();
+                while let Some(message) = messages.next().await {
+                    let Ok(id) = message.get_payload::<String>() else {
+                        continue;
+                    };
+                    let waiter = waiting
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&id)
+                        .cloned();
+                    // A stored permit: the waiter sees it even if it is busy asking Redis.
+                    if let Some(w) = waiter {
+                        w.notify_one();
+                    }
                 }
                 subscribed.send_replace(false);
                 debug!("redis release channel closed; polling until it is back");
@@ -432,12 +599,106 @@ async fn listen(
     }
 }
 
+/// How an acquire call asks: once (phase 1), or as a queued waiter.
+#[derive(Clone, Copy)]
+enum Mode {
+    Try,
+    Wait,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Try => "try",
+            Self::Wait => "wait",
+        }
+    }
+}
+
+/// A waiter's entry in this process's table of waiters, removed when dropped.
+struct Registered {
+    table: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    id: String,
+}
+
+impl Registered {
+    fn new(table: &Arc<Mutex<HashMap<String, Arc<Notify>>>>, id: &str, wake: Arc<Notify>) -> Self {
+        table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), wake);
+        Self {
+            table: table.clone(),
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// A waiter's place in the shared queue, given up when dropped while still queued.
+struct QueuePlace {
+    ledger: RedisLedger,
+    id: String,
+    queued: bool,
+}
+
+impl QueuePlace {
+    async fn leave(&mut self) {
+        if std::mem::take(&mut self.queued) {
+            leave_queue(&self.ledger, &self.id).await;
+        }
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        if !std::mem::take(&mut self.queued) {
+            return;
+        }
+        // No runtime (the process is going down): the place's liveness runs out instead.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (ledger, id) = (self.ledger.clone(), std::mem::take(&mut self.id));
+            rt.spawn(async move { leave_queue(&ledger, &id).await });
+        }
+    }
+}
+
+/// Takes waiter `id` out of the queue and wakes the ones behind it.
+async fn leave_queue(ledger: &RedisLedger, id: &str) {
+    let keys = &ledger.shared.keys;
+    let left: Result<i64, _> = ledger
+        .run("leave queue", |mut conn| {
+            let mut inv = LEAVE.prepare_invoke();
+            inv.key(keys.global())
+                .key(keys.queue())
+                .key(keys.waiters())
+                .arg(id)
+                .arg(keys.channel())
+                .arg(ledger.shared.config.global_limit.unwrap_or(0))
+                .arg(keys.account_prefix());
+            async move { inv.invoke_async(&mut conn).await }
+        })
+        .await;
+    if let Err(e) = left {
+        // Its liveness runs out instead.
+        debug!(error = %e, "could not leave the waiter queue");
+    }
+}
+
 #[async_trait]
 impl SlotLedger for RedisLedger {
     async fn try_acquire(&self, request: &SlotRequest) -> Result<Grant, CapacityError> {
         request.validate()?;
         let id = self.new_id(&request.holder);
-        Ok(self.try_with_id(request, &id).await?.0)
+        Ok(self.try_with_id(request, &id, Mode::Try).await?.0)
     }
 
     async fn acquire(
@@ -449,6 +710,15 @@ impl SlotLedger for RedisLedger {
         let start = Instant::now();
         let deadline = start + max_wait;
         let id = self.new_id(&request.holder);
+        // Leaves the queue however this ends (a dropped future included), so a waiter that
+        // gave up never holds back the ones behind it.
+        let mut place = QueuePlace {
+            ledger: self.clone(),
+            id: id.clone(),
+            queued: false,
+        };
+        let my_turn = Arc::new(Notify::new());
+        let _registered = Registered::new(&self.shared.waiting, &id, my_turn.clone());
         let mut subscribed = self.ensure_listener();
         if !*subscribed.borrow() {
             // A release announced before the subscription is live would be missed; give it a
@@ -462,12 +732,16 @@ impl SlotLedger for RedisLedger {
             let notified = self.shared.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (grant, wake) = self.try_with_id(request, &id).await?;
+            place.queued = true;
+            let (grant, wake) = self.try_with_id(request, &id, Mode::Wait).await?;
             if let Grant::Leased(lease) = grant {
+                // The script took it out of the queue.
+                place.queued = false;
                 return Ok(lease);
             }
             let now = Instant::now();
             if now >= deadline {
+                place.leave().await;
                 return Err(CapacityError::Timeout {
                     waited: now - start,
                     accounts: request
@@ -482,6 +756,7 @@ impl SlotLedger for RedisLedger {
                 nap = nap.min(w);
             }
             tokio::select! {
+                _ = my_turn.notified() => {}
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(nap) => {}
             }
@@ -490,14 +765,18 @@ impl SlotLedger for RedisLedger {
 
     async fn release(&self, lease: &Lease) -> Result<bool, CapacityError> {
         let keys = &self.shared.keys;
+        let global = self.shared.config.global_limit.unwrap_or(0);
         let removed: i64 = self
             .run("release", |mut conn| {
                 let mut inv = RELEASE.prepare_invoke();
                 inv.key(keys.global())
                     .key(keys.account(&lease.account))
+                    .key(keys.queue())
+                    .key(keys.waiters())
                     .arg(&lease.id)
                     .arg(keys.channel())
-                    .arg(&lease.account);
+                    .arg(global)
+                    .arg(keys.account_prefix());
                 async move { inv.invoke_async(&mut conn).await }
             })
             .await?;

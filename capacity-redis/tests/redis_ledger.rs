@@ -129,7 +129,9 @@ async fn contend(l: Arc<dyn SlotLedger>, tasks: usize, rounds: usize) -> (Vec<us
                     let now = held[i].fetch_add(1, Ordering::SeqCst) + 1;
                     peak[i].fetch_max(now, Ordering::SeqCst);
                 }
-                tokio::task::yield_now().await;
+                // The work the slot covers. Longer than a hand-off between waiters (one pub/sub
+                // round trip), so that the limits are really contended.
+                tokio::time::sleep(Duration::from_millis(2)).await;
                 held[k].fetch_sub(1, Ordering::SeqCst);
                 held[3].fetch_sub(1, Ordering::SeqCst);
                 assert!(
@@ -467,4 +469,155 @@ async fn a_killed_holders_lease_expires_and_the_slot_goes_to_a_waiter() {
     assert!(after <= Duration::from_millis(3000 + 500), "took {after:?}");
     // The dead lease is gone; the new one is the only one.
     assert_eq!(l.usage("k").await.unwrap().account, 1);
+}
+
+// ----- first come, first served across processes ----------------------------------------------
+
+/// Waits (bounded) until `n` waiters are queued in Redis: external state, read by polling.
+async fn wait_for_queue(url: &str, prefix: &str, n: usize) {
+    let client = redis::Client::open(url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let queued: usize = redis::cmd("ZCARD")
+            .arg(format!("{prefix}:queue"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if queued == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "queue has {queued}, want {n}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Separate ledgers stand for separate processes (own connections, own release listeners):
+/// every release wakes all of them at once, and still the slot goes to the earliest waiter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_in_different_processes_are_served_first_come_first_served() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let holder = ledger(&url, "{fifo}", None).await;
+    let mut held = take(&holder, &req("h", &[("a", 1)])).await;
+    let mut waiters = Vec::new();
+    for i in 0..4 {
+        // Waiters that also poll every 5 ms: all of them ask again right after each release,
+        // so only the queue keeps the order.
+        let mut cfg = RedisLedgerConfig::new(url.clone());
+        cfg.prefix = "{fifo}".into();
+        cfg.poll_interval = Duration::from_millis(5);
+        let l = RedisLedger::connect(cfg).await.unwrap();
+        let name = format!("w{i}");
+        let task = tokio::spawn({
+            let l = l.clone();
+            async move {
+                l.acquire(&req(&name, &[("a", 1)]), Duration::from_secs(30))
+                    .await
+            }
+        });
+        wait_for_queue(&url, "{fifo}", i + 1).await;
+        waiters.push((l, task));
+    }
+    // A newcomer cannot take the slot a waiter is owed.
+    let newcomer = ledger(&url, "{fifo}", None).await;
+    assert!(matches!(
+        newcomer.try_acquire(&req("n", &[("a", 1)])).await.unwrap(),
+        Grant::Full { .. }
+    ));
+    let mut releaser = holder;
+    for (i, (l, task)) in waiters.into_iter().enumerate() {
+        assert!(releaser.release(&held).await.unwrap());
+        let lease = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("served in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(lease.holder, format!("w{i}"), "served out of order");
+        wait_for_queue(&url, "{fifo}", 3 - i).await;
+        (releaser, held) = (l, lease);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_gives_up_or_dies_stops_holding_back_the_others() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let l = ledger(&url, "{gone}", None).await;
+    let held = take(&l, &req("h", &[("a", 1)])).await;
+    // A waiter that gives up (its future is dropped) leaves the queue at once.
+    let waiter = tokio::spawn({
+        let l = l.clone();
+        async move {
+            l.acquire(&req("w", &[("a", 1)]), Duration::from_secs(30))
+                .await
+        }
+    });
+    wait_for_queue(&url, "{gone}", 1).await;
+    waiter.abort();
+    wait_for_queue(&url, "{gone}", 0).await;
+
+    // A waiter whose process died (it no longer calls) is skipped once its liveness is over:
+    // planted directly, first in line, alive for 500 ms.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut con).await.unwrap();
+    let now_ms = secs * 1000 + micros / 1000;
+    let ghost = serde_json::json!({"exp": now_ms + 500, "c": [["a", 1]]}).to_string();
+    let _: () = redis::cmd("ZADD")
+        .arg("{gone}:queue")
+        .arg(0)
+        .arg("ghost")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("{gone}:waiters")
+        .arg("ghost")
+        .arg(ghost)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(l.release(&held).await.unwrap());
+    let planted = Instant::now();
+    assert!(matches!(
+        l.try_acquire(&req("n", &[("a", 1)])).await.unwrap(),
+        Grant::Full { .. }
+    ));
+    // A real waiter behind the ghost gets the slot once the ghost has expired (its poll or a
+    // wake-up makes it look again), without anyone releasing anything.
+    let mut cfg = RedisLedgerConfig::new(url.clone());
+    cfg.prefix = "{gone}".into();
+    cfg.poll_interval = Duration::from_millis(100);
+    let behind = RedisLedger::connect(cfg).await.unwrap();
+    let lease = behind
+        .acquire(&req("behind", &[("a", 1)]), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(lease.holder, "behind");
+    assert!(
+        planted.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        planted.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_for_a_full_account_does_not_block_other_accounts() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let l = ledger(&url, "{other}", Some(2)).await;
+    take(&l, &req("h", &[("a", 1)])).await;
+    let waiter = tokio::spawn({
+        let l = l.clone();
+        async move {
+            l.acquire(&req("w", &[("a", 1)]), Duration::from_secs(30))
+                .await
+        }
+    });
+    wait_for_queue(&url, "{other}", 1).await;
+    // One global slot is left and the waiter cannot use it (its only account is full).
+    let b = take(&l, &req("n", &[("b", 1)])).await;
+    assert_eq!(b.account, "b");
+    waiter.abort();
 }
