@@ -1008,19 +1008,22 @@ impl Shared {
         }
     }
 
-    /// Stop keeping a slot and give it back. A failed release only delays the slot's return
-    /// until its TTL runs out.
+    /// Stop keeping a slot and give it back.
     async fn release_slot(&self, slot: HeldSlot) {
         self.state().kept.remove(&slot.lease.id);
+        self.release_lease(&slot.lease).await;
+    }
+
+    /// Give a lease back to the ledger. A failed release only delays the slot's return until
+    /// its TTL runs out.
+    async fn release_lease(&self, lease: &Lease) {
         match self
-            .ledger_call(Duration::ZERO, self.ledger.release(&slot.lease))
+            .ledger_call(Duration::ZERO, self.ledger.release(lease))
             .await
         {
-            Ok(_) => {
-                debug!(account = %slot.lease.account, holder = %slot.lease.holder, "slot released")
-            }
+            Ok(_) => debug!(account = %lease.account, holder = %lease.holder, "slot released"),
             Err(e) => {
-                warn!(account = %slot.lease.account, error = %e, "slot release failed; it frees when the lease expires")
+                warn!(account = %lease.account, error = %e, "slot release failed; it frees when the lease expires")
             }
         }
     }
@@ -1120,19 +1123,14 @@ impl Shared {
                     .map(|(n, i, _)| Candidate::new(n.clone(), i.max_streams))
                     .collect(),
             );
-            let pick = |lease: Lease, candidates: Vec<(String, ProviderInfo, Arc<AdapterSlot>)>| {
-                candidates
-                    .into_iter()
-                    .find(|c| c.0 == lease.account)
-                    .map(|c| (c, lease))
-            };
             if !candidates.is_empty() {
                 let grant = self
                     .ledger_call(Duration::ZERO, self.ledger.try_acquire(&request))
                     .await
                     .map_err(Self::capacity_error)?;
                 if let Grant::Leased(lease) = grant {
-                    let Some(((n, i, a), lease)) = pick(lease, candidates) else {
+                    let Some((n, i, a)) = candidates.into_iter().find(|c| c.0 == lease.account)
+                    else {
                         return Err(StreamguardError::Internal(
                             "ledger granted an account not asked for".into(),
                         ));
@@ -1173,7 +1171,6 @@ impl Shared {
                     let _ = self.refresh(true).await;
                     None
                 }
-                _ = tokio::time::sleep(left), if !watch_list && candidates.is_empty() => None,
                 _ = req.cancel.cancelled() => return Err(self.stop_error(stream_id)),
             };
             *waited += started.elapsed();
@@ -1189,10 +1186,7 @@ impl Shared {
                             *held = Some(self.hold(stream_id, lease));
                             return Ok(Choice::Go(n, i, a));
                         }
-                        _ => {
-                            let slot = self.hold(stream_id, lease);
-                            self.release_slot(slot).await;
-                        }
+                        _ => self.release_lease(&lease).await,
                     }
                 }
             }
@@ -1314,6 +1308,24 @@ impl Shared {
         }
     }
 
+    /// Announce that the connect loop gave up on `left` (provider and why) for `to`, or for
+    /// nothing when no provider can take the stream.
+    fn announce_failover(
+        &self,
+        stream_id: &str,
+        left: Option<(String, FailoverReason)>,
+        to: Option<&str>,
+    ) {
+        let Some((from, reason)) = left else { return };
+        info!(stream_id, from, to, ?reason, "failover");
+        self.emit(EventKind::Failover {
+            stream_id: stream_id.to_string(),
+            from,
+            to: to.map(str::to_string),
+            reason,
+        });
+    }
+
     /// [`connect_loop`](Self::connect_loop) with its capacity lease: handed to the caller on
     /// success, released on failure.
     async fn connect(
@@ -1391,14 +1403,7 @@ impl Shared {
                 Choice::Go(p, info, slot) => Some((p, info, slot)),
                 Choice::NoneUsable => None,
                 Choice::Full(providers) => {
-                    if let Some((from, reason)) = left_behind.take() {
-                        self.emit(EventKind::Failover {
-                            stream_id: stream_id.to_string(),
-                            from,
-                            to: None,
-                            reason,
-                        });
-                    }
+                    self.announce_failover(stream_id, left_behind.take(), None);
                     return Err(StreamguardError::NoCapacity {
                         providers,
                         waited,
@@ -1406,21 +1411,11 @@ impl Shared {
                     });
                 }
             };
-            if let Some((from, reason)) = left_behind.take() {
-                self.emit(EventKind::Failover {
-                    stream_id: stream_id.to_string(),
-                    from: from.clone(),
-                    to: choice.as_ref().map(|c| c.0.clone()),
-                    reason,
-                });
-                info!(
-                    stream_id,
-                    from,
-                    to = choice.as_ref().map(|c| c.0.as_str()),
-                    ?reason,
-                    "failover"
-                );
-            }
+            self.announce_failover(
+                stream_id,
+                left_behind.take(),
+                choice.as_ref().map(|c| c.0.as_str()),
+            );
             let Some((provider, info, slot)) = choice else {
                 return Err(if attempts.is_empty() {
                     StreamguardError::NoProviderAvailable {
@@ -1596,14 +1591,7 @@ impl Shared {
                     }
                     if !budget_left {
                         // The budget is spent: announce the failover that cannot happen.
-                        if let Some((from, reason)) = left_behind.take() {
-                            self.emit(EventKind::Failover {
-                                stream_id: stream_id.to_string(),
-                                from,
-                                to: None,
-                                reason,
-                            });
-                        }
+                        self.announce_failover(stream_id, left_behind.take(), None);
                     }
                 }
             }
