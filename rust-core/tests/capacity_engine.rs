@@ -62,6 +62,21 @@ fn manager_on(
         .unwrap()
 }
 
+/// The seed trio with one slot each, on a ledger the test can inspect. `tune` adjusts the
+/// config first.
+fn on_own_ledger(
+    tune: impl FnOnce(&mut ManagerConfig),
+    parallel: bool,
+) -> (Backend, InMemoryLedger, StreamingProviderManager, Trio) {
+    let b = backend(one_slot_each());
+    let ledger = InMemoryLedger::new(None);
+    let mut cfg = b.config();
+    tune(&mut cfg);
+    let m = manager_on(&b, cfg, Arc::new(ledger.clone()));
+    let t = Trio::register(&m, parallel);
+    (b, ledger, m, t)
+}
+
 fn waiting() -> impl Fn(&EventKind) -> bool {
     |e| matches!(e, EventKind::WaitingForCapacity { .. })
 }
@@ -162,10 +177,7 @@ async fn max_total_streams_with_a_custom_ledger_is_rejected() {
 
 #[tokio::test(start_paused = true)]
 async fn the_slot_is_kept_across_retries_so_nobody_takes_it_during_backoff() {
-    let b = backend(one_slot_each());
-    let ledger = InMemoryLedger::new(None);
-    let m = manager_on(&b, b.config(), Arc::new(ledger.clone()));
-    let t = Trio::register(&m, false);
+    let (_b, ledger, m, t) = on_own_ledger(|_| {}, false);
     t.agora.script_connect(vec![Step::Fail(Unavailable)]);
     let mut rx = m.subscribe();
     let m1 = m.clone();
@@ -186,10 +198,7 @@ async fn the_slot_is_kept_across_retries_so_nobody_takes_it_during_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn failover_gives_the_slot_back_and_end_and_shutdown_release_the_rest() {
-    let b = backend(one_slot_each());
-    let ledger = InMemoryLedger::new(None);
-    let m = manager_on(&b, b.config(), Arc::new(ledger.clone()));
-    let t = Trio::register(&m, false);
+    let (_b, ledger, m, t) = on_own_ledger(|_| {}, false);
     t.agora
         .script_connect(vec![Step::Fail(Unavailable), Step::Fail(Unavailable)]);
     let s1 = m.start_stream("s1").await.unwrap();
@@ -221,12 +230,7 @@ async fn failover_gives_the_slot_back_and_end_and_shutdown_release_the_rest() {
 
 #[tokio::test(start_paused = true)]
 async fn leases_are_renewed_while_a_stream_runs_longer_than_their_ttl() {
-    let b = backend(one_slot_each());
-    let ledger = InMemoryLedger::new(None);
-    let mut cfg = b.config();
-    cfg.capacity_lease_ttl = secs(3);
-    let m = manager_on(&b, cfg, Arc::new(ledger.clone()));
-    Trio::register(&m, false);
+    let (_b, ledger, m, _t) = on_own_ledger(|c| c.capacity_lease_ttl = secs(3), false);
     m.start_stream("s1").await.unwrap();
     tokio::time::sleep(secs(600)).await;
     assert_eq!(usage(&ledger, "agora").await.account, 1);
@@ -240,10 +244,7 @@ async fn leases_are_renewed_while_a_stream_runs_longer_than_their_ttl() {
 
 #[tokio::test(start_paused = true)]
 async fn planned_make_before_break_holds_both_slots_then_frees_the_old_one() {
-    let b = backend(one_slot_each());
-    let ledger = InMemoryLedger::new(None);
-    let m = manager_on(&b, b.config(), Arc::new(ledger.clone()));
-    Trio::register(&m, true);
+    let (b, ledger, m, _t) = on_own_ledger(|_| {}, true);
     m.start_stream("s1").await.unwrap();
     let mut rx = m.subscribe();
     // The admin makes webrtc preferred: s1 moves make-before-break.
@@ -274,10 +275,7 @@ async fn planned_make_before_break_holds_both_slots_then_frees_the_old_one() {
 
 #[tokio::test(start_paused = true)]
 async fn planned_move_to_a_full_provider_stays_where_it_is() {
-    let b = backend(one_slot_each());
-    let ledger = InMemoryLedger::new(None);
-    let m = manager_on(&b, b.config(), Arc::new(ledger.clone()));
-    Trio::register(&m, true);
+    let (b, ledger, m, _t) = on_own_ledger(|_| {}, true);
     m.start_stream("s1").await.unwrap(); // agora
     m.start_stream("s2").await.unwrap(); // zegocloud
     m.start_stream("s3").await.unwrap(); // webrtc
@@ -440,10 +438,7 @@ async fn a_wait_after_failed_attempts_still_gets_its_own_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn ending_a_waiting_stream_gives_up_its_place() {
-    let b = backend(one_slot_each());
-    let ledger = InMemoryLedger::new(None);
-    let m = manager_on(&b, waiting_config(&b), Arc::new(ledger.clone()));
-    Trio::register(&m, false);
+    let (_b, ledger, m, _t) = on_own_ledger(|c| c.wait_for_capacity = true, false);
     for s in ["s1", "s2", "s3"] {
         m.start_stream(s).await.unwrap();
     }
@@ -690,10 +685,7 @@ async fn a_ledger_outage_longer_than_the_lease_stops_the_stream() {
 
 #[tokio::test(start_paused = true)]
 async fn an_abandoned_slow_start_keeps_its_slot_until_it_is_left() {
-    let b = backend(one_slot_each());
-    let ledger = InMemoryLedger::new(None);
-    let m = manager_on(&b, b.config(), Arc::new(ledger.clone()));
-    let t = Trio::register(&m, false);
+    let (_b, ledger, m, t) = on_own_ledger(|_| {}, false);
     t.agora.script_connect(vec![Step::Delay(secs(5))]);
     let mut rx = m.subscribe();
     let m1 = m.clone();
