@@ -7,22 +7,9 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-/// Arguments that make ffprobe answer fast: ~1.5 s for a live RTMP stream, ~1.6 s for a dead
-/// one, instead of ~6 s with its defaults (measured on loopback).
-pub const FFPROBE_ARGS: &[&str] = &[
-    "-v",
-    "error",
-    "-analyzeduration",
-    "500000",
-    "-probesize",
-    "32768",
-    "-rw_timeout",
-    "1000000",
-    "-show_streams",
-    "-show_format",
-    "-of",
-    "json",
-];
+/// What the checker asks ffprobe for, after the engine's fast-probe options
+/// ([`streamguard::rtmp::FFPROBE_FAST_ARGS`]): streams and format, as JSON.
+pub const FFPROBE_OUTPUT_ARGS: &[&str] = &["-show_streams", "-show_format", "-of", "json"];
 
 /// At most this much of ffprobe's output is kept; a stream's description is a few KiB.
 const MAX_OUTPUT: u64 = 1 << 20;
@@ -55,11 +42,12 @@ pub enum Outcome {
     TimedOut,
 }
 
-/// Runs the probe program on `url` with [`FFPROBE_ARGS`]. `Err` only when the program could not
-/// be started at all (which no retry can fix).
+/// Runs the probe program on `url` with the fast-probe options and [`FFPROBE_OUTPUT_ARGS`].
+/// `Err` only when the program could not be started at all (which no retry can fix).
 pub async fn probe(program: &str, url: &str, timeout: Duration) -> Result<Outcome, String> {
     let mut child = Command::new(program)
-        .args(FFPROBE_ARGS)
+        .args(streamguard::rtmp::FFPROBE_FAST_ARGS)
+        .args(FFPROBE_OUTPUT_ARGS)
         .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

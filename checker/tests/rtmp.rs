@@ -115,7 +115,8 @@ impl Drop for Publisher {
 fn wait_live(url: &str) {
     wait_until(Duration::from_secs(30), url, || {
         Command::new("ffprobe")
-            .args(streamguard_checker::probe::FFPROBE_ARGS)
+            .args(streamguard::rtmp::FFPROBE_FAST_ARGS)
+            .args(streamguard_checker::probe::FFPROBE_OUTPUT_ARGS)
             .arg(url)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
