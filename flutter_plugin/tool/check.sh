@@ -38,6 +38,8 @@ done
 missing=()
 command -v nm >/dev/null || missing+=(binutils)
 command -v python3 >/dev/null || missing+=(python3)
+# The Linux CMake step (5.) builds the plugin the way a Flutter Linux app does.
+command -v cmake >/dev/null || missing+=(cmake)
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         apt-get update -q && apt-get install -y -q "${missing[@]}"
