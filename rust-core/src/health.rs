@@ -114,6 +114,12 @@ impl HealthTracker {
             .filter(|t| now < *t)
             .map(|t| t.duration_since(now))
     }
+    /// Half-open (Envoy's and resilience4j's term): the cool-down after an ejection ran out,
+    /// but nothing has succeeded on the provider since. It may be tried again, one trial at a
+    /// time (a start or a health check), and is preferred again only once a trial passes.
+    pub fn is_half_open(&self, now: Instant) -> bool {
+        self.consecutive_failures > 0 && self.cooling_until.is_some_and(|t| now >= t)
+    }
     /// How long the provider has been continuously healthy, if it is.
     pub fn stable_for(&self, now: Instant) -> Option<Duration> {
         self.healthy_since.map(|t| now.saturating_duration_since(t))
@@ -134,6 +140,11 @@ impl HealthTracker {
             .is_some_and(|t| now.saturating_duration_since(t) >= policy.cooldown_max)
         {
             self.times_ejected = 0;
+        }
+        // A cool-down that ran out is over once something succeeded: the provider is no
+        // longer half-open.
+        if !self.is_cooling(now) {
+            self.cooling_until = None;
         }
         self.status = HealthStatus::Healthy;
         Change {
@@ -277,6 +288,37 @@ mod tests {
         h.on_success(later, &p);
         assert_eq!(h.consecutive_failures(), 0);
         assert_eq!(h.status(), HealthStatus::Healthy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_after_the_cool_down_until_a_success() {
+        let p = policy();
+        let mut h = HealthTracker::new();
+        let t0 = Instant::now();
+        assert!(!h.is_half_open(t0), "never failed");
+        h.on_failure(t0, &p);
+        assert!(!h.is_half_open(t0), "suspect, never ejected");
+        h.cool_down(t0, &p);
+        assert!(
+            h.is_cooling(t0) && !h.is_half_open(t0),
+            "cooling, not yet half-open"
+        );
+        let after = t0 + Duration::from_secs(30);
+        assert!(!h.is_cooling(after) && h.is_half_open(after));
+        // A failed trial ejects it again, for longer.
+        h.on_failure(after, &p);
+        h.cool_down(after, &p);
+        assert!(!h.is_half_open(after));
+        let later = after + h.cooling_left(after).unwrap();
+        assert!(h.is_half_open(later));
+        // A passing trial closes it for good, even if a later check fails.
+        h.on_success(later, &p);
+        assert!(!h.is_half_open(later));
+        h.on_failure(later, &p);
+        assert!(
+            !h.is_half_open(later),
+            "a suspect provider is not half-open"
+        );
     }
 
     #[tokio::test(start_paused = true)]

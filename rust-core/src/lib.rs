@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attempt;
 pub mod backoff;
 pub mod capacity;
 mod config;

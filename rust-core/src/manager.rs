@@ -6,6 +6,7 @@
 //! tasks for every operation, check and migration, so `shutdown()` can wait for all of them.
 //! Per-session async locks serialize start, migration and end of the same stream.
 
+use crate::attempt::{AttemptPolicy, Failed, Next, Stop};
 use crate::backoff::{Backoff, JitterSource};
 use crate::capacity::{
     Candidate, CapacityError, Grant, InMemoryLedger, Lease, SlotLedger, SlotRequest,
@@ -123,6 +124,11 @@ impl ManagerBuilder {
         let (list_version, _) = watch::channel(0u64);
         let shared = Arc::new(Shared {
             policy: config.health_policy(),
+            attempts: AttemptPolicy {
+                max_attempts: config.max_attempts,
+                attempts_per_provider: config.attempts_per_provider,
+            },
+            cleanup_finished: watch::channel(0).0,
             backoff: Backoff {
                 base: config.backoff_base,
                 cap: config.backoff_cap,
@@ -150,7 +156,6 @@ impl ManagerBuilder {
             tracker: TaskTracker::new(),
             epoch: Instant::now(),
             jitter: Mutex::new(jitter),
-            refresh_gate: tokio::sync::Mutex::new(()),
         });
         let monitor = shared.clone();
         shared.tracker.spawn(async move { monitor.monitor().await });
@@ -342,14 +347,57 @@ impl StreamingProviderManager {
         self.shared.ensure_running()?;
         let shared = self.shared.clone();
         let id = stream_id.to_string();
+        let cancel = shared.cancel.child_token();
+        let created = Arc::new(std::sync::OnceLock::new());
+        // A caller that stops waiting (drops this future: a timeout, a cancelled task)
+        // cancels the operation, as `end_stream` would.
+        let mut abandon = AbandonOnDrop {
+            shared: Arc::downgrade(&shared),
+            stream_id: id.clone(),
+            cancel: cancel.clone(),
+            created: created.clone(),
+            armed: true,
+        };
         // Run on a tracked task: `shutdown()` waits for it, and a bug that panics inside the
         // engine comes back as an error instead of unwinding into the caller.
-        shared
+        let result = shared
             .tracked(move |s: Arc<Shared>| {
                 let span = info_span!("open", stream_id = %id, ?role);
-                async move { s.open(&id, role).await }.instrument(span)
+                async move { s.open(&id, role, cancel, created).await }.instrument(span)
             })
-            .await
+            .await;
+        abandon.armed = false;
+        result
+    }
+}
+
+/// Cancels a start or join whose caller stopped waiting, and ends the session it created (it
+/// may have gone live just before the caller gave up, with nobody left to end it).
+struct AbandonOnDrop {
+    shared: std::sync::Weak<Shared>,
+    stream_id: String,
+    cancel: CancellationToken,
+    created: Arc<std::sync::OnceLock<u64>>,
+    armed: bool,
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.cancel.cancel();
+        let (Some(shared), Some(&gen)) = (self.shared.upgrade(), self.created.get()) else {
+            return;
+        };
+        debug!(stream_id = %self.stream_id, gen, "caller stopped waiting; ending the session");
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let id = std::mem::take(&mut self.stream_id);
+            let me = shared.clone();
+            shared.tracker.spawn(async move {
+                let _ = me.end_gen(&id, gen).await;
+            });
+        }
     }
 }
 
@@ -424,10 +472,23 @@ struct ProviderRecord {
     connect_latency: Ewma,
     next_check: Option<Instant>,
     check_in_flight: bool,
+    /// Starts on the provider while it is half-open (its trial) in flight: one, except in
+    /// panic mode (nothing else left to try).
+    trials_in_flight: u32,
 }
 
 struct Session {
     info: SessionInfo,
+    /// Unique per manager, increasing: a new session of the same stream id gets a higher one.
+    /// Work that outlives its session (an abandoned adapter call, a migration, a spawned
+    /// finish) carries the generation it was started for and touches only that session.
+    gen: u64,
+    /// The provider of the attempt in flight, if any.
+    attempting: Option<String>,
+    /// A provider on which older work of the same stream id succeeded late while this session
+    /// was attempting it: the stream there is this session's if its attempt succeeds; if the
+    /// attempt fails, this session leaves the provider (nobody else will).
+    adopted: Option<String>,
     /// Held by whoever operates on the session: start/join, migration, end.
     op_lock: Arc<tokio::sync::Mutex<()>>,
     /// Cancelled by `end_stream` (and, as a child of the manager's token, by shutdown).
@@ -468,6 +529,28 @@ struct State {
     finished_seq: u64,
     /// Every lease held, by lease id, for the lease keeper.
     kept: HashMap<String, Kept>,
+    /// The generation of the last session created.
+    last_gen: u64,
+    /// The provider-list read in flight, if any (single flight: every caller that may use it
+    /// waits for its outcome instead of sending its own request).
+    list_read: Option<ListRead>,
+    /// Reads started so far, and the outcome of the last one finished (with its number).
+    list_reads: u64,
+    last_read: Option<(u64, ReadOutcome)>,
+    /// Leaves in progress by (provider, stream id) that a new attempt on the same pair must
+    /// wait for (an ended session's leave must land before a newer session's start).
+    cleanups: HashMap<(String, String), u32>,
+}
+
+/// The outcome of one provider-list read: whether the list changed, or why it failed.
+type ReadOutcome = Result<bool, StreamguardError>;
+
+/// A provider-list read in flight.
+struct ListRead {
+    /// Its number (1, 2, ...): a forced refresh may only use a read that started after it was
+    /// asked for, so a change announced by push is never answered by an older read.
+    seq: u64,
+    done: watch::Receiver<Option<ReadOutcome>>,
 }
 
 impl State {
@@ -489,7 +572,57 @@ impl State {
                 .is_some_and(|a| !only_parallel || a.adapter.supports_parallel_sessions()),
             cooling: self.is_cooling(name, now),
             excluded: excluded.contains(name),
+            trial_busy: self.records.get(name).is_some_and(|r| {
+                r.health.is_half_open(now) && (r.check_in_flight || r.trials_in_flight > 0)
+            }),
         })
+    }
+
+    /// The session of `stream_id` if it is still generation `gen`.
+    fn session(&self, stream_id: &str, gen: u64) -> Option<&Session> {
+        self.sessions.get(stream_id).filter(|s| s.gen == gen)
+    }
+
+    fn session_mut(&mut self, stream_id: &str, gen: u64) -> Option<&mut Session> {
+        self.sessions.get_mut(stream_id).filter(|s| s.gen == gen)
+    }
+
+    /// Migration jobs for every live session on `provider`.
+    fn jobs_on(&self, provider: &str, reason: FailoverReason) -> Vec<MigrationJob> {
+        let mut jobs: Vec<MigrationJob> = self
+            .sessions
+            .values()
+            .filter(|s| {
+                s.info.state == SessionState::Live && s.info.provider.as_deref() == Some(provider)
+            })
+            .map(|s| MigrationJob::of(s, provider, reason))
+            .collect();
+        jobs.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+        jobs
+    }
+
+    /// Is `provider` in the list and active? Sessions on any other provider must move off it
+    /// (desired state: the list; actual state: where sessions run).
+    fn is_listed_active(&self, provider: &str) -> bool {
+        self.providers
+            .iter()
+            .any(|p| p.name == provider && p.is_active)
+    }
+
+    /// Reconciliation: every live session on a provider that is no longer listed or active.
+    fn misplaced(&self) -> Vec<MigrationJob> {
+        let mut jobs: Vec<MigrationJob> = self
+            .sessions
+            .values()
+            .filter(|s| s.info.state == SessionState::Live)
+            .filter_map(|s| {
+                let p = s.info.provider.as_deref()?;
+                (!self.is_listed_active(p))
+                    .then(|| MigrationJob::of(s, p, FailoverReason::ProviderDisabled))
+            })
+            .collect();
+        jobs.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+        jobs
     }
 
     /// Providers `ranked` leaves out only because the registry reports them at `max_streams`,
@@ -556,18 +689,41 @@ impl State {
 /// A session that must move off `from`.
 struct MigrationJob {
     stream_id: String,
+    gen: u64,
     from: String,
     reason: FailoverReason,
+}
+
+impl MigrationJob {
+    fn of(s: &Session, from: &str, reason: FailoverReason) -> Self {
+        Self {
+            stream_id: s.info.stream_id.clone(),
+            gen: s.gen,
+            from: from.to_string(),
+            reason,
+        }
+    }
 }
 
 /// What one connect loop was asked to do.
 struct ConnectRequest<'a> {
     stream_id: &'a str,
+    gen: u64,
+    /// The operation's deadline (`operation_deadline` from its start); capacity waits extend it.
+    deadline: Instant,
     role: Role,
     operation: Operation,
     exclude: HashSet<String>,
     only_parallel: bool,
     cancel: &'a CancellationToken,
+}
+
+/// What [`Shared::create_session`] did.
+enum Opened {
+    /// A new session of this generation, with its op lock.
+    New(u64, Arc<tokio::sync::Mutex<()>>),
+    /// Starting a live session again returns it unchanged.
+    AlreadyLive(SessionInfo),
 }
 
 /// What [`Shared::choose`] found.
@@ -616,8 +772,10 @@ struct Shared {
     tracker: TaskTracker,
     epoch: Instant,
     jitter: Mutex<Box<dyn JitterSource>>,
-    /// Single-flight for list refreshes.
-    refresh_gate: tokio::sync::Mutex<()>,
+    /// Retry, fail over or stop: the connect loop's decisions.
+    attempts: AttemptPolicy,
+    /// Bumped whenever a leave in `State::cleanups` finishes.
+    cleanup_finished: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -663,14 +821,17 @@ impl Shared {
         }
     }
 
+    /// Set the state of generation `gen` of `stream_id` (a no-op if that session is gone or was
+    /// replaced by a newer one).
     fn set_state(
         &self,
         st: &mut State,
         stream_id: &str,
+        gen: u64,
         to: SessionState,
         provider: Option<String>,
     ) {
-        let Some(s) = st.sessions.get_mut(stream_id) else {
+        let Some(s) = st.session_mut(stream_id, gen) else {
             return;
         };
         let from = s.info.state;
@@ -680,7 +841,7 @@ impl Shared {
         if to.is_finished() && !from.is_finished() {
             st.finished_seq += 1;
             let seq = st.finished_seq;
-            if let Some(s) = st.sessions.get_mut(stream_id) {
+            if let Some(s) = st.session_mut(stream_id, gen) {
                 s.finished_seq = seq;
             }
             prune_finished(st);
@@ -704,8 +865,8 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    fn set_last_error(st: &mut State, stream_id: &str, error: String) {
-        if let Some(s) = st.sessions.get_mut(stream_id) {
+    fn set_last_error(st: &mut State, stream_id: &str, gen: u64, error: String) {
+        if let Some(s) = st.session_mut(stream_id, gen) {
             s.info.last_error = Some(error);
         }
     }
@@ -742,20 +903,13 @@ impl Shared {
             return Vec::new();
         }
         warn!(provider, detail, "outage confirmed; moving live sessions");
-        st.live_on(provider)
-            .into_iter()
-            .map(|stream_id| MigrationJob {
-                stream_id,
-                from: provider.to_string(),
-                reason,
-            })
-            .collect()
+        st.jobs_on(provider, reason)
     }
 
     /// Mark jobs' sessions as migrating (so no second migration starts) and spawn them.
     fn start_migrations(self: &Arc<Self>, st: &mut State, jobs: Vec<MigrationJob>) {
         for job in jobs {
-            let Some(s) = st.sessions.get(&job.stream_id) else {
+            let Some(s) = st.session(&job.stream_id, job.gen) else {
                 continue;
             };
             if s.info.state != SessionState::Live
@@ -764,7 +918,13 @@ impl Shared {
                 continue;
             }
             let provider = s.info.provider.clone();
-            self.set_state(st, &job.stream_id, SessionState::Migrating, provider);
+            self.set_state(
+                st,
+                &job.stream_id,
+                job.gen,
+                SessionState::Migrating,
+                provider,
+            );
             let me = self.clone();
             let span = info_span!("migrate", stream_id = %job.stream_id, from = %job.from, reason = ?job.reason);
             self.tracker
@@ -992,18 +1152,17 @@ impl Shared {
         };
         kept.lost.store(true, Ordering::SeqCst);
         warn!(stream_id = %kept.lease.holder, account = %lease.account, error = %error, "capacity lease lost");
-        let ours = st.sessions.get(&kept.lease.holder).is_some_and(|s| {
-            s.info.state == SessionState::Live
-                && s.slot.as_ref().is_some_and(|h| h.lease.id == lease.id)
-        });
+        let job = st
+            .sessions
+            .get(&kept.lease.holder)
+            .filter(|s| {
+                s.info.state == SessionState::Live
+                    && s.slot.as_ref().is_some_and(|h| h.lease.id == lease.id)
+            })
+            .map(|s| MigrationJob::of(s, &lease.account, FailoverReason::CapacityLost));
         // A lease still in use by a start or migration is handled when it finishes
         // (`install_slot` sees the flag).
-        if ours {
-            let job = MigrationJob {
-                stream_id: kept.lease.holder.clone(),
-                from: lease.account.clone(),
-                reason: FailoverReason::CapacityLost,
-            };
+        if let Some(job) = job {
             self.start_migrations(&mut st, vec![job]);
         }
     }
@@ -1030,39 +1189,56 @@ impl Shared {
 
     /// Leave `provider`, then give back the session's slot on it (in that order: the slot is
     /// free only once the stream really stopped).
-    async fn vacate(&self, provider: &str, stream_id: &str) {
+    async fn vacate(&self, provider: &str, stream_id: &str, gen: u64) {
         self.leave(provider, stream_id).await;
         let slot = self
             .state()
-            .sessions
-            .get_mut(stream_id)
+            .session_mut(stream_id, gen)
             .and_then(|s| s.slot.take());
         if let Some(slot) = slot {
             self.release_slot(slot).await;
         }
     }
 
-    /// Hand a connected stream's slot to its session. If the lease was lost while connecting,
-    /// the session moves at once. The caller has just made the session live on `provider`.
+    /// Hand a connected stream's slot to its session, then reconcile: if the lease was lost
+    /// while connecting, or the provider left the list (or was disabled) meanwhile, the
+    /// session moves at once. The caller has just made the session live on `provider`.
     fn install_slot(
         self: &Arc<Self>,
         st: &mut State,
         stream_id: &str,
+        gen: u64,
         provider: &str,
         slot: HeldSlot,
     ) {
         let lost = slot.lost.load(Ordering::SeqCst);
-        if let Some(s) = st.sessions.get_mut(stream_id) {
-            s.slot = Some(slot);
-        }
-        if lost {
-            let job = MigrationJob {
-                stream_id: stream_id.to_string(),
-                from: provider.to_string(),
-                reason: FailoverReason::CapacityLost,
-            };
-            self.start_migrations(st, vec![job]);
-        }
+        let Some(s) = st.session_mut(stream_id, gen) else {
+            // Cannot happen (the caller holds the session's op lock); never keep a slot for
+            // nobody.
+            let me = self.clone();
+            self.tracker
+                .spawn(async move { me.release_slot(slot).await });
+            return;
+        };
+        s.slot = Some(slot);
+        let reason = if lost {
+            FailoverReason::CapacityLost
+        } else if !st.is_listed_active(provider) {
+            info!(
+                stream_id,
+                provider, "provider left the list while connecting; moving"
+            );
+            FailoverReason::ProviderDisabled
+        } else {
+            return;
+        };
+        let job = MigrationJob {
+            stream_id: stream_id.to_string(),
+            gen,
+            from: provider.to_string(),
+            reason,
+        };
+        self.start_migrations(st, vec![job]);
     }
 
     /// The provider for the next attempt, with its slot in `held`: the retried provider if it
@@ -1124,10 +1300,13 @@ impl Shared {
                     .collect(),
             );
             if !candidates.is_empty() {
-                let grant = self
-                    .ledger_call(Duration::ZERO, self.ledger.try_acquire(&request))
-                    .await
-                    .map_err(Self::capacity_error)?;
+                // A lease granted as the session is cancelled expires by its TTL.
+                let grant = tokio::select! {
+                    r = self.ledger_call(Duration::ZERO, self.ledger.try_acquire(&request)) => {
+                        r.map_err(Self::capacity_error)?
+                    }
+                    _ = req.cancel.cancelled() => return Err(self.stop_error(stream_id)),
+                };
                 if let Grant::Leased(lease) = grant {
                     let Some((n, i, a)) = candidates.into_iter().find(|c| c.0 == lease.account)
                     else {
@@ -1195,8 +1374,9 @@ impl Shared {
 
     // ----- start / join / migrate ----------------------------------------------------------
 
-    /// Read the list if none is known or it is older than `provider_list_max_age`. A failure
-    /// is fatal only when no list was ever read.
+    /// Read the list if none is known or it is older than `provider_list_max_age`, joining a
+    /// read already in flight. A failure is fatal only when no list was ever read; with a
+    /// last good list the caller waits at most for one read (`request_timeout`).
     async fn ensure_list(self: &Arc<Self>) -> Result<(), StreamguardError> {
         let (known, fresh) = {
             let st = self.state();
@@ -1215,63 +1395,99 @@ impl Shared {
         }
     }
 
+    /// Create the session of `stream_id` (generation `gen`), or return the live one of the same
+    /// role, or refuse if another operation owns it.
+    fn create_session(
+        &self,
+        stream_id: &str,
+        role: Role,
+        cancel: CancellationToken,
+    ) -> Result<Opened, StreamguardError> {
+        let mut st = self.state();
+        if st.shut_down {
+            return Err(StreamguardError::ShutDown);
+        }
+        if let Some(s) = st.sessions.get(stream_id) {
+            if s.info.state == SessionState::Live && s.info.role == role {
+                return Ok(Opened::AlreadyLive(s.info.clone()));
+            }
+            if !s.info.state.is_finished() {
+                return Err(StreamguardError::SessionBusy {
+                    stream_id: stream_id.to_string(),
+                    state: s.info.state,
+                });
+            }
+        }
+        st.last_gen += 1;
+        let gen = st.last_gen;
+        let session = Session {
+            info: SessionInfo {
+                stream_id: stream_id.to_string(),
+                role,
+                provider: None,
+                state: SessionState::Idle,
+                attempts: 0,
+                migrations: 0,
+                last_error: None,
+            },
+            gen,
+            attempting: None,
+            adopted: None,
+            op_lock: Arc::new(tokio::sync::Mutex::new(())),
+            cancel,
+            finished_seq: 0,
+            slot: None,
+        };
+        let lock = session.op_lock.clone();
+        st.sessions.insert(stream_id.to_string(), session);
+        self.set_state(&mut st, stream_id, gen, SessionState::Connecting, None);
+        Ok(Opened::New(gen, lock))
+    }
+
+    /// Start or join: the session exists (Connecting) from the first instant, so `end_stream`
+    /// can cancel it whatever it waits for: the list read, a slot, a backoff, an adapter call.
+    /// `cancel` is the session's token; `created` learns its generation.
     async fn open(
         self: Arc<Self>,
         stream_id: &str,
         role: Role,
+        cancel: CancellationToken,
+        created: Arc<std::sync::OnceLock<u64>>,
     ) -> Result<SessionInfo, StreamguardError> {
-        self.ensure_list().await?;
-        let (op_lock, cancel) = {
-            let mut st = self.state();
-            if st.shut_down {
-                return Err(StreamguardError::ShutDown);
-            }
-            if let Some(s) = st.sessions.get(stream_id) {
-                if s.info.state == SessionState::Live && s.info.role == role {
-                    return Ok(s.info.clone());
-                }
-                if !s.info.state.is_finished() {
-                    return Err(StreamguardError::SessionBusy {
-                        stream_id: stream_id.to_string(),
-                        state: s.info.state,
-                    });
-                }
-            }
-            let session = Session {
-                info: SessionInfo {
-                    stream_id: stream_id.to_string(),
-                    role,
-                    provider: None,
-                    state: SessionState::Idle,
-                    attempts: 0,
-                    migrations: 0,
-                    last_error: None,
-                },
-                op_lock: Arc::new(tokio::sync::Mutex::new(())),
-                cancel: self.cancel.child_token(),
-                finished_seq: 0,
-                slot: None,
-            };
-            let handles = (session.op_lock.clone(), session.cancel.clone());
-            st.sessions.insert(stream_id.to_string(), session);
-            self.set_state(&mut st, stream_id, SessionState::Connecting, None);
-            handles
+        let deadline = Instant::now() + self.config.operation_deadline;
+        let (gen, op_lock) = match self.create_session(stream_id, role, cancel.clone())? {
+            Opened::New(gen, lock) => (gen, lock),
+            Opened::AlreadyLive(info) => return Ok(info),
         };
+        let _ = created.set(gen);
         let _op = op_lock.lock_owned().await;
         let operation = match role {
             Role::Publisher => Operation::Start,
             Role::Viewer => Operation::Join,
         };
-        let result = self
-            .connect(ConnectRequest {
-                stream_id,
-                role,
-                operation,
-                exclude: HashSet::new(),
-                only_parallel: false,
-                cancel: &cancel,
-            })
-            .await;
+        // List reads count against the deadline like everything else.
+        let listed = tokio::select! {
+            r = tokio::time::timeout_at(deadline, self.ensure_list()) => {
+                r.unwrap_or(Err(StreamguardError::DeadlineExceeded { attempts: Vec::new() }))
+            }
+            _ = cancel.cancelled() => Err(self.stop_error(stream_id)),
+        };
+        let result = match listed {
+            Ok(()) => {
+                self.connect(ConnectRequest {
+                    stream_id,
+                    gen,
+                    deadline,
+                    role,
+                    operation,
+                    exclude: HashSet::new(),
+                    only_parallel: false,
+                    cancel: &cancel,
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
         let mut st = self.state();
         match result {
             Ok((provider, slot)) => {
@@ -1279,12 +1495,13 @@ impl Shared {
                 self.set_state(
                     &mut st,
                     stream_id,
+                    gen,
                     SessionState::Live,
                     Some(provider.clone()),
                 );
-                let info = st.sessions[stream_id].info.clone();
-                self.install_slot(&mut st, stream_id, &provider, slot);
-                Ok(info)
+                let info = st.session(stream_id, gen).map(|s| s.info.clone());
+                self.install_slot(&mut st, stream_id, gen, &provider, slot);
+                info.ok_or_else(|| StreamguardError::Internal("session vanished".into()))
             }
             Err(e) => {
                 let to = match e {
@@ -1293,8 +1510,8 @@ impl Shared {
                     }
                     _ => SessionState::Failed,
                 };
-                Self::set_last_error(&mut st, stream_id, e.to_string());
-                self.set_state(&mut st, stream_id, to, None);
+                Self::set_last_error(&mut st, stream_id, gen, e.to_string());
+                self.set_state(&mut st, stream_id, gen, to, None);
                 Err(e)
             }
         }
@@ -1353,19 +1570,18 @@ impl Shared {
         }
     }
 
-    /// The escalation loop shared by start, join and migration: retry the same provider after
-    /// a jittered backoff on transient errors, fail over after `attempts_per_provider` or a
-    /// provider-fatal error, stop on a request-fatal error, never exceed `max_attempts` or the
-    /// operation deadline. Every attempt runs under a capacity lease on its provider, kept
-    /// across retries of that provider and given back on failover. Returns the provider now
-    /// carrying the stream; its lease is left in `held`.
+    /// The escalation loop shared by start, join and migration; [`AttemptPolicy`] decides after
+    /// each failure whether to retry the same provider after a jittered backoff, fail over, or
+    /// stop; no attempt starts at or after the deadline. Every attempt runs under a capacity
+    /// lease on its provider, kept across retries of that provider and given back on failover.
+    /// A half-open provider gets one attempt (its trial). Returns the provider now carrying
+    /// the stream; its lease is left in `held`.
     async fn connect_loop(
         self: &Arc<Self>,
         mut req: ConnectRequest<'_>,
         held: &mut Option<HeldSlot>,
     ) -> Result<String, StreamguardError> {
-        let cfg = &self.config;
-        let mut deadline = Instant::now() + cfg.operation_deadline;
+        let mut deadline = req.deadline;
         let mut waited = Duration::ZERO;
         let mut attempts: Vec<Attempt> = Vec::new();
         let mut tries: HashMap<String, u32> = HashMap::new();
@@ -1378,13 +1594,7 @@ impl Shared {
             if req.cancel.is_cancelled() {
                 return Err(self.stop_error(stream_id));
             }
-            if attempts.len() as u32 >= cfg.max_attempts {
-                return Err(StreamguardError::AllAttemptsFailed { attempts });
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(StreamguardError::DeadlineExceeded { attempts });
-            }
+            self.may_start(attempts.len(), deadline, &mut attempts)?;
             // Choose: the provider being retried if it is still listed, else the best ranked
             // one with a free slot (or, in phase 2, the first full one to free up).
             let waited_before = waited;
@@ -1427,7 +1637,10 @@ impl Shared {
             };
             if let Some((p, delay)) = retry.take() {
                 if p == provider && !delay.is_zero() {
-                    let until = (Instant::now() + delay).min(deadline);
+                    let until = Instant::now() + delay;
+                    if until >= deadline {
+                        return Err(StreamguardError::DeadlineExceeded { attempts });
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => {}
                         _ = retry_rx.changed() => debug!(stream_id, "retry now"),
@@ -1435,14 +1648,10 @@ impl Shared {
                     }
                 }
             }
+            // Again right before the call: choosing a provider and waiting take time.
+            self.may_start(attempts.len(), deadline, &mut attempts)?;
             let number = attempts.len() as u32 + 1;
-            {
-                let mut st = self.state();
-                st.record(&provider).attempts += 1;
-                if let Some(s) = st.sessions.get_mut(stream_id) {
-                    s.info.attempts += 1;
-                }
-            }
+            let trial = self.begin_attempt(&provider, stream_id, req.gen);
             self.emit(EventKind::AttemptStarted {
                 stream_id: stream_id.to_string(),
                 provider: provider.clone(),
@@ -1452,28 +1661,18 @@ impl Shared {
             let started = Instant::now();
             // The attempt runs on its own task so `end_stream` need not wait for a slow SDK:
             // if the session is cancelled mid-call, a follow-up task lets the call finish
-            // (bounded by `adapter_timeout`) and leaves again if it succeeded after all.
+            // (bounded by `adapter_timeout`) and cleans up after it.
             let mut call = {
                 let me = self.clone();
                 let (slot, info, id, role) =
                     (slot.clone(), info.clone(), stream_id.to_string(), req.role);
-                self.tracker
-                    .spawn(async move { me.adapter_connect(&slot, &info, &id, role).await })
-            };
-            // The slot stays taken until the abandoned call has finished (and been left).
-            let abandon = |call: tokio::task::JoinHandle<Result<(), ProviderError>>,
-                           slot: Option<HeldSlot>| {
-                let me = self.clone();
-                let (p, id) = (provider.clone(), stream_id.to_string());
                 self.tracker.spawn(async move {
-                    if let Ok(Ok(())) = call.await {
-                        me.leave(&p, &id).await;
-                    }
-                    if let Some(slot) = slot {
-                        me.release_slot(slot).await;
-                    }
-                });
+                    me.wait_for_cleanup(&info.name, &id).await;
+                    me.adapter_connect(&slot, &info, &id, role).await
+                })
             };
+            let abandon =
+                |call, slot| self.abandon(call, slot, &provider, stream_id, req.gen, trial);
             let result = tokio::select! {
                 r = &mut call => r.unwrap_or_else(|e| Err(ProviderError::internal(panic_message(e)))),
                 _ = req.cancel.cancelled() => {
@@ -1490,110 +1689,317 @@ impl Shared {
                     return Err(StreamguardError::DeadlineExceeded { attempts });
                 }
             };
+            let stale = self.end_attempt(&provider, stream_id, req.gen, trial, result.is_ok());
             let now = Instant::now();
-            match result {
+            let error = match result {
+                Ok(()) if req.cancel.is_cancelled() => {
+                    // Ended while the call ran: do not leave a stream running nobody owns.
+                    self.leave_stale(&provider, stream_id, req.gen).await;
+                    return Err(self.stop_error(stream_id));
+                }
                 Ok(()) => {
-                    if req.cancel.is_cancelled() {
-                        // Ended while the call ran: do not leave a stream running nobody owns.
-                        self.leave(&provider, stream_id).await;
-                        return Err(self.stop_error(stream_id));
-                    }
-                    let mut st = self.state();
-                    let rec = st.record(&provider);
-                    rec.successes += 1;
-                    rec.connect_latency.add(now - started);
-                    let change = rec.health.on_success(now, &self.policy);
-                    let jobs = self.apply_change(
-                        &mut st,
-                        &provider,
-                        change,
-                        FailoverReason::HealthCheckFailed,
-                        "connected",
-                        now,
-                    );
-                    self.start_migrations(&mut st, jobs);
+                    self.connected(&provider, stream_id, now - started);
                     info!(stream_id, provider, attempt = number, "connected");
                     return Ok(provider);
                 }
-                Err(error) => {
-                    warn!(stream_id, provider, attempt = number, %error, "attempt failed");
-                    attempts.push(Attempt {
-                        provider: provider.clone(),
-                        number,
-                        error: error.clone(),
-                    });
-                    let class = error.class();
-                    let budget_left = (attempts.len() as u32) < cfg.max_attempts;
-                    let mut retry_in = None;
-                    {
-                        let mut st = self.state();
-                        if let Some(s) = st.sessions.get_mut(stream_id) {
-                            s.info.last_error = Some(error.to_string());
-                        }
-                        let rec = st.record(&provider);
-                        rec.failures += 1;
-                        // The request's own fault says nothing about the provider.
-                        let change = if class == ErrorClass::RequestFatal {
-                            None
-                        } else {
-                            Some(rec.health.on_failure(now, &self.policy))
-                        };
-                        match class {
-                            ErrorClass::RequestFatal => {}
-                            ErrorClass::ProviderFatal => {
-                                excluded.insert(provider.clone());
-                                rec.health.cool_down(now, &self.policy);
-                                left_behind =
-                                    Some((provider.clone(), FailoverReason::ProviderRejected));
-                            }
-                            ErrorClass::Transient => {
-                                let n = tries.entry(provider.clone()).or_default();
-                                *n += 1;
-                                if *n >= cfg.attempts_per_provider {
-                                    excluded.insert(provider.clone());
-                                    rec.health.cool_down(now, &self.policy);
-                                    left_behind =
-                                        Some((provider.clone(), FailoverReason::RetriesExhausted));
-                                } else if budget_left {
-                                    let unit = self
-                                        .jitter
-                                        .lock()
-                                        .unwrap_or_else(|e| e.into_inner())
-                                        .next_unit();
-                                    let delay = self.backoff.delay(*n, unit);
-                                    retry = Some((provider.clone(), delay));
-                                    retry_in = Some(delay);
-                                }
-                            }
-                        }
-                        if let Some(change) = change {
-                            let jobs = self.apply_change(
-                                &mut st,
-                                &provider,
-                                change,
-                                FailoverReason::HealthCheckFailed,
-                                &error.to_string(),
-                                now,
-                            );
-                            self.start_migrations(&mut st, jobs);
-                        }
-                    }
-                    self.emit(EventKind::AttemptFailed {
-                        stream_id: stream_id.to_string(),
-                        provider: provider.clone(),
-                        attempt: number,
-                        operation: req.operation,
-                        error: error.clone(),
-                        retry_in,
-                    });
-                    if class == ErrorClass::RequestFatal {
-                        return Err(StreamguardError::RequestRejected { provider, error });
-                    }
-                    if !budget_left {
-                        // The budget is spent: announce the failover that cannot happen.
-                        self.announce_failover(stream_id, left_behind.take(), None);
-                    }
+                Err(error) => error,
+            };
+            if stale {
+                // Older work of this stream succeeded here late; our attempt did not take
+                // the stream over, so nobody else will leave it.
+                self.leave_marked(&provider, stream_id).await;
+            }
+            warn!(stream_id, provider, attempt = number, %error, "attempt failed");
+            attempts.push(Attempt {
+                provider: provider.clone(),
+                number,
+                error: error.clone(),
+            });
+            let on_provider = {
+                let n = tries.entry(provider.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            let delay = {
+                let unit = self
+                    .jitter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .next_unit();
+                self.backoff.delay(on_provider, unit)
+            };
+            let next = self.attempts.after_failure(&Failed {
+                class: error.class(),
+                attempts: attempts.len() as u32,
+                on_provider,
+                trial,
+                retry_delay: delay,
+                now,
+                deadline,
+            });
+            self.failed(&provider, stream_id, req.gen, &error, next, now);
+            let retry_in = match next {
+                Next::Retry { delay } => {
+                    retry = Some((provider.clone(), delay));
+                    Some(delay)
                 }
+                Next::Failover { reason } => {
+                    excluded.insert(provider.clone());
+                    left_behind = Some((provider.clone(), reason));
+                    None
+                }
+                Next::Stop(_) => None,
+            };
+            self.emit(EventKind::AttemptFailed {
+                stream_id: stream_id.to_string(),
+                provider: provider.clone(),
+                attempt: number,
+                operation: req.operation,
+                error: error.clone(),
+                retry_in,
+            });
+            match next {
+                Next::Stop(Stop::Rejected) => {
+                    return Err(StreamguardError::RequestRejected { provider, error })
+                }
+                Next::Stop(Stop::Deadline) => {
+                    return Err(StreamguardError::DeadlineExceeded { attempts })
+                }
+                Next::Stop(Stop::BudgetSpent) => {
+                    return Err(StreamguardError::AllAttemptsFailed { attempts })
+                }
+                Next::Failover { .. } if attempts.len() as u32 >= self.config.max_attempts => {
+                    // The budget is spent: announce the failover that cannot happen.
+                    self.announce_failover(stream_id, left_behind.take(), None);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// [`AttemptPolicy::may_start`] as an error.
+    fn may_start(
+        &self,
+        made: usize,
+        deadline: Instant,
+        attempts: &mut Vec<Attempt>,
+    ) -> Result<(), StreamguardError> {
+        match self
+            .attempts
+            .may_start(made as u32, Instant::now(), deadline)
+        {
+            None => Ok(()),
+            Some(Stop::Deadline) => Err(StreamguardError::DeadlineExceeded {
+                attempts: std::mem::take(attempts),
+            }),
+            Some(_) => Err(StreamguardError::AllAttemptsFailed {
+                attempts: std::mem::take(attempts),
+            }),
+        }
+    }
+
+    /// Count an attempt on `provider` and note it on the session. Returns whether it is the
+    /// provider's half-open trial.
+    fn begin_attempt(&self, provider: &str, stream_id: &str, gen: u64) -> bool {
+        let now = Instant::now();
+        let mut st = self.state();
+        let rec = st.record(provider);
+        rec.attempts += 1;
+        let trial = rec.health.is_half_open(now);
+        if trial {
+            rec.trials_in_flight += 1;
+            info!(
+                provider,
+                stream_id, "half-open: this attempt is the provider's trial"
+            );
+        }
+        if let Some(s) = st.session_mut(stream_id, gen) {
+            s.info.attempts += 1;
+            s.attempting = Some(provider.to_string());
+        }
+        trial
+    }
+
+    /// The attempt on `provider` finished (or was abandoned and then finished). Returns true if
+    /// older work left a stream there for this session to clean up (see `adopted`).
+    fn end_attempt(
+        &self,
+        provider: &str,
+        stream_id: &str,
+        gen: u64,
+        trial: bool,
+        ok: bool,
+    ) -> bool {
+        let mut st = self.state();
+        if trial {
+            let rec = st.record(provider);
+            rec.trials_in_flight = rec.trials_in_flight.saturating_sub(1);
+        }
+        let Some(s) = st.session_mut(stream_id, gen) else {
+            return false;
+        };
+        s.attempting = None;
+        let adopted = s.adopted.take();
+        !ok && adopted.as_deref() == Some(provider)
+    }
+
+    /// Bookkeeping of a successful attempt.
+    fn connected(self: &Arc<Self>, provider: &str, stream_id: &str, took: Duration) {
+        let now = Instant::now();
+        let mut st = self.state();
+        let rec = st.record(provider);
+        rec.successes += 1;
+        rec.connect_latency.add(took);
+        let change = rec.health.on_success(now, &self.policy);
+        let jobs = self.apply_change(
+            &mut st,
+            provider,
+            change,
+            FailoverReason::HealthCheckFailed,
+            "connected",
+            now,
+        );
+        self.start_migrations(&mut st, jobs);
+        debug!(stream_id, provider, "attempt succeeded");
+    }
+
+    /// Bookkeeping of a failed attempt: the provider's health (a request's own fault says
+    /// nothing about the provider) and its cool-down when the loop gives up on it.
+    fn failed(
+        self: &Arc<Self>,
+        provider: &str,
+        stream_id: &str,
+        gen: u64,
+        error: &ProviderError,
+        next: Next,
+        now: Instant,
+    ) {
+        let mut st = self.state();
+        Self::set_last_error(&mut st, stream_id, gen, error.to_string());
+        let rec = st.record(provider);
+        rec.failures += 1;
+        if error.class() == ErrorClass::RequestFatal {
+            return;
+        }
+        let change = rec.health.on_failure(now, &self.policy);
+        if matches!(next, Next::Failover { .. }) {
+            rec.health.cool_down(now, &self.policy);
+        }
+        let jobs = self.apply_change(
+            &mut st,
+            provider,
+            change,
+            FailoverReason::HealthCheckFailed,
+            &error.to_string(),
+            now,
+        );
+        self.start_migrations(&mut st, jobs);
+    }
+
+    /// An attempt whose operation ended (cancelled, deadline) while the adapter call ran: let
+    /// the call finish on its own (bounded by `adapter_timeout`), clean up after it, and only
+    /// then give its slot back.
+    fn abandon(
+        self: &Arc<Self>,
+        call: tokio::task::JoinHandle<Result<(), ProviderError>>,
+        slot: Option<HeldSlot>,
+        provider: &str,
+        stream_id: &str,
+        gen: u64,
+        trial: bool,
+    ) {
+        let me = self.clone();
+        let (p, id) = (provider.to_string(), stream_id.to_string());
+        self.tracker.spawn(async move {
+            let ok = matches!(call.await, Ok(Ok(())));
+            let stale = me.end_attempt(&p, &id, gen, trial, ok);
+            if ok || stale {
+                me.leave_stale(&p, &id, gen).await;
+            }
+            if let Some(slot) = slot {
+                me.release_slot(slot).await;
+            }
+        });
+    }
+
+    /// Clean up a stream that work of generation `gen` left on `provider` (a late success, an
+    /// attempt that succeeded as its session ended): leave it, unless a newer session of the
+    /// same id uses that provider now. Adapters are keyed by stream id, so leaving would stop
+    /// the newer session's stream: if it runs there, the stream is its own; if it is still
+    /// attempting there, it adopts the cleanup (and leaves if its attempt fails).
+    async fn leave_stale(&self, provider: &str, stream_id: &str, gen: u64) {
+        {
+            let mut st = self.state();
+            if let Some(s) = st
+                .sessions
+                .get_mut(stream_id)
+                .filter(|s| s.gen > gen && !s.info.state.is_finished())
+            {
+                if s.info.provider.as_deref() == Some(provider) {
+                    info!(
+                        stream_id,
+                        provider,
+                        gen,
+                        "late success: a newer session of this stream runs there; not leaving"
+                    );
+                    return;
+                }
+                if s.attempting.as_deref() == Some(provider) {
+                    info!(
+                        stream_id,
+                        provider,
+                        gen,
+                        "late success: a newer session is connecting there and adopts it"
+                    );
+                    s.adopted = Some(provider.to_string());
+                    return;
+                }
+            }
+            // Registered in the same critical section as the check above, so a newer attempt
+            // on this provider waits for the leave instead of racing it.
+            self.mark_cleanup(&mut st, provider, stream_id);
+        }
+        self.leave(provider, stream_id).await;
+        self.cleanup_done(provider, stream_id);
+    }
+
+    /// Leave `provider` with the cleanup marker set (see [`leave_stale`](Self::leave_stale)).
+    async fn leave_marked(&self, provider: &str, stream_id: &str) {
+        self.mark_cleanup(&mut self.state(), provider, stream_id);
+        self.leave(provider, stream_id).await;
+        self.cleanup_done(provider, stream_id);
+    }
+
+    fn mark_cleanup(&self, st: &mut State, provider: &str, stream_id: &str) {
+        *st.cleanups
+            .entry((provider.to_string(), stream_id.to_string()))
+            .or_default() += 1;
+    }
+
+    fn cleanup_done(&self, provider: &str, stream_id: &str) {
+        let mut st = self.state();
+        let key = (provider.to_string(), stream_id.to_string());
+        if let Some(n) = st.cleanups.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                st.cleanups.remove(&key);
+            }
+        }
+        drop(st);
+        self.cleanup_finished
+            .send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Wait until no leave of `stream_id` on `provider` is in progress, so a new attempt
+    /// never lands before an older session's leave (bounded: leaves are bounded by
+    /// `adapter_timeout`).
+    async fn wait_for_cleanup(&self, provider: &str, stream_id: &str) {
+        let key = (provider.to_string(), stream_id.to_string());
+        let mut rx = self.cleanup_finished.subscribe();
+        while self.state().cleanups.contains_key(&key) {
+            debug!(stream_id, provider, "waiting for an older leave to finish");
+            if rx.changed().await.is_err() {
+                return;
             }
         }
     }
@@ -1602,13 +2008,13 @@ impl Shared {
     async fn migrate(self: Arc<Self>, job: MigrationJob) {
         let MigrationJob {
             stream_id,
+            gen,
             from,
             reason,
         } = job;
         let Some((op_lock, cancel, role)) = ({
             let st = self.state();
-            st.sessions
-                .get(&stream_id)
+            st.session(&stream_id, gen)
                 .map(|s| (s.op_lock.clone(), s.cancel.clone(), s.info.role))
         }) else {
             return;
@@ -1617,7 +2023,7 @@ impl Shared {
         let now = Instant::now();
         let (mut strategy, target) = {
             let st = self.state();
-            let still_ours = st.sessions.get(&stream_id).is_some_and(|s| {
+            let still_ours = st.session(&stream_id, gen).is_some_and(|s| {
                 s.info.state == SessionState::Migrating
                     && s.info.provider.as_deref() == Some(from.as_str())
             });
@@ -1666,6 +2072,8 @@ impl Shared {
         let reconnect = |exclude: HashSet<String>, only_parallel: bool| {
             self.connect(ConnectRequest {
                 stream_id: &stream_id,
+                gen,
+                deadline: Instant::now() + self.config.operation_deadline,
                 role,
                 operation: Operation::Migrate,
                 exclude,
@@ -1681,16 +2089,16 @@ impl Shared {
                     Err(StreamguardError::Cancelled(_) | StreamguardError::ShutDown)
                 );
                 if r.is_ok() {
-                    self.vacate(&from, &stream_id).await;
+                    self.vacate(&from, &stream_id, gen).await;
                     (r, None)
                 } else if health_driven && !stopped {
                     // The old provider is down and nothing else took the stream: leave it
                     // cleanly (once: the session no longer names it).
                     {
                         let mut st = self.state();
-                        self.set_state(&mut st, &stream_id, SessionState::Migrating, None);
+                        self.set_state(&mut st, &stream_id, gen, SessionState::Migrating, None);
                     }
-                    self.vacate(&from, &stream_id).await;
+                    self.vacate(&from, &stream_id, gen).await;
                     // No parallel-capable provider took it: the others may still, after a gap.
                     // A request the provider rejected as invalid would be rejected anywhere.
                     if !matches!(r, Err(StreamguardError::RequestRejected { .. })) {
@@ -1706,11 +2114,11 @@ impl Shared {
                 }
             }
             MigrationStrategy::BreakBeforeMake => {
-                self.vacate(&from, &stream_id).await;
+                self.vacate(&from, &stream_id, gen).await;
                 let gap_start = Instant::now();
                 {
                     let mut st = self.state();
-                    self.set_state(&mut st, &stream_id, SessionState::Migrating, None);
+                    self.set_state(&mut st, &stream_id, gen, SessionState::Migrating, None);
                 }
                 // A planned move may fall back to the old provider: it is healthy, only no
                 // longer preferred. A health-driven move must not go back.
@@ -1724,7 +2132,7 @@ impl Shared {
         let mut st = self.state();
         match result {
             Ok((to, slot)) => {
-                if let Some(s) = st.sessions.get_mut(&stream_id) {
+                if let Some(s) = st.session_mut(&stream_id, gen) {
                     s.info.migrations += 1;
                 }
                 if to != from {
@@ -1736,8 +2144,14 @@ impl Shared {
                         Some(reason),
                     );
                 }
-                self.set_state(&mut st, &stream_id, SessionState::Live, Some(to.clone()));
-                self.install_slot(&mut st, &stream_id, &to, slot);
+                self.set_state(
+                    &mut st,
+                    &stream_id,
+                    gen,
+                    SessionState::Live,
+                    Some(to.clone()),
+                );
+                self.install_slot(&mut st, &stream_id, gen, &to, slot);
                 let gap = gap_start.map_or(Duration::ZERO, |g| end - g);
                 info!(stream_id, from, to, ?gap, "migration finished");
                 self.emit(EventKind::MigrationFinished {
@@ -1753,25 +2167,30 @@ impl Shared {
                 // `end_stream` or `shutdown` owns the session now and will finish it; if the
                 // old provider was already left, nothing else will report its end.
                 if st
-                    .sessions
-                    .get(&stream_id)
+                    .session(&stream_id, gen)
                     .is_some_and(|s| s.info.provider.is_none())
                 {
                     self.report(ReportKind::End, &from, &stream_id, None, None);
                 }
             }
             Err(e) => {
-                Self::set_last_error(&mut st, &stream_id, e.to_string());
+                Self::set_last_error(&mut st, &stream_id, gen, e.to_string());
                 let stay = strategy == MigrationStrategy::MakeBeforeBreak && !health_driven;
                 let still_on = stay.then(|| from.clone());
                 if stay {
-                    self.set_state(&mut st, &stream_id, SessionState::Live, Some(from.clone()));
+                    self.set_state(
+                        &mut st,
+                        &stream_id,
+                        gen,
+                        SessionState::Live,
+                        Some(from.clone()),
+                    );
                 } else {
                     self.report(ReportKind::End, &from, &stream_id, None, None);
-                    self.set_state(&mut st, &stream_id, SessionState::Failed, None);
+                    self.set_state(&mut st, &stream_id, gen, SessionState::Failed, None);
                     // Both strategies gave the old slot back when they left; never keep one
                     // for a session that runs nowhere.
-                    if let Some(slot) = st.sessions.get_mut(&stream_id).and_then(|s| s.slot.take())
+                    if let Some(slot) = st.session_mut(&stream_id, gen).and_then(|s| s.slot.take())
                     {
                         let me = self.clone();
                         self.tracker
@@ -1792,12 +2211,23 @@ impl Shared {
     // ----- end, errors, hints --------------------------------------------------------------
 
     async fn end(self: Arc<Self>, stream_id: &str) -> Result<(), StreamguardError> {
+        let gen = self
+            .state()
+            .sessions
+            .get(stream_id)
+            .ok_or_else(|| StreamguardError::UnknownSession(stream_id.to_string()))?
+            .gen;
+        self.end_gen(stream_id, gen).await
+    }
+
+    /// End generation `gen` of `stream_id`: cancel whatever it waits for, then finish it under
+    /// its op lock. A no-op if it finished or was replaced.
+    async fn end_gen(&self, stream_id: &str, gen: u64) -> Result<(), StreamguardError> {
         let (op_lock, cancel) = {
             let st = self.state();
-            let s = st
-                .sessions
-                .get(stream_id)
-                .ok_or_else(|| StreamguardError::UnknownSession(stream_id.to_string()))?;
+            let Some(s) = st.session(stream_id, gen) else {
+                return Ok(());
+            };
             if s.info.state.is_finished() {
                 return Ok(());
             }
@@ -1805,16 +2235,16 @@ impl Shared {
         };
         cancel.cancel();
         let _op = op_lock.lock_owned().await;
-        self.finish(stream_id, SessionState::Ended).await;
+        self.finish(stream_id, gen, SessionState::Ended).await;
         Ok(())
     }
 
     /// Stop monitoring the session at once, then leave its provider. The caller holds the
     /// session's op lock.
-    async fn finish(&self, stream_id: &str, to: SessionState) {
+    async fn finish(&self, stream_id: &str, gen: u64, to: SessionState) {
         let (provider, slot) = {
             let mut st = self.state();
-            let Some(s) = st.sessions.get_mut(stream_id) else {
+            let Some(s) = st.session_mut(stream_id, gen) else {
                 return;
             };
             if s.info.state.is_finished() {
@@ -1822,12 +2252,18 @@ impl Shared {
             }
             let p = s.info.provider.take();
             let slot = s.slot.take();
-            self.set_state(&mut st, stream_id, to, None);
+            self.set_state(&mut st, stream_id, gen, to, None);
+            // From here a new session of the same id may start: its attempts on this provider
+            // wait for our leave.
+            if let Some(p) = &p {
+                self.mark_cleanup(&mut st, p, stream_id);
+            }
             (p, slot)
         };
         if let Some(p) = provider {
             self.report(ReportKind::End, &p, stream_id, None, None);
             self.leave(&p, stream_id).await;
+            self.cleanup_done(&p, stream_id);
         }
         // After leaving: the slot is free only once the stream really stopped.
         if let Some(slot) = slot {
@@ -1847,13 +2283,14 @@ impl Shared {
             .sessions
             .get(stream_id)
             .ok_or_else(|| StreamguardError::UnknownSession(stream_id.to_string()))?;
+        let gen = s.gen;
         let (SessionState::Live, Some(provider)) = (s.info.state, s.info.provider.clone()) else {
             // A start or migration in progress handles its own errors.
             debug!(stream_id, state = ?s.info.state, %error, "error report ignored: session not live");
             return Ok(());
         };
         warn!(stream_id, provider, %error, "error reported by the host");
-        Self::set_last_error(&mut st, stream_id, error.to_string());
+        Self::set_last_error(&mut st, stream_id, gen, error.to_string());
         let rec = st.record(&provider);
         rec.reported_errors += 1;
         let detail = format!("reported: {error}");
@@ -1866,7 +2303,8 @@ impl Shared {
                 drop(st);
                 self.tracker.spawn(async move {
                     let _op = lock.lock_owned().await;
-                    me.finish(&id, SessionState::Failed).await;
+                    // Only this generation: a newer session of the same id is not at fault.
+                    me.finish(&id, gen, SessionState::Failed).await;
                 });
             }
             ErrorClass::ProviderFatal => {
@@ -1921,15 +2359,73 @@ impl Shared {
 
     // ----- registry ------------------------------------------------------------------------
 
-    /// Read the provider list (single flight). `force` skips the "someone just read it" shortcut.
-    async fn refresh(self: &Arc<Self>, force: bool) -> Result<bool, StreamguardError> {
-        let asked_at = Instant::now();
-        let _gate = self.refresh_gate.lock().await;
+    /// Read the provider list. Single flight: one read is in flight at a time, and its
+    /// outcome, success or failure, is shared by every caller waiting for it (a hung registry
+    /// costs each waiter one `request_timeout`, not one per caller ahead of it). A `force`d
+    /// read (push, `refresh_providers()`) only uses a read that started after it was asked for.
+    async fn refresh(self: &Arc<Self>, force: bool) -> ReadOutcome {
+        let asked_after = force.then(|| self.state().list_reads);
+        loop {
+            let (mut done, usable) = {
+                let mut st = self.state();
+                match &st.list_read {
+                    Some(read) => (
+                        read.done.clone(),
+                        asked_after.is_none_or(|asked| read.seq > asked),
+                    ),
+                    None => {
+                        if let (Some(asked), Some((seq, outcome))) = (asked_after, &st.last_read) {
+                            if *seq > asked {
+                                return outcome.clone();
+                            }
+                        }
+                        (self.start_read(&mut st), true)
+                    }
+                }
+            };
+            let outcome = match done.wait_for(Option::is_some).await {
+                Ok(v) => v.clone().unwrap_or(Err(StreamguardError::ShutDown)),
+                // The read task was dropped (shutdown).
+                Err(_) => Err(StreamguardError::ShutDown),
+            };
+            if usable {
+                return outcome;
+            }
+        }
+    }
+
+    /// Start a list read on its own task (so a caller that gives up does not cancel it for
+    /// the others) and register it as the one in flight.
+    fn start_read(self: &Arc<Self>, st: &mut State) -> watch::Receiver<Option<ReadOutcome>> {
+        st.list_reads += 1;
+        let seq = st.list_reads;
+        let (tx, rx) = watch::channel(None);
+        st.list_read = Some(ListRead {
+            seq,
+            done: rx.clone(),
+        });
+        let me = self.clone();
+        self.tracker.spawn(async move {
+            let outcome = tokio::select! {
+                o = me.read_list() => o,
+                _ = me.cancel.cancelled() => Err(StreamguardError::ShutDown),
+            };
+            {
+                let mut st = me.state();
+                st.list_read = None;
+                st.last_read = Some((seq, outcome.clone()));
+            }
+            let _ = tx.send(Some(outcome));
+        });
+        rx
+    }
+
+    /// One request for the list, bounded by `request_timeout`, and its effects: the new list,
+    /// migrations a change calls for, and reconciliation after every successful read,
+    /// changed or not.
+    async fn read_list(self: &Arc<Self>) -> ReadOutcome {
         let etag = {
             let st = self.state();
-            if !force && st.list_fetched_at.is_some_and(|t| t >= asked_at) {
-                return Ok(false);
-            }
             st.list_etag.clone().filter(|_| st.list_known)
         };
         let result = match tokio::time::timeout(
@@ -1942,42 +2438,60 @@ impl Shared {
             Err(_) => Err(BackendError::Timeout),
         };
         let now = Instant::now();
-        match result {
+        let (providers, etag) = match result {
             Err(e) => {
                 warn!(error = %e, "provider list refresh failed; keeping the last good list");
                 self.emit(EventKind::BackendError {
                     error: format!("provider list: {e}"),
                 });
-                Err(StreamguardError::Backend(e))
+                return Err(StreamguardError::Backend(e));
             }
             Ok(ProviderList::NotModified) => {
-                self.state().list_fetched_at = Some(now);
-                Ok(false)
-            }
-            Ok(ProviderList::Fresh { providers, etag }) => {
                 let mut st = self.state();
                 st.list_fetched_at = Some(now);
-                st.list_etag = etag;
-                let first = !st.list_known;
-                st.list_known = true;
-                if st.providers == providers {
-                    return Ok(false);
-                }
-                let old = std::mem::replace(&mut st.providers, providers);
-                for p in &st.providers.clone() {
-                    st.record(&p.name);
-                }
-                let active = st.ranked(now, &HashSet::new(), false);
-                info!(?active, "provider list changed");
-                self.list_version.send_modify(|v| *v += 1);
-                self.emit(EventKind::ProviderListChanged { active });
-                if !first {
-                    let jobs = self.planned_migrations(&st, &old, now);
-                    self.start_migrations(&mut st, jobs);
-                }
-                Ok(true)
+                self.reconcile(&mut st);
+                return Ok(false);
             }
+            Ok(ProviderList::Fresh { providers, etag }) => (providers, etag),
+        };
+        let mut st = self.state();
+        st.list_fetched_at = Some(now);
+        st.list_etag = etag;
+        let first = !st.list_known;
+        st.list_known = true;
+        if st.providers == providers {
+            self.reconcile(&mut st);
+            return Ok(false);
         }
+        let old = std::mem::replace(&mut st.providers, providers);
+        for p in &st.providers.clone() {
+            st.record(&p.name);
+        }
+        let active = st.ranked(now, &HashSet::new(), false);
+        info!(?active, "provider list changed");
+        self.list_version.send_modify(|v| *v += 1);
+        self.emit(EventKind::ProviderListChanged { active });
+        if !first {
+            let jobs = self.planned_migrations(&st, &old, now);
+            self.start_migrations(&mut st, jobs);
+        }
+        self.reconcile(&mut st);
+        Ok(true)
+    }
+
+    /// Desired state (the list) against actual state (where sessions run): every live
+    /// session on a provider that is no longer listed or active moves off it. Run after every
+    /// list read, changed or not; `install_slot` does the same for a session that just went
+    /// live.
+    fn reconcile(self: &Arc<Self>, st: &mut State) {
+        let jobs = st.misplaced();
+        if !jobs.is_empty() {
+            info!(
+                sessions = jobs.len(),
+                "reconciling: sessions on providers no longer listed or active"
+            );
+        }
+        self.start_migrations(st, jobs);
     }
 
     /// After a list change: move sessions whose provider was disabled or removed, and sessions
@@ -2007,11 +2521,7 @@ impl Shared {
                 }),
             };
             if let Some(reason) = reason {
-                jobs.push(MigrationJob {
-                    stream_id: s.info.stream_id.clone(),
-                    from: cur.clone(),
-                    reason,
-                });
+                jobs.push(MigrationJob::of(s, cur, reason));
             }
         }
         jobs
@@ -2128,6 +2638,7 @@ impl Shared {
     /// registry without push, or a broken channel, only costs latency.
     async fn push_loop(self: Arc<Self>) {
         let mut failures: u32 = 0;
+        let mut retry_rx = self.retry_now.subscribe();
         loop {
             while !self.any_live() {
                 tokio::select! {
@@ -2176,8 +2687,12 @@ impl Shared {
                     .delay(failures, unit)
                 }
             };
+            // Like every backoff wait in the engine, this one ends on `network_changed()`
+            // (the loop then connects once).
+            retry_rx.borrow_and_update();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
+                _ = retry_rx.changed() => debug!("network changed: reconnecting the push channel now"),
                 _ = self.cancel.cancelled() => return,
             }
         }
@@ -2418,11 +2933,8 @@ impl Shared {
             .filter_map(|s| {
                 let cur = s.info.provider.as_ref()?;
                 let cur_pos = position(&st.providers, cur).unwrap_or(usize::MAX);
-                (cur != &best && best_pos < cur_pos).then(|| MigrationJob {
-                    stream_id: s.info.stream_id.clone(),
-                    from: cur.clone(),
-                    reason: FailoverReason::Failback,
-                })
+                (cur != &best && best_pos < cur_pos)
+                    .then(|| MigrationJob::of(s, cur, FailoverReason::Failback))
             })
             .collect()
     }
@@ -2474,23 +2986,23 @@ impl Shared {
     }
 
     async fn shutdown(self: Arc<Self>) {
-        let sessions: Vec<(String, Arc<tokio::sync::Mutex<()>>)> = {
+        let sessions: Vec<(String, u64, Arc<tokio::sync::Mutex<()>>)> = {
             let mut st = self.state();
             st.shut_down = true;
             st.sessions
                 .values()
                 .filter(|s| !s.info.state.is_finished())
-                .map(|s| (s.info.stream_id.clone(), s.op_lock.clone()))
+                .map(|s| (s.info.stream_id.clone(), s.gen, s.op_lock.clone()))
                 .collect()
         };
         info!(sessions = sessions.len(), "shutting down");
         self.cancel.cancel();
         let mut leaving = tokio::task::JoinSet::new();
-        for (id, lock) in sessions {
+        for (id, gen, lock) in sessions {
             let me = self.clone();
             leaving.spawn(async move {
                 let _op = lock.lock_owned().await;
-                me.finish(&id, SessionState::Ended).await;
+                me.finish(&id, gen, SessionState::Ended).await;
             });
         }
         while leaving.join_next().await.is_some() {}

@@ -13,6 +13,9 @@ pub struct Standing {
     pub cooling: bool,
     /// The current operation has given up on it.
     pub excluded: bool,
+    /// It is half-open (its cool-down ran out, nothing succeeded since) and a trial of it (a
+    /// start or a health check) is in flight: other operations go elsewhere meanwhile.
+    pub trial_busy: bool,
 }
 
 fn by_priority(a: &ProviderInfo, b: &ProviderInfo) -> Ordering {
@@ -22,8 +25,8 @@ fn by_priority(a: &ProviderInfo, b: &ProviderInfo) -> Ordering {
 }
 
 /// The providers that may be tried, best first: active ones with an adapter, not excluded and
-/// with a free slot; those not cooling down first, by (priority, name). Cooling providers come
-/// last rather than never, so that when every provider has failed recently the engine still
+/// with a free slot; those not cooling down (or on trial) first, by (priority, name). Cooling
+/// providers come last rather than never, so that when every provider has failed recently the engine still
 /// tries them (Envoy's panic mode) instead of refusing to stream at all.
 pub fn rank(providers: &[ProviderInfo], standing: impl Fn(&str) -> Standing) -> Vec<String> {
     let mut ready = Vec::new();
@@ -33,7 +36,7 @@ pub fn rank(providers: &[ProviderInfo], standing: impl Fn(&str) -> Standing) -> 
         if !p.is_active || !s.has_adapter || s.excluded || !p.has_free_slot() {
             continue;
         }
-        if s.cooling {
+        if s.cooling || s.trial_busy {
             cooling.push(p);
         } else {
             ready.push(p);
@@ -88,7 +91,7 @@ mod tests {
         let got = rank(&list, |n| Standing {
             has_adapter: n != "c",
             excluded: n == "d",
-            cooling: false,
+            ..Standing::default()
         });
         assert_eq!(got, vec!["b"]);
     }
@@ -99,15 +102,27 @@ mod tests {
         let got = rank(&list, |n| Standing {
             has_adapter: true,
             cooling: n == "a",
-            excluded: false,
+            ..Standing::default()
         });
         assert_eq!(got, vec!["b", "c", "a"]);
         let all_cooling = rank(&list, |_| Standing {
             has_adapter: true,
             cooling: true,
-            excluded: false,
+            ..Standing::default()
         });
         assert_eq!(all_cooling, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_provider_on_trial_goes_last_like_a_cooling_one() {
+        let list = vec![p("a", 1), p("b", 2), p("c", 3)];
+        let got = rank(&list, |n| Standing {
+            has_adapter: true,
+            trial_busy: n == "a",
+            cooling: n == "b",
+            ..Standing::default()
+        });
+        assert_eq!(got, vec!["c", "a", "b"]);
     }
 
     #[test]
