@@ -28,6 +28,7 @@ mod config;
 mod error;
 mod events;
 pub mod health;
+mod lane;
 mod manager;
 pub mod ordering;
 mod provider;

@@ -20,6 +20,7 @@ use crate::events::{
     SessionState, StreamEvent,
 };
 use crate::health::{Change, HealthPolicy, HealthTracker};
+use crate::lane::{LaneKey, Lanes};
 use crate::ordering::{position, rank, Standing};
 use crate::provider::{ErrorSink, ProviderAdapter, ProviderInfo};
 use crate::registry::{
@@ -128,7 +129,7 @@ impl ManagerBuilder {
                 max_attempts: config.max_attempts,
                 attempts_per_provider: config.attempts_per_provider,
             },
-            cleanup_finished: watch::channel(0).0,
+            lane_turn: watch::channel(0).0,
             backoff: Backoff {
                 base: config.backoff_base,
                 cap: config.backoff_cap,
@@ -483,12 +484,6 @@ struct Session {
     /// Work that outlives its session (an abandoned adapter call, a migration, a spawned
     /// finish) carries the generation it was started for and touches only that session.
     gen: u64,
-    /// The provider of the attempt in flight, if any.
-    attempting: Option<String>,
-    /// A provider on which older work of the same stream id succeeded late while this session
-    /// was attempting it: the stream there is this session's if its attempt succeeds; if the
-    /// attempt fails, this session leaves the provider (nobody else will).
-    adopted: Option<String>,
     /// Held by whoever operates on the session: start/join, migration, end.
     op_lock: Arc<tokio::sync::Mutex<()>>,
     /// Cancelled by `end_stream` (and, as a child of the manager's token, by shutdown).
@@ -537,9 +532,8 @@ struct State {
     /// Reads started so far, and the outcome of the last one finished (with its number).
     list_reads: u64,
     last_read: Option<(u64, ReadOutcome)>,
-    /// Leaves in progress by (provider, stream id) that a new attempt on the same pair must
-    /// wait for (an ended session's leave must land before a newer session's start).
-    cleanups: HashMap<(String, String), u32>,
+    /// Adapter calls per (provider, stream id) run one at a time, in order (see `lane.rs`).
+    lanes: Lanes,
 }
 
 /// The outcome of one provider-list read: whether the list changed, or why it failed.
@@ -718,6 +712,39 @@ struct ConnectRequest<'a> {
     cancel: &'a CancellationToken,
 }
 
+/// A place in a (provider, stream) lane; its turn ends when it is dropped.
+struct LaneTicket {
+    shared: Arc<Shared>,
+    key: LaneKey,
+    ticket: u64,
+}
+
+impl LaneTicket {
+    /// Wait for this ticket's turn (earlier calls on the pair are bounded by
+    /// `adapter_timeout`, so this is too).
+    async fn turn(&self) {
+        let mut turns = self.shared.lane_turn.subscribe();
+        loop {
+            if self.shared.state().lanes.is_turn(&self.key, self.ticket) {
+                return;
+            }
+            if turns.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for LaneTicket {
+    fn drop(&mut self) {
+        debug!(key = ?self.key, ticket = self.ticket, "lane ticket released");
+        self.shared.state().lanes.release(&self.key, self.ticket);
+        self.shared
+            .lane_turn
+            .send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
 /// What [`Shared::create_session`] did.
 enum Opened {
     /// A new session of this generation, with its op lock.
@@ -774,8 +801,8 @@ struct Shared {
     jitter: Mutex<Box<dyn JitterSource>>,
     /// Retry, fail over or stop: the connect loop's decisions.
     attempts: AttemptPolicy,
-    /// Bumped whenever a leave in `State::cleanups` finishes.
-    cleanup_finished: watch::Sender<u64>,
+    /// Bumped whenever a lane ticket is released.
+    lane_turn: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -1431,8 +1458,6 @@ impl Shared {
                 last_error: None,
             },
             gen,
-            attempting: None,
-            adopted: None,
             op_lock: Arc::new(tokio::sync::Mutex::new(())),
             cancel,
             finished_seq: 0,
@@ -1651,7 +1676,7 @@ impl Shared {
             // Again right before the call: choosing a provider and waiting take time.
             self.may_start(attempts.len(), deadline, &mut attempts)?;
             let number = attempts.len() as u32 + 1;
-            let trial = self.begin_attempt(&provider, stream_id, req.gen);
+            let (trial, ticket) = self.begin_attempt(&provider, stream_id, req.gen);
             self.emit(EventKind::AttemptStarted {
                 stream_id: stream_id.to_string(),
                 provider: provider.clone(),
@@ -1662,19 +1687,32 @@ impl Shared {
             // The attempt runs on its own task so `end_stream` need not wait for a slow SDK:
             // if the session is cancelled mid-call, a follow-up task lets the call finish
             // (bounded by `adapter_timeout`) and cleans up after it.
+            let given_up = req.cancel.child_token();
             let mut call = {
                 let me = self.clone();
                 let (slot, info, id, role) =
                     (slot.clone(), info.clone(), stream_id.to_string(), req.role);
+                let given_up = given_up.clone();
                 self.tracker.spawn(async move {
-                    me.wait_for_cleanup(&info.name, &id).await;
-                    me.adapter_connect(&slot, &info, &id, role).await
+                    // Older work on this (provider, stream) goes first, its cleanup included.
+                    tokio::select! {
+                        _ = ticket.turn() => {}
+                        _ = given_up.cancelled() => {
+                            return (Err(ProviderError::internal("given up before the call")), ticket);
+                        }
+                    }
+                    (me.adapter_connect(&slot, &info, &id, role).await, ticket)
                 })
             };
-            let abandon =
-                |call, slot| self.abandon(call, slot, &provider, stream_id, req.gen, trial);
-            let result = tokio::select! {
-                r = &mut call => r.unwrap_or_else(|e| Err(ProviderError::internal(panic_message(e)))),
+            let abandon = |call, slot| {
+                given_up.cancel();
+                self.abandon(call, slot, &provider, trial)
+            };
+            let (result, ticket) = tokio::select! {
+                r = &mut call => match r {
+                    Ok((r, ticket)) => (r, Some(ticket)),
+                    Err(e) => (Err(ProviderError::internal(panic_message(e))), None),
+                },
                 _ = req.cancel.cancelled() => {
                     abandon(call, held.take());
                     return Err(self.stop_error(stream_id));
@@ -1689,12 +1727,14 @@ impl Shared {
                     return Err(StreamguardError::DeadlineExceeded { attempts });
                 }
             };
-            let stale = self.end_attempt(&provider, stream_id, req.gen, trial, result.is_ok());
+            self.end_attempt(&provider, trial);
             let now = Instant::now();
             let error = match result {
                 Ok(()) if req.cancel.is_cancelled() => {
-                    // Ended while the call ran: do not leave a stream running nobody owns.
-                    self.leave_stale(&provider, stream_id, req.gen).await;
+                    // Ended while the call ran: do not leave a stream running nobody owns
+                    // (still in the lane, before anything newer on this pair).
+                    self.leave(&provider, stream_id).await;
+                    drop(ticket);
                     return Err(self.stop_error(stream_id));
                 }
                 Ok(()) => {
@@ -1704,11 +1744,7 @@ impl Shared {
                 }
                 Err(error) => error,
             };
-            if stale {
-                // Older work of this stream succeeded here late; our attempt did not take
-                // the stream over, so nobody else will leave it.
-                self.leave_marked(&provider, stream_id).await;
-            }
+            drop(ticket);
             warn!(stream_id, provider, attempt = number, %error, "attempt failed");
             attempts.push(Attempt {
                 provider: provider.clone(),
@@ -1798,9 +1834,14 @@ impl Shared {
         }
     }
 
-    /// Count an attempt on `provider` and note it on the session. Returns whether it is the
-    /// provider's half-open trial.
-    fn begin_attempt(&self, provider: &str, stream_id: &str, gen: u64) -> bool {
+    /// Count an attempt on `provider` and queue it in the (provider, stream) lane. Returns
+    /// whether it is the provider's half-open trial, and the lane ticket.
+    fn begin_attempt(
+        self: &Arc<Self>,
+        provider: &str,
+        stream_id: &str,
+        gen: u64,
+    ) -> (bool, LaneTicket) {
         let now = Instant::now();
         let mut st = self.state();
         let rec = st.record(provider);
@@ -1815,32 +1856,31 @@ impl Shared {
         }
         if let Some(s) = st.session_mut(stream_id, gen) {
             s.info.attempts += 1;
-            s.attempting = Some(provider.to_string());
         }
-        trial
+        let ticket = self.ticket(&mut st, provider, stream_id);
+        (trial, ticket)
     }
 
-    /// The attempt on `provider` finished (or was abandoned and then finished). Returns true if
-    /// older work left a stream there for this session to clean up (see `adopted`).
-    fn end_attempt(
-        &self,
-        provider: &str,
-        stream_id: &str,
-        gen: u64,
-        trial: bool,
-        ok: bool,
-    ) -> bool {
-        let mut st = self.state();
+    /// The attempt on `provider` finished (or was abandoned and then finished).
+    fn end_attempt(&self, provider: &str, trial: bool) {
         if trial {
+            let mut st = self.state();
             let rec = st.record(provider);
             rec.trials_in_flight = rec.trials_in_flight.saturating_sub(1);
         }
-        let Some(s) = st.session_mut(stream_id, gen) else {
-            return false;
-        };
-        s.attempting = None;
-        let adopted = s.adopted.take();
-        !ok && adopted.as_deref() == Some(provider)
+    }
+
+    /// Queue in the lane of (`provider`, `stream_id`). Taken under the state lock, together with
+    /// the decision that needs the call, so the order of calls is the order of decisions.
+    fn ticket(self: &Arc<Self>, st: &mut State, provider: &str, stream_id: &str) -> LaneTicket {
+        let key: LaneKey = (provider.to_string(), stream_id.to_string());
+        let ticket = st.lanes.take(&key);
+        debug!(?key, ticket, "lane ticket taken");
+        LaneTicket {
+            shared: self.clone(),
+            key,
+            ticket,
+        }
     }
 
     /// Bookkeeping of a successful attempt.
@@ -1897,111 +1937,29 @@ impl Shared {
     }
 
     /// An attempt whose operation ended (cancelled, deadline) while the adapter call ran: let
-    /// the call finish on its own (bounded by `adapter_timeout`), clean up after it, and only
-    /// then give its slot back.
+    /// the call finish on its own (bounded by `adapter_timeout`), leave if it succeeded (still
+    /// in its lane, so before any newer session's call on the same pair), and only then give
+    /// its slot back.
     fn abandon(
         self: &Arc<Self>,
-        call: tokio::task::JoinHandle<Result<(), ProviderError>>,
+        call: tokio::task::JoinHandle<(Result<(), ProviderError>, LaneTicket)>,
         slot: Option<HeldSlot>,
         provider: &str,
-        stream_id: &str,
-        gen: u64,
         trial: bool,
     ) {
         let me = self.clone();
-        let (p, id) = (provider.to_string(), stream_id.to_string());
+        let p = provider.to_string();
         self.tracker.spawn(async move {
-            let ok = matches!(call.await, Ok(Ok(())));
-            let stale = me.end_attempt(&p, &id, gen, trial, ok);
-            if ok || stale {
-                me.leave_stale(&p, &id, gen).await;
+            let finished = call.await;
+            me.end_attempt(&p, trial);
+            if let Ok((Ok(()), ticket)) = finished {
+                info!(stream_id = %ticket.key.1, provider = %p, "abandoned call succeeded late; leaving");
+                me.leave(&p, &ticket.key.1).await;
             }
             if let Some(slot) = slot {
                 me.release_slot(slot).await;
             }
         });
-    }
-
-    /// Clean up a stream that work of generation `gen` left on `provider` (a late success, an
-    /// attempt that succeeded as its session ended): leave it, unless a newer session of the
-    /// same id uses that provider now. Adapters are keyed by stream id, so leaving would stop
-    /// the newer session's stream: if it runs there, the stream is its own; if it is still
-    /// attempting there, it adopts the cleanup (and leaves if its attempt fails).
-    async fn leave_stale(&self, provider: &str, stream_id: &str, gen: u64) {
-        {
-            let mut st = self.state();
-            if let Some(s) = st
-                .sessions
-                .get_mut(stream_id)
-                .filter(|s| s.gen > gen && !s.info.state.is_finished())
-            {
-                if s.info.provider.as_deref() == Some(provider) {
-                    info!(
-                        stream_id,
-                        provider,
-                        gen,
-                        "late success: a newer session of this stream runs there; not leaving"
-                    );
-                    return;
-                }
-                if s.attempting.as_deref() == Some(provider) {
-                    info!(
-                        stream_id,
-                        provider,
-                        gen,
-                        "late success: a newer session is connecting there and adopts it"
-                    );
-                    s.adopted = Some(provider.to_string());
-                    return;
-                }
-            }
-            // Registered in the same critical section as the check above, so a newer attempt
-            // on this provider waits for the leave instead of racing it.
-            self.mark_cleanup(&mut st, provider, stream_id);
-        }
-        self.leave(provider, stream_id).await;
-        self.cleanup_done(provider, stream_id);
-    }
-
-    /// Leave `provider` with the cleanup marker set (see [`leave_stale`](Self::leave_stale)).
-    async fn leave_marked(&self, provider: &str, stream_id: &str) {
-        self.mark_cleanup(&mut self.state(), provider, stream_id);
-        self.leave(provider, stream_id).await;
-        self.cleanup_done(provider, stream_id);
-    }
-
-    fn mark_cleanup(&self, st: &mut State, provider: &str, stream_id: &str) {
-        *st.cleanups
-            .entry((provider.to_string(), stream_id.to_string()))
-            .or_default() += 1;
-    }
-
-    fn cleanup_done(&self, provider: &str, stream_id: &str) {
-        let mut st = self.state();
-        let key = (provider.to_string(), stream_id.to_string());
-        if let Some(n) = st.cleanups.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                st.cleanups.remove(&key);
-            }
-        }
-        drop(st);
-        self.cleanup_finished
-            .send_modify(|v| *v = v.wrapping_add(1));
-    }
-
-    /// Wait until no leave of `stream_id` on `provider` is in progress, so a new attempt
-    /// never lands before an older session's leave (bounded: leaves are bounded by
-    /// `adapter_timeout`).
-    async fn wait_for_cleanup(&self, provider: &str, stream_id: &str) {
-        let key = (provider.to_string(), stream_id.to_string());
-        let mut rx = self.cleanup_finished.subscribe();
-        while self.state().cleanups.contains_key(&key) {
-            debug!(stream_id, provider, "waiting for an older leave to finish");
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
     }
 
     /// Move a live session off `job.from`.
@@ -2222,7 +2180,7 @@ impl Shared {
 
     /// End generation `gen` of `stream_id`: cancel whatever it waits for, then finish it under
     /// its op lock. A no-op if it finished or was replaced.
-    async fn end_gen(&self, stream_id: &str, gen: u64) -> Result<(), StreamguardError> {
+    async fn end_gen(self: &Arc<Self>, stream_id: &str, gen: u64) -> Result<(), StreamguardError> {
         let (op_lock, cancel) = {
             let st = self.state();
             let Some(s) = st.session(stream_id, gen) else {
@@ -2241,7 +2199,7 @@ impl Shared {
 
     /// Stop monitoring the session at once, then leave its provider. The caller holds the
     /// session's op lock.
-    async fn finish(&self, stream_id: &str, gen: u64, to: SessionState) {
+    async fn finish(self: &Arc<Self>, stream_id: &str, gen: u64, to: SessionState) {
         let (provider, slot) = {
             let mut st = self.state();
             let Some(s) = st.session_mut(stream_id, gen) else {
@@ -2253,17 +2211,15 @@ impl Shared {
             let p = s.info.provider.take();
             let slot = s.slot.take();
             self.set_state(&mut st, stream_id, gen, to, None);
-            // From here a new session of the same id may start: its attempts on this provider
-            // wait for our leave.
-            if let Some(p) = &p {
-                self.mark_cleanup(&mut st, p, stream_id);
-            }
-            (p, slot)
+            // From here a new session of the same id may start: queued behind this ticket, its
+            // attempts on this provider come after our leave.
+            let ticket = p.as_ref().map(|p| self.ticket(&mut st, p, stream_id));
+            (p.zip(ticket), slot)
         };
-        if let Some(p) = provider {
+        if let Some((p, ticket)) = provider {
             self.report(ReportKind::End, &p, stream_id, None, None);
+            ticket.turn().await;
             self.leave(&p, stream_id).await;
-            self.cleanup_done(&p, stream_id);
         }
         // After leaving: the slot is free only once the stream really stopped.
         if let Some(slot) = slot {

@@ -364,6 +364,90 @@ impl ProviderRegistry for Bridged {
     }
 }
 
+/// A registry that misbehaves on demand in virtual time (delays, hangs, a failing push
+/// channel) around a real one: what a slow or hung backend looks like to the engine.
+pub struct Faulty {
+    inner: Arc<dyn ProviderRegistry>,
+    /// Every list read waits this long first.
+    pub list_delay: Mutex<Duration>,
+    /// List reads never answer (the engine's `request_timeout` ends them).
+    pub list_hang: AtomicBool,
+    pub health_hang: AtomicBool,
+    /// The push channel fails at once (connection refused).
+    pub follow_fails: AtomicBool,
+    /// When each list read and each push connection was asked for.
+    pub list_at: Mutex<Vec<tokio::time::Instant>>,
+    pub follow_at: Mutex<Vec<tokio::time::Instant>>,
+}
+
+impl Faulty {
+    pub fn new(inner: Arc<dyn ProviderRegistry>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            list_delay: Mutex::new(Duration::ZERO),
+            list_hang: AtomicBool::new(false),
+            health_hang: AtomicBool::new(false),
+            follow_fails: AtomicBool::new(false),
+            list_at: Mutex::new(Vec::new()),
+            follow_at: Mutex::new(Vec::new()),
+        })
+    }
+    pub fn list_reads(&self) -> usize {
+        self.list_at.lock().unwrap().len()
+    }
+    pub fn follows(&self) -> Vec<tokio::time::Instant> {
+        self.follow_at.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl ProviderRegistry for Faulty {
+    async fn providers(&self, etag: Option<&str>) -> Result<ProviderList, BackendError> {
+        self.list_at
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now());
+        if self.list_hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let delay = *self.list_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        self.inner.providers(etag).await
+    }
+    async fn health(&self, provider: &str) -> Result<RegistryHealth, BackendError> {
+        if self.health_hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.health(provider).await
+    }
+    async fn follow(
+        &self,
+        on_event: &(dyn Fn(streamguard::PushEvent) + Send + Sync),
+    ) -> Result<(), BackendError> {
+        self.follow_at
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now());
+        if self.follow_fails.load(Ordering::SeqCst) {
+            return Err(BackendError::Network("connection refused".into()));
+        }
+        self.inner.follow(on_event).await
+    }
+}
+
+impl Backend {
+    /// A manager (fixed jitter 0.5) on this backend through a [`Faulty`] registry.
+    pub fn faulty_manager(&self, config: ManagerConfig) -> (StreamingProviderManager, Arc<Faulty>) {
+        let faulty = Faulty::new(self.registry(&config));
+        let m = StreamingProviderManager::builder(config)
+            .registry(faulty.clone())
+            .jitter(Box::new(FixedJitter(0.5)))
+            .build()
+            .unwrap();
+        (m, faulty)
+    }
+}
+
 /// A jitter source that always returns the same sample.
 pub struct FixedJitter(pub f64);
 
@@ -384,6 +468,8 @@ pub enum Step {
     Panic,
     /// Succeed after a delay (a slow SDK).
     Delay(Duration),
+    /// Fail with this kind after a delay.
+    FailAfter(Duration, ProviderErrorKind),
 }
 
 #[derive(Default)]
@@ -419,6 +505,9 @@ pub struct FakeAdapter {
     pub global_log: Arc<Mutex<Vec<String>>>,
     /// Shared across adapters: how many providers carry each stream now, and the most ever.
     pub carriers: Arc<Mutex<Carriers>>,
+    /// Keyed by stream id, like `RtmpAdapter` and most vendor SDKs: a start of a stream already
+    /// carried changes nothing, and one leave stops it, however many starts there were.
+    keyed: AtomicBool,
 }
 
 /// How many providers carry each stream.
@@ -426,6 +515,36 @@ pub struct FakeAdapter {
 pub struct Carriers {
     pub now: HashMap<String, i64>,
     pub max: i64,
+    /// Every change: (when, stream, providers carrying it afterwards).
+    pub history: Vec<(tokio::time::Instant, String, i64)>,
+}
+
+impl Carriers {
+    fn changed(&mut self, stream: &str, delta: i64) {
+        let n = self.now.entry(stream.to_string()).or_default();
+        *n += delta;
+        let n = *n;
+        self.max = self.max.max(n);
+        self.history
+            .push((tokio::time::Instant::now(), stream.to_string(), n));
+    }
+
+    /// The longest time any stream was carried by more than `allowed` providers at once.
+    pub fn longest_over(&self, allowed: i64) -> Duration {
+        let mut since: HashMap<&str, tokio::time::Instant> = HashMap::new();
+        let mut longest = Duration::ZERO;
+        for (at, stream, n) in &self.history {
+            if *n > allowed {
+                since.entry(stream.as_str()).or_insert(*at);
+            } else if let Some(t) = since.remove(stream.as_str()) {
+                longest = longest.max(*at - t);
+            }
+        }
+        if !since.is_empty() {
+            longest = Duration::MAX;
+        }
+        longest
+    }
 }
 
 impl FakeAdapter {
@@ -452,7 +571,12 @@ impl FakeAdapter {
             parallel,
             global_log,
             carriers,
+            keyed: AtomicBool::new(false),
         })
+    }
+    /// Make this adapter keyed by stream id (see `keyed`).
+    pub fn set_keyed(&self) {
+        self.keyed.store(true, Ordering::SeqCst);
     }
     /// Outcomes of the next start/join calls, in order; afterwards calls succeed (or fail if down).
     pub fn script_connect(&self, steps: Vec<Step>) {
@@ -514,6 +638,10 @@ impl FakeAdapter {
                 tokio::time::sleep(d).await;
                 Ok(())
             }
+            Step::FailAfter(d, kind) => {
+                tokio::time::sleep(d).await;
+                Err(ProviderError::new(kind, "scripted failure"))
+            }
         }
     }
 
@@ -533,14 +661,14 @@ impl FakeAdapter {
         if r.is_ok() {
             let mut c = self.calls.lock().unwrap();
             c.connect_ok += 1;
+            let keyed = self.keyed.load(Ordering::SeqCst);
+            if keyed && c.active.get(stream_id).copied().unwrap_or(0) > 0 {
+                return r;
+            }
             *c.active.entry(stream_id.to_string()).or_default() += 1;
             let carried: i64 = c.active.values().sum();
             c.max_active = c.max_active.max(carried);
-            let mut k = self.carriers.lock().unwrap();
-            let n = k.now.entry(stream_id.to_string()).or_default();
-            *n += 1;
-            let n = *n;
-            k.max = k.max.max(n);
+            self.carriers.lock().unwrap().changed(stream_id, 1);
         }
         r
     }
@@ -562,14 +690,15 @@ impl ProviderAdapter for FakeAdapter {
         {
             let mut c = self.calls.lock().unwrap();
             c.leaves += 1;
+            if self.keyed.load(Ordering::SeqCst)
+                && c.active.get(stream_id).copied().unwrap_or(0) <= 0
+            {
+                drop(c);
+                self.log(format!("leave({stream_id})"));
+                return Ok(());
+            }
             *c.active.entry(stream_id.to_string()).or_default() -= 1;
-            *self
-                .carriers
-                .lock()
-                .unwrap()
-                .now
-                .entry(stream_id.to_string())
-                .or_default() -= 1;
+            self.carriers.lock().unwrap().changed(stream_id, -1);
         }
         self.log(format!("leave({stream_id})"));
         Ok(())
