@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::RegistryError;
-use crate::model::NewProvider;
+use crate::wire::NewProvider;
 
 /// A token that must never be printed: its `Debug` output is redacted.
 #[derive(Clone, PartialEq, Eq)]

@@ -1,13 +1,13 @@
-//! Error types: [`ApiError`] is what HTTP clients see, [`RegistryError`] is what
-//! starting the server can fail with. Every API failure becomes the same
-//! `{"success":false,"error":{"code","message"}}` envelope.
+//! Error types: [`ApiError`] is what HTTP clients see, [`StoreError`] what a database
+//! operation fails with, [`RegistryError`] what starting the server can fail with. Every API
+//! failure becomes the same `{"success":false,"error":{"code","message"}}` envelope.
 
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::store::StoreError;
+use crate::wire::Invalid;
 
 /// An error answered to an HTTP client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +82,12 @@ impl ApiError {
     }
 }
 
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        Self::bad_request(e.code, e.message)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -130,6 +136,34 @@ fn truncate(s: &str, max: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A provider with this name already exists.
+    #[error("provider '{0}' already exists")]
+    Duplicate(String),
+    /// No provider with this name.
+    #[error("provider '{0}' not found")]
+    NotFound(String),
+    /// The database was written by a newer version of the registry.
+    #[error("database schema version {found} is newer than supported version {supported}")]
+    TooNew {
+        /// Version found in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// SQLite reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored JSON column could not be read back.
+    #[error("corrupt stored json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The blocking task running the query panicked or was cancelled.
+    #[error("database task failed: {0}")]
+    Task(String),
 }
 
 /// Why the registry could not start.

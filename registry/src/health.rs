@@ -3,9 +3,9 @@
 //! configured timeout; an RTMP child process is killed when it runs over.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -14,8 +14,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::error::RegistryError;
-use crate::model::Probe;
-use crate::state::Registry;
+use crate::wire::Probe;
 
 /// Result of one probe.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,12 +143,17 @@ fn describe(e: &dyn StdError) -> String {
     text
 }
 
-/// Checks every active provider now and then every `interval`, until `shutdown` turns true.
-pub(crate) async fn run_checker(
-    registry: Arc<Registry>,
+/// Runs a check `round` now and then every `interval`, until `shutdown` turns true (a round
+/// in progress is dropped then). The server's round checks every active provider; taking it
+/// as a closure keeps this loop free of the registry state.
+pub(crate) async fn run_checker<F, Fut>(
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
-) {
+    mut round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
     let mut ticker = tokio::time::interval(interval);
     // A slow round must not be followed by a burst of catch-up rounds.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -159,7 +163,7 @@ pub(crate) async fn run_checker(
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         tokio::select! {
-            _ = registry.check_all(true) => {}
+            _ = round() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }

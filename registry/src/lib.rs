@@ -28,6 +28,7 @@ pub mod sessions;
 mod state;
 pub mod status;
 pub mod store;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,14 +41,15 @@ use tokio::task::JoinHandle;
 
 pub use config::{Config, RateLimitConfig, Secret, Seed};
 pub use error::{ApiError, RegistryError};
-pub use model::NewProvider;
 pub use status::{HealthStatus, PublicStatus};
+pub use wire::NewProvider;
 
 use crate::health::Prober;
-use crate::model::{ProviderRecord, SeedFile};
+use crate::model::ProviderRecord;
 use crate::rate_limit::RateLimiter;
 use crate::state::Registry;
 use crate::store::Store;
+use crate::wire::SeedFile;
 
 /// How long [`RunningRegistry::shutdown`] lets open requests finish before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -256,10 +258,16 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
         ))
     });
     let checker = (!config.health_interval.is_zero()).then(|| {
+        let registry = Arc::clone(&registry);
         tokio::spawn(health::run_checker(
-            Arc::clone(&registry),
             config.health_interval,
             stop,
+            move || {
+                let registry = Arc::clone(&registry);
+                async move {
+                    registry.check_all(true).await;
+                }
+            },
         ))
     });
     tracing::info!(%addr, db = %config.db_path.display(), "registry started");

@@ -11,12 +11,13 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::health::Prober;
-use crate::model::{
-    AdminProvider, AliveReport, CheckHistory, CheckReport, CheckSample, FailoverEntry, NewProvider,
-    ProviderRecord, ProviderUpdate, PublicProvider, SessionEvent, SessionEventKind, StreamCounts,
-};
+use crate::model::ProviderRecord;
 use crate::sessions::{Outcome, Report, Sessions};
 use crate::store::{self, Store};
+use crate::wire::{
+    AdminProvider, AliveReport, CheckHistory, CheckReport, CheckSample, FailoverEntry, NewProvider,
+    ProviderUpdate, PublicProvider, SessionEvent, SessionEventKind, StreamCounts,
+};
 
 /// Events buffered per subscriber before it is considered lagging.
 const EVENT_BUFFER: usize = 1024;

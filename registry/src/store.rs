@@ -10,8 +10,11 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transaction};
 use serde_json::{Map, Value};
 
-use crate::model::{CheckSample, FailoverEntry, Metrics, ProviderRecord};
+// Re-exported so `store::StoreError` keeps naming the error the store functions return.
+pub use crate::error::StoreError;
+use crate::model::{Metrics, ProviderRecord};
 use crate::sessions::{Key, RowChange, Tracked};
+use crate::wire::{CheckSample, FailoverEntry};
 
 /// Path that selects a private in-memory database.
 pub const MEMORY_PATH: &str = ":memory:";
@@ -73,34 +76,6 @@ CREATE TABLE sessions (
 
 /// Meta key set once the seed has been applied, so it is never applied twice.
 const SEEDED_KEY: &str = "seeded";
-
-/// Why a database operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A provider with this name already exists.
-    #[error("provider '{0}' already exists")]
-    Duplicate(String),
-    /// No provider with this name.
-    #[error("provider '{0}' not found")]
-    NotFound(String),
-    /// The database was written by a newer version of the registry.
-    #[error("database schema version {found} is newer than supported version {supported}")]
-    TooNew {
-        /// Version found in the file.
-        found: i64,
-        /// Newest version this build knows.
-        supported: i64,
-    },
-    /// SQLite reported an error.
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// A stored JSON column could not be read back.
-    #[error("corrupt stored json: {0}")]
-    Json(#[from] serde_json::Error),
-    /// The blocking task running the query panicked or was cancelled.
-    #[error("database task failed: {0}")]
-    Task(String),
-}
 
 /// Shared handle to the database; cloning is cheap.
 #[derive(Clone)]
@@ -493,7 +468,7 @@ pub fn seed_once(conn: &mut Connection, records: &[ProviderRecord]) -> Result<us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::NewProvider;
+    use crate::wire::NewProvider;
 
     fn record(name: &str) -> ProviderRecord {
         NewProvider {

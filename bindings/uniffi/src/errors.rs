@@ -5,32 +5,8 @@
 //! The text of an error is called `detail` rather than `message`: Kotlin exceptions already
 //! have a `message` property, and a field of that name would not compile there.
 
+use crate::types::ProviderErrorKind;
 use streamguard as sg;
-
-/// What kind of failure a [`ProviderError`] is; the kind, not the text, decides what the
-/// engine does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
-pub enum ProviderErrorKind {
-    /// The call did not finish in time (also used when an adapter hangs past `adapter_timeout_ms`).
-    /// Transient: retried on the same provider.
-    Timeout,
-    /// A network error between the device and the provider. Transient.
-    Network,
-    /// The provider answered but is temporarily unable to serve. Transient.
-    Unavailable,
-    /// Credentials were refused. Provider-fatal: the next provider is tried at once.
-    Unauthorized,
-    /// The provider's quota or capacity is exhausted. Provider-fatal.
-    QuotaExceeded,
-    /// The request itself is invalid (unknown or banned stream). Request-fatal: no other
-    /// provider is tried.
-    InvalidStream,
-    /// The adapter does not implement this operation (throw it from `probe` when there is no
-    /// local health check). Provider-fatal.
-    NotSupported,
-    /// The adapter failed in an unexpected way (an unknown exception). Provider-fatal.
-    Internal,
-}
 
 /// An error thrown by a host [`ProviderAdapter`](crate::ProviderAdapter), or reported through
 /// `StreamingProviderManager.record_error`. One variant per kind, each with the vendor SDK's
@@ -137,38 +113,6 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for ProviderError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
         Self::Internal {
             detail: format!("adapter threw an unexpected exception: {}", e.reason),
-        }
-    }
-}
-
-impl From<sg::ProviderErrorKind> for ProviderErrorKind {
-    fn from(k: sg::ProviderErrorKind) -> Self {
-        use sg::ProviderErrorKind as K;
-        match k {
-            K::Timeout => Self::Timeout,
-            K::Network => Self::Network,
-            K::Unavailable => Self::Unavailable,
-            K::Unauthorized => Self::Unauthorized,
-            K::QuotaExceeded => Self::QuotaExceeded,
-            K::InvalidStream => Self::InvalidStream,
-            K::NotSupported => Self::NotSupported,
-            K::Internal => Self::Internal,
-        }
-    }
-}
-
-impl From<ProviderErrorKind> for sg::ProviderErrorKind {
-    fn from(k: ProviderErrorKind) -> Self {
-        use ProviderErrorKind as K;
-        match k {
-            K::Timeout => Self::Timeout,
-            K::Network => Self::Network,
-            K::Unavailable => Self::Unavailable,
-            K::Unauthorized => Self::Unauthorized,
-            K::QuotaExceeded => Self::QuotaExceeded,
-            K::InvalidStream => Self::InvalidStream,
-            K::NotSupported => Self::NotSupported,
-            K::Internal => Self::Internal,
         }
     }
 }
@@ -341,7 +285,7 @@ impl From<sg::StreamguardError> for StreamguardError {
                 attempts: a,
             } => Self::NoCapacity {
                 providers,
-                waited_ms: crate::types::ms(waited),
+                waited_ms: streamguard_mirror::ms(waited),
                 attempts: attempts(a),
             },
             E::CapacityUnavailable(detail) => Self::CapacityUnavailable { detail },

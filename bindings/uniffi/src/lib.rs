@@ -1,7 +1,8 @@
 //! # Streamguard bindings (UniFFI)
 //!
 //! Python, Kotlin and Swift bindings of the [`streamguard`] failover engine. This crate is a
-//! thin layer: mirror records and enums with `From` conversions, a host-implemented
+//! thin layer: mirror records and enums with `From` conversions (the config, plain enums and
+//! records are defined once for both bindings in `streamguard-mirror`), a host-implemented
 //! [`ProviderAdapter`] and [`EventListener`], and a [`StreamingProviderManager`] object that
 //! forwards every call to the engine. It holds no engine logic.
 //!
@@ -20,13 +21,13 @@ mod types;
 
 pub use adapter::ProviderAdapter;
 pub use config::{default_manager_config, ManagerConfig};
-pub use errors::{Attempt, ProviderError, ProviderErrorKind, StreamguardError};
+pub use errors::{Attempt, ProviderError, StreamguardError};
 pub use listener::{EventListener, ListenerHandle};
 pub use manager::StreamingProviderManager;
 pub use runtime::quiesce;
 pub use types::{
-    EventKind, FailoverReason, HealthStatus, MigrationStrategy, Operation, ProviderInfo,
-    ProviderStats, Role, SessionInfo, SessionState, StreamEvent,
+    EventKind, FailoverReason, HealthStatus, MigrationStrategy, Operation, ProviderErrorKind,
+    ProviderInfo, ProviderStats, Role, SessionInfo, SessionState, StreamEvent,
 };
 
 // The namespace names the generated modules: `streamguard.py`, `streamguard.kt`,

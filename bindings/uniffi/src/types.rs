@@ -1,157 +1,19 @@
 //! Mirror records and enums of the engine's public data, with `From` conversions. Durations
 //! cross as whole milliseconds (`*_ms`), the one unit every host language has; the provider
-//! config crosses as a JSON string.
+//! config crosses as a JSON string. The plain enums and records are expanded from
+//! `streamguard-mirror` (shared with the Flutter plugin); the event with data is UniFFI's own.
 
-use std::time::Duration;
 use streamguard as sg;
 
-/// Whole milliseconds, saturating (no duration the engine reports comes near the limit).
-pub(crate) fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+pub(crate) use streamguard_mirror::ms;
 
-/// Mirror a fieldless engine enum variant for variant; a new engine variant fails to compile
-/// here instead of being mapped silently.
-macro_rules! mirror_enum {
-    ($name:ident => $($variant:ident),+ $(,)?) => {
-        impl From<sg::$name> for $name {
-            fn from(v: sg::$name) -> Self {
-                match v {
-                    $(sg::$name::$variant => Self::$variant,)+
-                }
-            }
-        }
-    };
-}
+// ProviderErrorKind, SessionState, Role, Operation, FailoverReason, MigrationStrategy and
+// HealthStatus, each with `From` the engine's enum (and back, for ProviderErrorKind).
+streamguard_mirror::plain_enums!(#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]);
 
-/// Lifecycle of one session (one stream id on this device).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
-pub enum SessionState {
-    /// Created, no attempt made yet.
-    Idle,
-    /// A start or join is running (attempts, backoff waits).
-    Connecting,
-    /// Running on a provider.
-    Live,
-    /// Moving to another provider.
-    Migrating,
-    /// Every option was exhausted; the stream is not running anywhere.
-    Failed,
-    /// Ended by `end_stream` or `shutdown`.
-    Ended,
-}
-mirror_enum!(SessionState => Idle, Connecting, Live, Migrating, Failed, Ended);
-
-/// Which side of a stream a session is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
-pub enum Role {
-    /// Broadcaster: `start_stream`.
-    Publisher,
-    /// Viewer: `join_stream`.
-    Viewer,
-}
-mirror_enum!(Role => Publisher, Viewer);
-
-/// What an attempt was for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
-pub enum Operation {
-    /// `start_stream`.
-    Start,
-    /// `join_stream`.
-    Join,
-    /// Moving a live session to another provider.
-    Migrate,
-}
-mirror_enum!(Operation => Start, Join, Migrate);
-
-/// Why the engine moved away from a provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
-pub enum FailoverReason {
-    /// An operation used up `attempts_per_provider` on it.
-    RetriesExhausted,
-    /// It returned a provider-fatal error (unauthorized, quota...).
-    ProviderRejected,
-    /// Health checks confirmed an outage.
-    HealthCheckFailed,
-    /// The vendor SDK reported an error that was confirmed (or was provider-fatal).
-    ErrorReported,
-    /// The registry disabled or removed it.
-    ProviderDisabled,
-    /// The registry made another provider preferred.
-    PriorityChanged,
-    /// A preferred provider has been healthy long enough to move back to it.
-    Failback,
-    /// The stream's capacity lease could not be renewed (it expired, or the shared ledger was
-    /// unreachable for longer than its time to live): its slot may belong to someone else now.
-    CapacityLost,
-}
-mirror_enum!(FailoverReason => RetriesExhausted, ProviderRejected, HealthCheckFailed,
-    ErrorReported, ProviderDisabled, PriorityChanged, Failback, CapacityLost);
-
-/// How a migration was carried out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
-pub enum MigrationStrategy {
-    /// Leave the old provider, then start on the new one (the default).
-    BreakBeforeMake,
-    /// Start on the new provider, then leave the old (both adapters support parallel sessions).
-    MakeBeforeBreak,
-}
-mirror_enum!(MigrationStrategy => BreakBeforeMake, MakeBeforeBreak);
-
-/// What the engine currently believes about a provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
-pub enum HealthStatus {
-    /// Never checked or used.
-    Unknown,
-    /// The last signal was good.
-    Healthy,
-    /// Failed recently, below the threshold: re-checked quickly to confirm or clear.
-    Suspect,
-    /// Failure confirmed: sessions were moved away and it is cooling down.
-    Unhealthy,
-}
-mirror_enum!(HealthStatus => Unknown, Healthy, Suspect, Unhealthy);
-
-/// A streaming provider as listed by the registry.
-#[derive(Debug, Clone, PartialEq, uniffi::Record)]
-pub struct ProviderInfo {
-    /// Unique name, e.g. `"agora"`; also the key its adapter is registered under.
-    pub name: String,
-    /// Inactive providers are never chosen.
-    pub is_active: bool,
-    /// Lower number = preferred. Ties break by name.
-    pub priority: u32,
-    /// The registry's raw provider configuration (app ids, regions...) as a JSON object.
-    pub config_json: String,
-    /// Concurrent stream limit, if the registry declares one (`0` means unlimited).
-    pub max_streams: Option<u32>,
-    /// Streams currently running on the provider, if the registry reports it.
-    pub active_streams: Option<u32>,
-}
-
-// The engine's structs are destructured without `..` here and below: a field added to them
-// fails to compile until the bindings carry it too.
-impl From<sg::ProviderInfo> for ProviderInfo {
-    fn from(p: sg::ProviderInfo) -> Self {
-        let sg::ProviderInfo {
-            name,
-            is_active,
-            priority,
-            config,
-            max_streams,
-            active_streams,
-        } = p;
-        Self {
-            // A JSON map always serializes; "{}" is only a guard, never expected.
-            config_json: serde_json::to_string(&config).unwrap_or_else(|_| "{}".into()),
-            name,
-            is_active,
-            priority,
-            max_streams,
-            active_streams,
-        }
-    }
-}
+// ProviderInfo, SessionInfo and ProviderStats (average latencies in whole milliseconds), each
+// with `From` the engine's struct.
+streamguard_mirror::plain_records!(latency = u64, #[derive(Debug, Clone, PartialEq, uniffi::Record)]);
 
 /// One event, stamped with the time since the manager was created.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
@@ -414,129 +276,10 @@ impl From<sg::EventKind> for EventKind {
     }
 }
 
-/// A snapshot of one session.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct SessionInfo {
-    /// Its stream id.
-    pub stream_id: String,
-    /// Publisher or viewer.
-    pub role: Role,
-    /// The provider carrying it now, if any.
-    pub provider: Option<String>,
-    /// Lifecycle state.
-    pub state: SessionState,
-    /// Attempts made for it so far (all operations).
-    pub attempts: u32,
-    /// Completed migrations.
-    pub migrations: u32,
-    /// The last error seen, if any.
-    pub last_error: Option<String>,
-}
-
-impl From<sg::SessionInfo> for SessionInfo {
-    fn from(s: sg::SessionInfo) -> Self {
-        let sg::SessionInfo {
-            stream_id,
-            role,
-            provider,
-            state,
-            attempts,
-            migrations,
-            last_error,
-        } = s;
-        Self {
-            stream_id,
-            role: role.into(),
-            provider,
-            state: state.into(),
-            attempts,
-            migrations,
-            last_error,
-        }
-    }
-}
-
-/// Statistics of one provider, as seen by this manager.
-#[derive(Debug, Clone, PartialEq, uniffi::Record)]
-pub struct ProviderStats {
-    /// Provider name.
-    pub provider: String,
-    /// Current health status.
-    pub status: HealthStatus,
-    /// Start/join/migration attempts on it.
-    pub attempts: u64,
-    /// Attempts that succeeded.
-    pub successes: u64,
-    /// Attempts that failed.
-    pub failures: u64,
-    /// Errors reported through `record_error`.
-    pub reported_errors: u64,
-    /// Failures (of any kind) since its last success.
-    pub consecutive_failures: u32,
-    /// Health checks run.
-    pub health_checks: u64,
-    /// Health checks that failed.
-    pub failed_health_checks: u64,
-    /// When it was last checked, in milliseconds since the manager was created.
-    pub last_check_at_ms: Option<u64>,
-    /// Moving average of health-check round trips, in milliseconds.
-    pub avg_check_latency_ms: Option<u64>,
-    /// Moving average of successful start/join calls, in milliseconds.
-    pub avg_connect_latency_ms: Option<u64>,
-    /// Share of health checks that passed, in percent; absent before the first check.
-    pub uptime_percent: Option<f64>,
-    /// Sessions live on it now.
-    pub live_sessions: u32,
-    /// Times it was ejected (cooled down).
-    pub times_ejected: u32,
-    /// Milliseconds left in its cool-down.
-    pub cooling_for_ms: Option<u64>,
-}
-
-impl From<sg::ProviderStats> for ProviderStats {
-    fn from(s: sg::ProviderStats) -> Self {
-        let sg::ProviderStats {
-            provider,
-            status,
-            attempts,
-            successes,
-            failures,
-            reported_errors,
-            consecutive_failures,
-            health_checks,
-            failed_health_checks,
-            last_check_at,
-            avg_check_latency,
-            avg_connect_latency,
-            uptime_percent,
-            live_sessions,
-            times_ejected,
-            cooling_for,
-        } = s;
-        Self {
-            provider,
-            status: status.into(),
-            attempts,
-            successes,
-            failures,
-            reported_errors,
-            consecutive_failures,
-            health_checks,
-            failed_health_checks,
-            last_check_at_ms: last_check_at.map(ms),
-            avg_check_latency_ms: avg_check_latency.map(ms),
-            avg_connect_latency_ms: avg_connect_latency.map(ms),
-            uptime_percent,
-            live_sessions,
-            times_ejected,
-            cooling_for_ms: cooling_for.map(ms),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn durations_cross_as_milliseconds() {

@@ -20,8 +20,8 @@ use tokio_stream::StreamExt;
 use super::extract::{AdminAuth, ApiJson, ProviderName, SuperAdminAuth, TelemetryAuth};
 use super::AppState;
 use crate::error::ApiError;
-use crate::model::{AliveReport, NewProvider, ProviderUpdate, SessionEvent};
 use crate::state::{CachedBody, Event};
+use crate::wire::{AliveReport, NewProvider, ProviderUpdate, SessionEvent};
 
 /// Interval of the comment line that keeps idle event streams (and proxies) alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -7,7 +7,7 @@ import '../frb_generated.dart';
 import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated.dart';
 
 
-            // These function are ignored because they are on traits that is not defined in current crate (put an empty `#[frb]` on it to unignore): `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`
+            // These function are ignored because they are on traits that is not defined in current crate (put an empty `#[frb]` on it to unignore): `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `from_core`, `from_core`, `from_core`, `from_core`, `from_core`, `from_core`, `from_core`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `try_from`
 
 
             
@@ -91,8 +91,9 @@ providerDisabled,
 priorityChanged,
 /// A preferred provider has been healthy long enough to move back to it.
 failback,
-/// The stream's capacity lease could not be renewed (it expired, or the shared ledger was
-/// unreachable for longer than its time to live): its slot may belong to someone else now.
+/// The stream's capacity lease could not be renewed (it expired, or the shared
+/// ledger was unreachable for longer than its time to live): its slot may
+/// belong to someone else now.
 capacityLost,
                     ;
                     
@@ -112,13 +113,14 @@ unhealthy,
                     
                 }
 
-/// Everything a `StreamingProviderManager` can be tuned by. Every field but `base_url` has
-/// the engine's default in the generated Dart constructor (`ManagerConfig(baseUrl: ...)`);
-/// `default_manager_config` returns the engine's own defaults so tests can check that the two
-/// agree. Durations are whole milliseconds. Validated when the manager is created.
+/// Everything a `StreamingProviderManager` can be tuned by. Every field but `base_url`
+/// has the engine's default in the generated code, and `default_manager_config`
+/// returns the engine's own defaults so tests can check that the two agree. Durations
+/// are whole milliseconds. Validated when the manager is created. Printing it never
+/// shows the `auth_token`.
 class ManagerConfig  {
-                /// Base URL of the provider registry; `/streaming/providers` is appended. `https` is
-/// required unless the host is loopback or `allow_insecure_http` is set.
+                /// Base URL of the provider registry; `/streaming/providers` is appended. `https`
+/// is required unless the host is loopback or `allow_insecure_http` is set.
 final String baseUrl;
 /// Bearer token sent to the registry. Never logged.
 final String? authToken;
@@ -132,8 +134,8 @@ final int healthCheckIntervalMs;
 final int failureThreshold;
 /// First re-check of a suspect provider; doubles per failure up to the interval.
 final int suspectRecheckDelayMs;
-/// Second outage trigger: failing with no success in between for this long. Null turns
-/// it off.
+/// Second outage trigger: failing with no success in between for this long. Absent
+/// (null) turns it off.
 final int? maxUnhealthyForMs;
 /// Timeout of every registry request.
 final int requestTimeoutMs;
@@ -162,27 +164,28 @@ final int failbackStabilityMs;
 final int maxResponseBytes;
 /// Allow `http://` to a non-loopback registry.
 final bool allowInsecureHttp;
-/// Events buffered per subscriber before the slowest one starts losing the oldest.
+/// Events buffered per listener before the slowest one starts losing the oldest.
 final int eventBuffer;
 /// Follow the registry's push channel (Server-Sent Events) while sessions are live;
 /// polling continues as the fallback.
 final bool pushUpdates;
 /// Report session start, end and failover to the registry (session telemetry).
 final bool reportSessions;
-/// Phase 2 of provider selection: when every candidate provider is at its `max_streams`
-/// limit, wait for a slot and take whichever provider frees one first (first come, first
-/// served), instead of failing at once with `NoCapacity`. Off by default: a live stream
-/// usually wants an answer now; checkers and IPTV profiles want to wait.
+/// Phase 2 of provider selection: when every candidate provider is at its
+/// `max_streams` limit, wait for a slot and take whichever provider frees one first
+/// (first come, first served), instead of failing at once with `NoCapacity`. Off by
+/// default: a live stream usually wants an answer now; checkers and IPTV profiles
+/// want to wait.
 final bool waitForCapacity;
-/// Longest wait for a slot in one start/join/migration, on top of `operation_deadline_ms`
-/// (the deadline bounds the attempts, not the queueing).
+/// Longest wait for a slot in one start/join/migration, on top of
+/// `operation_deadline_ms` (the deadline bounds the attempts, not the queueing).
 final int capacityMaxWaitMs;
-/// Time to live of a stream's slot lease, renewed every third of it while the stream runs,
-/// so that a process that dies without ending its streams frees their slots on a shared
-/// ledger. At least 30 ms.
+/// Time to live of a stream's slot lease, renewed every third of it while the
+/// stream runs, so that a process that dies without ending its streams frees their
+/// slots on a shared ledger. At least 30 ms.
 final int capacityLeaseTtlMs;
-/// Limit on this manager's concurrent streams over all providers. Null = unlimited; `0` is
-/// rejected.
+/// Limit on this manager's concurrent streams over all providers. Absent (null) =
+/// unlimited; `0` is rejected.
 final int? maxTotalStreams;
 
                 const ManagerConfig({required this.baseUrl ,this.authToken ,this.maxAttempts = 3,this.attemptsPerProvider = 2,this.healthCheckIntervalMs = 30000,this.failureThreshold = 3,this.suspectRecheckDelayMs = 1000,this.maxUnhealthyForMs = 30000,this.requestTimeoutMs = 5000,this.adapterTimeoutMs = 10000,this.backoffBaseMs = 300,this.backoffCapMs = 7000,this.operationDeadlineMs = 45000,this.providerRefreshIntervalMs = 30000,this.providerListMaxAgeMs = 5000,this.cooldownBaseMs = 30000,this.cooldownMaxMs = 300000,this.failback = false,this.failbackStabilityMs = 120000,this.maxResponseBytes = 1048576,this.allowInsecureHttp = false,this.eventBuffer = 1024,this.pushUpdates = true,this.reportSessions = false,this.waitForCapacity = false,this.capacityMaxWaitMs = 600000,this.capacityLeaseTtlMs = 60000,this.maxTotalStreams ,});
@@ -209,7 +212,8 @@ final int? maxTotalStreams;
 enum MigrationStrategy {
                     /// Leave the old provider, then start on the new one (the default).
 breakBeforeMake,
-/// Start on the new provider, then leave the old (both adapters support parallel sessions).
+/// Start on the new provider, then leave the old (both adapters support
+/// parallel sessions).
 makeBeforeBreak,
                     ;
                     
@@ -254,23 +258,28 @@ final String message;
 
             }
 
-/// What went wrong inside a provider call. The kind, not the message, drives retry decisions.
+/// What kind of failure a provider error is; the kind, not the text, decides what
+/// the engine does next.
 enum ProviderErrorKind {
-                    /// The call did not finish in time (also used when an adapter hangs past the timeout).
+                    /// The call did not finish in time (also used when an adapter hangs past
+/// `adapter_timeout_ms`). Transient: retried on the same provider.
 timeout,
-/// A network error between the device and the provider.
+/// A network error between the device and the provider. Transient.
 network,
-/// The provider answered but is temporarily unable to serve.
+/// The provider answered but is temporarily unable to serve. Transient.
 unavailable,
-/// Credentials were refused: retrying the same provider cannot help.
+/// Credentials were refused. Provider-fatal: the next provider is tried at once.
 unauthorized,
-/// The provider's quota or capacity is exhausted.
+/// The provider's quota or capacity is exhausted. Provider-fatal.
 quotaExceeded,
-/// The request itself is invalid (unknown or banned stream): no provider can serve it.
+/// The request itself is invalid (unknown or banned stream). Request-fatal: no
+/// other provider is tried.
 invalidStream,
-/// The adapter does not implement this operation (the default for `probe`).
+/// The adapter does not implement this operation (the answer of `probe` when
+/// there is no local health check). Provider-fatal.
 notSupported,
 /// The adapter failed in an unexpected way (an unknown exception).
+/// Provider-fatal.
 internal,
                     ;
                     
@@ -278,15 +287,16 @@ internal,
 
 /// A streaming provider as listed by the registry.
 class ProviderInfo  {
-                /// Unique name, e.g. `"agora"`; also the key the adapter is registered under.
+                /// Unique name, e.g. `"agora"`; also the key its adapter is registered under.
 final String name;
 /// Inactive providers are never chosen.
 final bool isActive;
 /// Lower number = preferred. Ties break by name.
 final int priority;
-/// The registry's raw provider configuration (app ids, regions...) as a JSON object.
+/// The registry's raw provider configuration (app ids, regions...) as a JSON
+/// object.
 final String configJson;
-/// Concurrent stream limit, if the registry declares one (0 means unlimited).
+/// Concurrent stream limit, if the registry declares one (`0` means unlimited).
 final int? maxStreams;
 /// Streams currently running on the provider, if the registry reports it.
 final int? activeStreams;
@@ -331,19 +341,20 @@ final int consecutiveFailures;
 final int healthChecks;
 /// Health checks that failed.
 final int failedHealthChecks;
-/// When it was last checked (milliseconds since the manager was created).
+/// When it was last checked, in milliseconds since the manager was created.
 final int? lastCheckAtMs;
-/// Moving average of health-check round trips.
+/// Moving average of health-check round trips, in milliseconds.
 final double? avgCheckLatencyMs;
-/// Moving average of successful start/join calls.
+/// Moving average of successful start/join calls, in milliseconds.
 final double? avgConnectLatencyMs;
-/// Share of health checks that passed, in percent; null before the first check.
+/// Share of health checks that passed, in percent; absent (null) before the
+/// first check.
 final double? uptimePercent;
 /// Sessions live on it now.
 final int liveSessions;
 /// Times it was ejected (cooled down).
 final int timesEjected;
-/// Time left in its cool-down.
+/// Milliseconds left in its cool-down.
 final int? coolingForMs;
 
                 const ProviderStats({required this.provider ,required this.status ,required this.attempts ,required this.successes ,required this.failures ,required this.reportedErrors ,required this.consecutiveFailures ,required this.healthChecks ,required this.failedHealthChecks ,this.lastCheckAtMs ,this.avgCheckLatencyMs ,this.avgConnectLatencyMs ,this.uptimePercent ,required this.liveSessions ,required this.timesEjected ,this.coolingForMs ,});
