@@ -1,0 +1,424 @@
+//! The connect loop shared by start, join and migration: it carries out the decisions of the
+//! pure [`AttemptPolicy`](crate::attempt::AttemptPolicy), one attempt at a time, each in its
+//! (provider, stream) lane and under a capacity lease.
+
+use super::*;
+
+impl Shared {
+    /// Announce that the connect loop gave up on `left` (provider and why) for `to`, or for
+    /// nothing when no provider can take the stream.
+    pub(super) fn announce_failover(
+        &self,
+        stream_id: &str,
+        left: Option<(String, FailoverReason)>,
+        to: Option<&str>,
+    ) {
+        let Some((from, reason)) = left else { return };
+        info!(stream_id, from, to, ?reason, "failover");
+        self.emit(EventKind::Failover {
+            stream_id: stream_id.to_string(),
+            from,
+            to: to.map(str::to_string),
+            reason,
+        });
+    }
+
+    /// [`connect_loop`](Self::connect_loop) with its capacity lease: handed to the caller on
+    /// success, released on failure.
+    pub(super) async fn connect(
+        self: &Arc<Self>,
+        req: ConnectRequest<'_>,
+    ) -> Result<(String, HeldSlot), StreamguardError> {
+        let stream_id = req.stream_id;
+        let mut held = None;
+        let result = self.connect_loop(req, &mut held).await;
+        match (result, held) {
+            (Ok(provider), Some(slot)) => Ok((provider, slot)),
+            (Ok(provider), None) => {
+                // connect_loop only attempts a provider while holding its slot.
+                self.leave(&provider, stream_id).await;
+                Err(StreamguardError::Internal(format!(
+                    "connected to {provider} without a capacity lease"
+                )))
+            }
+            (Err(e), slot) => {
+                if let Some(slot) = slot {
+                    self.release_slot(slot).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The escalation loop shared by start, join and migration; [`AttemptPolicy`] decides after
+    /// each failure whether to retry the same provider after a jittered backoff, fail over, or
+    /// stop; no attempt starts at or after the deadline. Every attempt runs under a capacity
+    /// lease on its provider, kept across retries of that provider and given back on failover.
+    /// A half-open provider gets one attempt (its trial). Returns the provider now carrying
+    /// the stream; its lease is left in `held`.
+    pub(super) async fn connect_loop(
+        self: &Arc<Self>,
+        mut req: ConnectRequest<'_>,
+        held: &mut Option<HeldSlot>,
+    ) -> Result<String, StreamguardError> {
+        let mut deadline = req.deadline;
+        let mut waited = Duration::ZERO;
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut tries: HashMap<String, u32> = HashMap::new();
+        let mut excluded = std::mem::take(&mut req.exclude);
+        let mut retry: Option<(String, Duration)> = None;
+        let mut left_behind: Option<(String, FailoverReason)> = None;
+        let mut retry_rx = self.retry_now.subscribe();
+        let stream_id = req.stream_id;
+        loop {
+            if req.cancel.is_cancelled() {
+                return Err(self.stop_error(stream_id));
+            }
+            self.may_start(attempts.len(), deadline, &mut attempts)?;
+            // Choose: the provider being retried if it is still listed, else the best ranked
+            // one with a free slot (or, in phase 2, the first full one to free up).
+            let waited_before = waited;
+            let choice = self
+                .choose(
+                    &req,
+                    &excluded,
+                    retry.as_ref().map(|(p, _)| p.as_str()),
+                    held,
+                    &mut waited,
+                )
+                .await?;
+            // Queueing for a slot is bounded by `capacity_max_wait`, not by the deadline.
+            deadline += waited - waited_before;
+            let choice = match choice {
+                Choice::Go(p, info, slot) => Some((p, info, slot)),
+                Choice::NoneUsable => None,
+                Choice::Full(providers) => {
+                    self.announce_failover(stream_id, left_behind.take(), None);
+                    return Err(StreamguardError::NoCapacity {
+                        providers,
+                        waited,
+                        attempts,
+                    });
+                }
+            };
+            self.announce_failover(
+                stream_id,
+                left_behind.take(),
+                choice.as_ref().map(|c| c.0.as_str()),
+            );
+            let Some((provider, info, slot)) = choice else {
+                return Err(if attempts.is_empty() {
+                    StreamguardError::NoProviderAvailable {
+                        reason: "no active provider with a registered adapter".into(),
+                    }
+                } else {
+                    StreamguardError::AllAttemptsFailed { attempts }
+                });
+            };
+            if let Some((p, delay)) = retry.take() {
+                if p == provider && !delay.is_zero() {
+                    let until = Instant::now() + delay;
+                    if until >= deadline {
+                        return Err(StreamguardError::DeadlineExceeded { attempts });
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {}
+                        _ = retry_rx.changed() => debug!(stream_id, "retry now"),
+                        _ = req.cancel.cancelled() => return Err(self.stop_error(stream_id)),
+                    }
+                }
+            }
+            // Again right before the call: choosing a provider and waiting take time.
+            self.may_start(attempts.len(), deadline, &mut attempts)?;
+            let number = attempts.len() as u32 + 1;
+            let (trial, ticket) = self.begin_attempt(&provider, stream_id, req.gen);
+            self.emit(EventKind::AttemptStarted {
+                stream_id: stream_id.to_string(),
+                provider: provider.clone(),
+                attempt: number,
+                operation: req.operation,
+            });
+            let started = Instant::now();
+            // The attempt runs on its own task so `end_stream` need not wait for a slow SDK:
+            // if the session is cancelled mid-call, a follow-up task lets the call finish
+            // (bounded by `adapter_timeout`) and cleans up after it.
+            let given_up = req.cancel.child_token();
+            let mut call = {
+                let me = self.clone();
+                let (slot, info, id, role) =
+                    (slot.clone(), info.clone(), stream_id.to_string(), req.role);
+                let given_up = given_up.clone();
+                self.tracker.spawn(async move {
+                    // Older work on this (provider, stream) goes first, its cleanup included.
+                    tokio::select! {
+                        _ = ticket.turn() => {}
+                        _ = given_up.cancelled() => {
+                            return (Err(ProviderError::internal("given up before the call")), ticket);
+                        }
+                    }
+                    (me.adapter_connect(&slot, &info, &id, role).await, ticket)
+                })
+            };
+            let abandon = |call, slot| {
+                given_up.cancel();
+                self.abandon(call, slot, &provider, trial)
+            };
+            let (result, ticket) = tokio::select! {
+                r = &mut call => match r {
+                    Ok((r, ticket)) => (r, Some(ticket)),
+                    Err(e) => (Err(ProviderError::internal(panic_message(e))), None),
+                },
+                _ = req.cancel.cancelled() => {
+                    abandon(call, held.take());
+                    return Err(self.stop_error(stream_id));
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    abandon(call, held.take());
+                    attempts.push(Attempt {
+                        provider: provider.clone(),
+                        number,
+                        error: ProviderError::timeout("operation deadline reached during the call"),
+                    });
+                    return Err(StreamguardError::DeadlineExceeded { attempts });
+                }
+            };
+            self.end_attempt(&provider, trial);
+            let now = Instant::now();
+            let error = match result {
+                Ok(()) if req.cancel.is_cancelled() => {
+                    // Ended while the call ran: do not leave a stream running nobody owns
+                    // (still in the lane, before anything newer on this pair).
+                    self.leave(&provider, stream_id).await;
+                    drop(ticket);
+                    return Err(self.stop_error(stream_id));
+                }
+                Ok(()) => {
+                    self.connected(&provider, stream_id, now - started);
+                    info!(stream_id, provider, attempt = number, "connected");
+                    return Ok(provider);
+                }
+                Err(error) => error,
+            };
+            drop(ticket);
+            warn!(stream_id, provider, attempt = number, %error, "attempt failed");
+            attempts.push(Attempt {
+                provider: provider.clone(),
+                number,
+                error: error.clone(),
+            });
+            let on_provider = {
+                let n = tries.entry(provider.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            let delay = {
+                let unit = self
+                    .jitter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .next_unit();
+                self.backoff.delay(on_provider, unit)
+            };
+            let next = self.attempts.after_failure(&Failed {
+                class: error.class(),
+                attempts: attempts.len() as u32,
+                on_provider,
+                trial,
+                retry_delay: delay,
+                now,
+                deadline,
+            });
+            self.failed(&provider, stream_id, req.gen, &error, next, now);
+            let retry_in = match next {
+                Next::Retry { delay } => {
+                    retry = Some((provider.clone(), delay));
+                    Some(delay)
+                }
+                Next::Failover { reason } => {
+                    excluded.insert(provider.clone());
+                    left_behind = Some((provider.clone(), reason));
+                    None
+                }
+                Next::Stop(_) => None,
+            };
+            self.emit(EventKind::AttemptFailed {
+                stream_id: stream_id.to_string(),
+                provider: provider.clone(),
+                attempt: number,
+                operation: req.operation,
+                error: error.clone(),
+                retry_in,
+            });
+            match next {
+                Next::Stop(Stop::Rejected) => {
+                    return Err(StreamguardError::RequestRejected { provider, error })
+                }
+                Next::Stop(Stop::Deadline) => {
+                    return Err(StreamguardError::DeadlineExceeded { attempts })
+                }
+                Next::Stop(Stop::BudgetSpent) => {
+                    return Err(StreamguardError::AllAttemptsFailed { attempts })
+                }
+                Next::Failover { .. } if attempts.len() as u32 >= self.config.max_attempts => {
+                    // The budget is spent: announce the failover that cannot happen.
+                    self.announce_failover(stream_id, left_behind.take(), None);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// [`AttemptPolicy::may_start`] as an error.
+    pub(super) fn may_start(
+        &self,
+        made: usize,
+        deadline: Instant,
+        attempts: &mut Vec<Attempt>,
+    ) -> Result<(), StreamguardError> {
+        match self
+            .attempts
+            .may_start(made as u32, Instant::now(), deadline)
+        {
+            None => Ok(()),
+            Some(Stop::Deadline) => Err(StreamguardError::DeadlineExceeded {
+                attempts: std::mem::take(attempts),
+            }),
+            Some(_) => Err(StreamguardError::AllAttemptsFailed {
+                attempts: std::mem::take(attempts),
+            }),
+        }
+    }
+
+    /// Count an attempt on `provider` and queue it in the (provider, stream) lane. Returns
+    /// whether it is the provider's half-open trial, and the lane ticket.
+    pub(super) fn begin_attempt(
+        self: &Arc<Self>,
+        provider: &str,
+        stream_id: &str,
+        gen: u64,
+    ) -> (bool, LaneTicket) {
+        let now = Instant::now();
+        let mut st = self.state();
+        let rec = st.record(provider);
+        rec.attempts += 1;
+        let trial = rec.health.is_half_open(now);
+        if trial {
+            rec.trials_in_flight += 1;
+            info!(
+                provider,
+                stream_id, "half-open: this attempt is the provider's trial"
+            );
+        }
+        if let Some(s) = st.session_mut(stream_id, gen) {
+            s.info.attempts += 1;
+        }
+        let ticket = self.ticket(&mut st, provider, stream_id);
+        (trial, ticket)
+    }
+
+    /// The attempt on `provider` finished (or was abandoned and then finished).
+    pub(super) fn end_attempt(&self, provider: &str, trial: bool) {
+        if trial {
+            let mut st = self.state();
+            let rec = st.record(provider);
+            rec.trials_in_flight = rec.trials_in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Queue in the lane of (`provider`, `stream_id`). Taken under the state lock, together with
+    /// the decision that needs the call, so the order of calls is the order of decisions.
+    pub(super) fn ticket(
+        self: &Arc<Self>,
+        st: &mut State,
+        provider: &str,
+        stream_id: &str,
+    ) -> LaneTicket {
+        let key: LaneKey = (provider.to_string(), stream_id.to_string());
+        let ticket = st.lanes.take(&key);
+        debug!(?key, ticket, "lane ticket taken");
+        LaneTicket {
+            shared: self.clone(),
+            key,
+            ticket,
+        }
+    }
+
+    /// Bookkeeping of a successful attempt.
+    pub(super) fn connected(self: &Arc<Self>, provider: &str, stream_id: &str, took: Duration) {
+        let now = Instant::now();
+        let mut st = self.state();
+        let rec = st.record(provider);
+        rec.successes += 1;
+        rec.connect_latency.add(took);
+        let change = rec.health.on_success(now, &self.policy);
+        let jobs = self.apply_change(
+            &mut st,
+            provider,
+            change,
+            FailoverReason::HealthCheckFailed,
+            "connected",
+            now,
+        );
+        self.start_migrations(&mut st, jobs);
+        debug!(stream_id, provider, "attempt succeeded");
+    }
+
+    /// Bookkeeping of a failed attempt: the provider's health (a request's own fault says
+    /// nothing about the provider) and its cool-down when the loop gives up on it.
+    pub(super) fn failed(
+        self: &Arc<Self>,
+        provider: &str,
+        stream_id: &str,
+        gen: u64,
+        error: &ProviderError,
+        next: Next,
+        now: Instant,
+    ) {
+        let mut st = self.state();
+        Self::set_last_error(&mut st, stream_id, gen, error.to_string());
+        let rec = st.record(provider);
+        rec.failures += 1;
+        if error.class() == ErrorClass::RequestFatal {
+            return;
+        }
+        let change = rec.health.on_failure(now, &self.policy);
+        if matches!(next, Next::Failover { .. }) {
+            rec.health.cool_down(now, &self.policy);
+        }
+        let jobs = self.apply_change(
+            &mut st,
+            provider,
+            change,
+            FailoverReason::HealthCheckFailed,
+            &error.to_string(),
+            now,
+        );
+        self.start_migrations(&mut st, jobs);
+    }
+
+    /// An attempt whose operation ended (cancelled, deadline) while the adapter call ran: let
+    /// the call finish on its own (bounded by `adapter_timeout`), leave if it succeeded (still
+    /// in its lane, so before any newer session's call on the same pair), and only then give
+    /// its slot back.
+    pub(super) fn abandon(
+        self: &Arc<Self>,
+        call: tokio::task::JoinHandle<(Result<(), ProviderError>, LaneTicket)>,
+        slot: Option<HeldSlot>,
+        provider: &str,
+        trial: bool,
+    ) {
+        let me = self.clone();
+        let p = provider.to_string();
+        self.tracker.spawn(async move {
+            let finished = call.await;
+            me.end_attempt(&p, trial);
+            if let Ok((Ok(()), ticket)) = finished {
+                info!(stream_id = %ticket.key.1, provider = %p, "abandoned call succeeded late; leaving");
+                me.leave(&p, &ticket.key.1).await;
+            }
+            if let Some(slot) = slot {
+                me.release_slot(slot).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,217 @@
+//! The monitor: one task that runs health checks and list refreshes when due and sleeps until
+//! the next deadline or a wake-up.
+
+use super::*;
+
+impl Shared {
+    /// The background loop: run checks and list refreshes when due, then sleep until the next
+    /// deadline or a wake-up, re-reading the state every turn.
+    pub(super) async fn monitor(self: Arc<Self>) {
+        loop {
+            let now = Instant::now();
+            let (due, refresh_due, next) = self.schedule(now);
+            for provider in due {
+                let me = self.clone();
+                let span = debug_span!("check", provider = %provider);
+                self.tracker
+                    .spawn(async move { me.check(provider).await }.instrument(span));
+            }
+            if refresh_due {
+                let me = self.clone();
+                self.tracker.spawn(async move {
+                    let _ = me.refresh(false).await;
+                });
+            }
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = sleep => {}
+            }
+        }
+        debug!("monitor stopped");
+    }
+
+    pub(super) fn schedule(&self, now: Instant) -> (Vec<String>, bool, Option<Instant>) {
+        let mut st = self.state();
+        let monitored = st.monitored(now, self.config.failback);
+        for p in &monitored {
+            st.record(p);
+        }
+        let interval = self.config.health_check_interval;
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (name, rec) in st.records.iter_mut() {
+            if !monitored.contains(name) {
+                // No live session on it: stop checking at once (the seed app's timer kept
+                // running after the stream ended).
+                rec.next_check = None;
+                continue;
+            }
+            let at = *rec.next_check.get_or_insert(now + interval);
+            if rec.check_in_flight {
+                continue;
+            }
+            if at <= now {
+                rec.check_in_flight = true;
+                due.push(name.clone());
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        let live = st
+            .sessions
+            .values()
+            .any(|s| s.info.state == SessionState::Live);
+        let mut refresh_due = false;
+        if live {
+            let at = *st
+                .next_refresh
+                .get_or_insert(now + self.config.provider_refresh_interval);
+            if at <= now {
+                refresh_due = true;
+                let at = now + self.config.provider_refresh_interval;
+                st.next_refresh = Some(at);
+                next = Some(next.map_or(at, |n| n.min(at)));
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        } else {
+            st.next_refresh = None;
+        }
+        (due, refresh_due, next)
+    }
+
+    /// One health check of `provider`: the registry's verdict and the adapter's probe, in
+    /// parallel. Any "unhealthy" fails the check; silence from both changes nothing.
+    pub(super) async fn check(self: Arc<Self>, provider: String) {
+        let started = Instant::now();
+        let slot = self.state().adapters.get(&provider).cloned();
+        let registry = async {
+            match tokio::time::timeout(self.config.request_timeout, self.registry.health(&provider))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(BackendError::Timeout),
+            }
+        };
+        let probe = async {
+            match &slot {
+                Some(slot) => Some(
+                    self.call_adapter(
+                        "probe",
+                        slot.adapter.clone(),
+                        |a: Arc<dyn ProviderAdapter>| async move { a.probe().await },
+                    )
+                    .await,
+                ),
+                None => None,
+            }
+        };
+        let (reg, probe) = tokio::join!(registry, probe);
+        let now = Instant::now();
+        let mut verdicts = Vec::new();
+        match reg {
+            Ok(h) if h.healthy => verdicts.push(Verdict::Good),
+            Ok(h) => verdicts.push(Verdict::Bad(format!("registry reports {:?}", h.status))),
+            Err(BackendError::UnknownProvider(p)) => {
+                verdicts.push(Verdict::Bad(format!("registry does not know {p:?}")))
+            }
+            Err(e) => {
+                self.emit(EventKind::BackendError {
+                    error: format!("health of {provider}: {e}"),
+                });
+                verdicts.push(Verdict::Unknown);
+            }
+        }
+        match probe {
+            Some(Ok(())) => verdicts.push(Verdict::Good),
+            Some(Err(e)) if e.kind == ProviderErrorKind::NotSupported => {
+                verdicts.push(Verdict::Unknown)
+            }
+            Some(Err(e)) => verdicts.push(Verdict::Bad(format!("probe: {e}"))),
+            None => {}
+        }
+        let bad: Vec<&str> = verdicts
+            .iter()
+            .filter_map(|v| match v {
+                Verdict::Bad(s) => Some(s.as_str()),
+                _ => None,
+            })
+            .collect();
+        let good = verdicts.iter().any(|v| matches!(v, Verdict::Good));
+        let mut st = self.state();
+        let rec = st.record(&provider);
+        rec.check_in_flight = false;
+        let change = if !bad.is_empty() {
+            rec.checks += 1;
+            rec.failed_checks += 1;
+            rec.last_check_at = Some(now);
+            Some((rec.health.on_failure(now, &self.policy), bad.join("; ")))
+        } else if good {
+            rec.checks += 1;
+            rec.last_check_at = Some(now);
+            rec.check_latency.add(now - started);
+            Some((
+                rec.health.on_success(now, &self.policy),
+                "check passed".to_string(),
+            ))
+        } else {
+            None
+        };
+        let delay = rec.health.next_check_delay(&self.policy);
+        if rec.next_check.is_some() {
+            rec.next_check = Some(now + delay);
+        }
+        debug!(provider, good, bad = ?bad, ?delay, "health check");
+        if let Some((change, detail)) = change {
+            let reason = if change.confirmed_report {
+                FailoverReason::ErrorReported
+            } else {
+                FailoverReason::HealthCheckFailed
+            };
+            let jobs = self.apply_change(&mut st, &provider, change, reason, &detail, now);
+            self.start_migrations(&mut st, jobs);
+            if self.config.failback {
+                let jobs = self.failback_jobs(&st, now);
+                self.start_migrations(&mut st, jobs);
+            }
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// With failback on: sessions not on the best provider move back once that provider has
+    /// been healthy for `failback_stability`.
+    pub(super) fn failback_jobs(&self, st: &State, now: Instant) -> Vec<MigrationJob> {
+        let Some(best) = st.ranked(now, &HashSet::new(), false).into_iter().next() else {
+            return Vec::new();
+        };
+        let stable = st
+            .records
+            .get(&best)
+            .and_then(|r| r.health.stable_for(now))
+            .is_some_and(|d| d >= self.config.failback_stability);
+        if !stable || st.is_cooling(&best, now) {
+            return Vec::new();
+        }
+        let Some(best_pos) = position(&st.providers, &best) else {
+            return Vec::new();
+        };
+        st.sessions
+            .values()
+            .filter(|s| s.info.state == SessionState::Live)
+            .filter_map(|s| {
+                let cur = s.info.provider.as_ref()?;
+                let cur_pos = position(&st.providers, cur).unwrap_or(usize::MAX);
+                (cur != &best && best_pos < cur_pos)
+                    .then(|| MigrationJob::of(s, cur, FailoverReason::Failback))
+            })
+            .collect()
+    }
+}
