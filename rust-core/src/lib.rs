@@ -31,10 +31,12 @@ pub mod health;
 mod lane;
 mod manager;
 pub mod ordering;
+pub mod planning;
 mod provider;
 pub mod registry;
 #[cfg(feature = "rtmp")]
 pub mod rtmp;
+pub mod schedule;
 
 pub use backoff::JitterSource;
 pub use config::ManagerConfig;

@@ -173,26 +173,11 @@ impl Shared {
         now: Instant,
     ) -> Vec<MigrationJob> {
         let best = st.ranked(now, &HashSet::new(), false).into_iter().next();
-        let mut jobs = Vec::new();
-        for s in st.sessions.values() {
-            let (SessionState::Live, Some(cur)) = (s.info.state, s.info.provider.as_ref()) else {
-                continue;
-            };
-            let reason = match position(&st.providers, cur) {
-                None => Some(FailoverReason::ProviderDisabled),
-                Some(cur_new) => best.as_ref().filter(|b| *b != cur).and_then(|b| {
-                    let b_new = position(&st.providers, b)?;
-                    let was_ahead = match (position(old, b), position(old, cur)) {
-                        (Some(bo), Some(co)) => bo < co,
-                        _ => false,
-                    };
-                    (b_new < cur_new && !was_ahead).then_some(FailoverReason::PriorityChanged)
-                }),
-            };
-            if let Some(reason) = reason {
-                jobs.push(MigrationJob::of(s, cur, reason));
-            }
-        }
-        jobs
+        st.jobs(planning::after_change(
+            old,
+            &st.providers,
+            best.as_deref(),
+            &st.placed(),
+        ))
     }
 }

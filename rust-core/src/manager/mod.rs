@@ -21,12 +21,14 @@ use crate::events::{
 };
 use crate::health::{Change, HealthPolicy, HealthTracker};
 use crate::lane::{LaneKey, Lanes};
-use crate::ordering::{position, rank, Standing};
+use crate::ordering::{rank, Standing};
+use crate::planning::{self, Move, Placed};
 use crate::provider::{ErrorSink, ProviderAdapter, ProviderInfo};
 use crate::registry::{
     HttpRegistry, LiveSession, ProviderList, ProviderRegistry, PushEvent, ReportKind,
     SessionReport, ALIVE_BATCH,
 };
+use crate::schedule;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -37,54 +37,51 @@ impl Shared {
         debug!("monitor stopped");
     }
 
+    /// Carry out [`schedule::plan`] on the records: mark the due checks as running and keep
+    /// the new deadlines. Returns the checks to start, whether to refresh, and when to wake.
     pub(super) fn schedule(&self, now: Instant) -> (Vec<String>, bool, Option<Instant>) {
         let mut st = self.state();
         let monitored = st.monitored(now, self.config.failback);
         for p in &monitored {
             st.record(p);
         }
-        let interval = self.config.health_check_interval;
-        let mut due = Vec::new();
-        let mut next: Option<Instant> = None;
-        for (name, rec) in st.records.iter_mut() {
-            if !monitored.contains(name) {
-                // No live session on it: stop checking at once (the seed app's timer kept
-                // running after the stream ended).
-                rec.next_check = None;
-                continue;
-            }
-            let at = *rec.next_check.get_or_insert(now + interval);
-            if rec.check_in_flight {
-                continue;
-            }
-            if at <= now {
-                rec.check_in_flight = true;
-                due.push(name.clone());
-            } else {
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
-        }
+        let names: Vec<String> = st.records.keys().cloned().collect();
+        let clocks: Vec<schedule::Clock> = names
+            .iter()
+            .map(|n| {
+                let r = &st.records[n];
+                schedule::Clock {
+                    next_check: r.next_check,
+                    in_flight: r.check_in_flight,
+                    monitored: monitored.contains(n),
+                }
+            })
+            .collect();
         let live = st
             .sessions
             .values()
             .any(|s| s.info.state == SessionState::Live);
-        let mut refresh_due = false;
-        if live {
-            let at = *st
-                .next_refresh
-                .get_or_insert(now + self.config.provider_refresh_interval);
-            if at <= now {
-                refresh_due = true;
-                let at = now + self.config.provider_refresh_interval;
-                st.next_refresh = Some(at);
-                next = Some(next.map_or(at, |n| n.min(at)));
-            } else {
-                next = Some(next.map_or(at, |n| n.min(at)));
+        let plan = schedule::plan(
+            now,
+            self.config.health_check_interval,
+            &clocks,
+            live,
+            st.next_refresh,
+            self.config.provider_refresh_interval,
+        );
+        for (name, next) in names.iter().zip(&plan.next_checks) {
+            if let Some(r) = st.records.get_mut(name) {
+                r.next_check = *next;
             }
-        } else {
-            st.next_refresh = None;
         }
-        (due, refresh_due, next)
+        let due: Vec<String> = plan.due.iter().map(|&i| names[i].clone()).collect();
+        for name in &due {
+            if let Some(r) = st.records.get_mut(name) {
+                r.check_in_flight = true;
+            }
+        }
+        st.next_refresh = plan.next_refresh;
+        (due, plan.refresh, plan.wake_at)
     }
 
     /// One health check of `provider`: the registry's verdict and the adapter's probe, in
@@ -189,29 +186,20 @@ impl Shared {
     /// With failback on: sessions not on the best provider move back once that provider has
     /// been healthy for `failback_stability`.
     pub(super) fn failback_jobs(&self, st: &State, now: Instant) -> Vec<MigrationJob> {
-        let Some(best) = st.ranked(now, &HashSet::new(), false).into_iter().next() else {
-            return Vec::new();
-        };
-        let stable = st
-            .records
-            .get(&best)
-            .and_then(|r| r.health.stable_for(now))
-            .is_some_and(|d| d >= self.config.failback_stability);
-        if !stable || st.is_cooling(&best, now) {
-            return Vec::new();
-        }
-        let Some(best_pos) = position(&st.providers, &best) else {
-            return Vec::new();
-        };
-        st.sessions
-            .values()
-            .filter(|s| s.info.state == SessionState::Live)
-            .filter_map(|s| {
-                let cur = s.info.provider.as_ref()?;
-                let cur_pos = position(&st.providers, cur).unwrap_or(usize::MAX);
-                (cur != &best && best_pos < cur_pos)
-                    .then(|| MigrationJob::of(s, cur, FailoverReason::Failback))
-            })
-            .collect()
+        let best = st.ranked(now, &HashSet::new(), false).into_iter().next();
+        let ready = best.as_ref().is_some_and(|b| {
+            let stable = st
+                .records
+                .get(b)
+                .and_then(|r| r.health.stable_for(now))
+                .is_some_and(|d| d >= self.config.failback_stability);
+            stable && !st.is_cooling(b, now)
+        });
+        st.jobs(planning::failback(
+            &st.providers,
+            best.as_deref(),
+            ready,
+            &st.placed(),
+        ))
     }
 }

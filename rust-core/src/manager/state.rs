@@ -165,20 +165,40 @@ impl State {
 
     /// Migration jobs for every live session on `provider`.
     pub(super) fn jobs_on(&self, provider: &str, reason: FailoverReason) -> Vec<MigrationJob> {
-        let mut jobs: Vec<MigrationJob> = self
-            .sessions
-            .values()
-            .filter(|s| {
-                s.info.state == SessionState::Live && s.info.provider.as_deref() == Some(provider)
-            })
-            .map(|s| MigrationJob::of(s, provider, reason))
-            .collect();
-        jobs.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
-        jobs
+        self.jobs(planning::outage(provider, &self.placed(), reason))
     }
 
-    /// Is `provider` in the list and active? Sessions on any other provider must move off it
-    /// (desired state: the list; actual state: where sessions run).
+    /// Live sessions, as the planning policy sees them.
+    pub(super) fn placed(&self) -> Vec<Placed<'_>> {
+        self.sessions
+            .values()
+            .filter(|s| s.info.state == SessionState::Live)
+            .filter_map(|s| {
+                Some(Placed {
+                    stream_id: &s.info.stream_id,
+                    provider: s.info.provider.as_deref()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Planned moves as migration jobs of the sessions' current generations.
+    pub(super) fn jobs(&self, moves: Vec<Move>) -> Vec<MigrationJob> {
+        moves
+            .into_iter()
+            .filter_map(|m| {
+                let gen = self.sessions.get(&m.stream_id)?.gen;
+                Some(MigrationJob {
+                    stream_id: m.stream_id,
+                    gen,
+                    from: m.from,
+                    reason: m.reason,
+                })
+            })
+            .collect()
+    }
+
+    /// Is `provider` in the list and active? Sessions on any other provider must move off it.
     pub(super) fn is_listed_active(&self, provider: &str) -> bool {
         self.providers
             .iter()
@@ -187,18 +207,7 @@ impl State {
 
     /// Reconciliation: every live session on a provider that is no longer listed or active.
     pub(super) fn misplaced(&self) -> Vec<MigrationJob> {
-        let mut jobs: Vec<MigrationJob> = self
-            .sessions
-            .values()
-            .filter(|s| s.info.state == SessionState::Live)
-            .filter_map(|s| {
-                let p = s.info.provider.as_deref()?;
-                (!self.is_listed_active(p))
-                    .then(|| MigrationJob::of(s, p, FailoverReason::ProviderDisabled))
-            })
-            .collect();
-        jobs.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
-        jobs
+        self.jobs(planning::misplaced(&self.providers, &self.placed()))
     }
 
     /// Providers `ranked` leaves out only because the registry reports them at `max_streams`,
