@@ -61,210 +61,267 @@ impl Shared {
         mut req: ConnectRequest<'_>,
         held: &mut Option<HeldSlot>,
     ) -> Result<String, StreamguardError> {
-        let mut deadline = req.deadline;
-        let mut waited = Duration::ZERO;
-        let mut attempts: Vec<Attempt> = Vec::new();
-        let mut tries: HashMap<String, u32> = HashMap::new();
-        let mut excluded = std::mem::take(&mut req.exclude);
-        let mut retry: Option<(String, Duration)> = None;
-        let mut left_behind: Option<(String, FailoverReason)> = None;
-        let mut retry_rx = self.retry_now.subscribe();
-        let stream_id = req.stream_id;
+        let mut run = Run {
+            deadline: req.deadline,
+            waited: Duration::ZERO,
+            attempts: Vec::new(),
+            tries: HashMap::new(),
+            excluded: std::mem::take(&mut req.exclude),
+            retry: None,
+            left_behind: None,
+            retry_rx: self.retry_now.subscribe(),
+        };
         loop {
             if req.cancel.is_cancelled() {
-                return Err(self.stop_error(stream_id));
+                return Err(self.stop_error(req.stream_id));
             }
-            self.may_start(attempts.len(), deadline, &mut attempts)?;
-            // Choose: the provider being retried if it is still listed, else the best ranked
-            // one with a free slot (or, in phase 2, the first full one to free up).
-            let waited_before = waited;
-            let choice = self
-                .choose(
-                    &req,
-                    &excluded,
-                    retry.as_ref().map(|(p, _)| p.as_str()),
-                    held,
-                    &mut waited,
-                )
-                .await?;
-            // Queueing for a slot is bounded by `capacity_max_wait`, not by the deadline.
-            deadline += waited - waited_before;
-            let choice = match choice {
-                Choice::Go(p, info, slot) => Some((p, info, slot)),
-                Choice::NoneUsable => None,
-                Choice::Full(providers) => {
-                    self.announce_failover(stream_id, left_behind.take(), None);
-                    return Err(StreamguardError::NoCapacity {
-                        providers,
-                        waited,
-                        attempts,
-                    });
-                }
-            };
-            self.announce_failover(
-                stream_id,
-                left_behind.take(),
-                choice.as_ref().map(|c| c.0.as_str()),
-            );
-            let Some((provider, info, slot)) = choice else {
-                return Err(if attempts.is_empty() {
-                    StreamguardError::NoProviderAvailable {
-                        reason: "no active provider with a registered adapter".into(),
-                    }
-                } else {
-                    StreamguardError::AllAttemptsFailed { attempts }
-                });
-            };
-            if let Some((p, delay)) = retry.take() {
-                if p == provider && !delay.is_zero() {
-                    let until = Instant::now() + delay;
-                    if until >= deadline {
-                        return Err(StreamguardError::DeadlineExceeded { attempts });
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until) => {}
-                        _ = retry_rx.changed() => debug!(stream_id, "retry now"),
-                        _ = req.cancel.cancelled() => return Err(self.stop_error(stream_id)),
-                    }
-                }
-            }
+            self.may_start(run.attempts.len(), run.deadline, &mut run.attempts)?;
+            let (provider, info, slot) = self.pick(&req, &mut run, held).await?;
+            self.wait_to_retry(&req, &mut run, &provider).await?;
             // Again right before the call: choosing a provider and waiting take time.
-            self.may_start(attempts.len(), deadline, &mut attempts)?;
-            let number = attempts.len() as u32 + 1;
-            let (trial, ticket) = self.begin_attempt(&provider, stream_id, req.gen);
-            self.emit(EventKind::AttemptStarted {
-                stream_id: stream_id.to_string(),
-                provider: provider.clone(),
-                attempt: number,
-                operation: req.operation,
-            });
+            self.may_start(run.attempts.len(), run.deadline, &mut run.attempts)?;
+            let number = run.attempts.len() as u32 + 1;
             let started = Instant::now();
-            // The attempt runs on its own task so `end_stream` need not wait for a slow SDK:
-            // if the session is cancelled mid-call, a follow-up task lets the call finish
-            // (bounded by `adapter_timeout`) and cleans up after it.
-            let given_up = req.cancel.child_token();
-            let mut call = {
-                let me = self.clone();
-                let (slot, info, id, role) =
-                    (slot.clone(), info.clone(), stream_id.to_string(), req.role);
-                let given_up = given_up.clone();
-                self.tracker.spawn(async move {
-                    // Older work on this (provider, stream) goes first, its cleanup included.
-                    tokio::select! {
-                        _ = ticket.turn() => {}
-                        _ = given_up.cancelled() => {
-                            return (Err(ProviderError::internal("given up before the call")), ticket);
-                        }
-                    }
-                    (me.adapter_connect(&slot, &info, &id, role).await, ticket)
-                })
-            };
-            let abandon = |call, slot| {
-                given_up.cancel();
-                self.abandon(call, slot, &provider, trial)
-            };
-            let (result, ticket) = tokio::select! {
-                r = &mut call => match r {
-                    Ok((r, ticket)) => (r, Some(ticket)),
-                    Err(e) => (Err(ProviderError::internal(panic_message(e))), None),
-                },
-                _ = req.cancel.cancelled() => {
-                    abandon(call, held.take());
-                    return Err(self.stop_error(stream_id));
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    abandon(call, held.take());
-                    attempts.push(Attempt {
-                        provider: provider.clone(),
-                        number,
-                        error: ProviderError::timeout("operation deadline reached during the call"),
-                    });
-                    return Err(StreamguardError::DeadlineExceeded { attempts });
-                }
-            };
-            self.end_attempt(&provider, trial);
-            let now = Instant::now();
+            let (trial, result) = self
+                .attempt(&req, &mut run, held, (&provider, &info, &slot), number)
+                .await?;
             let error = match result {
-                Ok(()) if req.cancel.is_cancelled() => {
-                    // Ended while the call ran: do not leave a stream running nobody owns
-                    // (still in the lane, before anything newer on this pair).
-                    self.leave(&provider, stream_id).await;
-                    drop(ticket);
-                    return Err(self.stop_error(stream_id));
-                }
                 Ok(()) => {
-                    self.connected(&provider, stream_id, now - started);
-                    info!(stream_id, provider, attempt = number, "connected");
+                    self.connected(&provider, req.stream_id, Instant::now() - started);
+                    info!(
+                        stream_id = req.stream_id,
+                        provider,
+                        attempt = number,
+                        "connected"
+                    );
                     return Ok(provider);
                 }
                 Err(error) => error,
             };
-            drop(ticket);
-            warn!(stream_id, provider, attempt = number, %error, "attempt failed");
-            attempts.push(Attempt {
-                provider: provider.clone(),
-                number,
-                error: error.clone(),
-            });
-            let on_provider = {
-                let n = tries.entry(provider.clone()).or_default();
-                *n += 1;
-                *n
-            };
-            let delay = {
-                let unit = self
-                    .jitter
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .next_unit();
-                self.backoff.delay(on_provider, unit)
-            };
-            let next = self.attempts.after_failure(&Failed {
-                class: error.class(),
-                attempts: attempts.len() as u32,
-                on_provider,
-                trial,
-                retry_delay: delay,
-                now,
-                deadline,
-            });
-            self.failed(&provider, stream_id, req.gen, &error, next, now);
-            let retry_in = match next {
-                Next::Retry { delay } => {
-                    retry = Some((provider.clone(), delay));
-                    Some(delay)
-                }
-                Next::Failover { reason } => {
-                    excluded.insert(provider.clone());
-                    left_behind = Some((provider.clone(), reason));
-                    None
-                }
-                Next::Stop(_) => None,
-            };
-            self.emit(EventKind::AttemptFailed {
-                stream_id: stream_id.to_string(),
-                provider: provider.clone(),
-                attempt: number,
-                operation: req.operation,
-                error: error.clone(),
-                retry_in,
-            });
-            match next {
-                Next::Stop(Stop::Rejected) => {
-                    return Err(StreamguardError::RequestRejected { provider, error })
-                }
-                Next::Stop(Stop::Deadline) => {
-                    return Err(StreamguardError::DeadlineExceeded { attempts })
-                }
-                Next::Stop(Stop::BudgetSpent) => {
-                    return Err(StreamguardError::AllAttemptsFailed { attempts })
-                }
-                Next::Failover { .. } if attempts.len() as u32 >= self.config.max_attempts => {
-                    // The budget is spent: announce the failover that cannot happen.
-                    self.announce_failover(stream_id, left_behind.take(), None);
-                }
-                _ => {}
+            self.after_failure(&req, &mut run, provider, number, trial, error)?;
+        }
+    }
+
+    /// Choose the provider of the next attempt (see [`choose`](Self::choose)) and announce the
+    /// failover that led to it; errors when none can be tried.
+    async fn pick(
+        self: &Arc<Self>,
+        req: &ConnectRequest<'_>,
+        run: &mut Run,
+        held: &mut Option<HeldSlot>,
+    ) -> Result<(String, ProviderInfo, Arc<AdapterSlot>), StreamguardError> {
+        let waited_before = run.waited;
+        let retried = run.retry.as_ref().map(|(p, _)| p.as_str());
+        let choice = self
+            .choose(req, &run.excluded, retried, held, &mut run.waited)
+            .await?;
+        // Queueing for a slot is bounded by `capacity_max_wait`, not by the deadline.
+        run.deadline += run.waited - waited_before;
+        let stream_id = req.stream_id;
+        match choice {
+            Choice::Go(p, info, slot) => {
+                self.announce_failover(stream_id, run.left_behind.take(), Some(&p));
+                Ok((p, info, slot))
             }
+            Choice::Full(providers) => {
+                self.announce_failover(stream_id, run.left_behind.take(), None);
+                Err(StreamguardError::NoCapacity {
+                    providers,
+                    waited: run.waited,
+                    attempts: std::mem::take(&mut run.attempts),
+                })
+            }
+            Choice::NoneUsable => {
+                self.announce_failover(stream_id, run.left_behind.take(), None);
+                Err(if run.attempts.is_empty() {
+                    StreamguardError::NoProviderAvailable {
+                        reason: "no active provider with a registered adapter".into(),
+                    }
+                } else {
+                    StreamguardError::AllAttemptsFailed {
+                        attempts: std::mem::take(&mut run.attempts),
+                    }
+                })
+            }
+        }
+    }
+
+    /// Wait out the backoff of a retry of `provider` (ended early by `network_changed()`).
+    async fn wait_to_retry(
+        &self,
+        req: &ConnectRequest<'_>,
+        run: &mut Run,
+        provider: &str,
+    ) -> Result<(), StreamguardError> {
+        let Some((p, delay)) = run.retry.take() else {
+            return Ok(());
+        };
+        if p != provider || delay.is_zero() {
+            return Ok(());
+        }
+        let until = Instant::now() + delay;
+        if until >= run.deadline {
+            return Err(StreamguardError::DeadlineExceeded {
+                attempts: std::mem::take(&mut run.attempts),
+            });
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = run.retry_rx.changed() => debug!(stream_id = req.stream_id, "retry now"),
+            _ = req.cancel.cancelled() => return Err(self.stop_error(req.stream_id)),
+        }
+        Ok(())
+    }
+
+    /// One attempt on `provider`: the adapter call on its own task, in its (provider, stream)
+    /// lane, raced against cancellation and the deadline. An abandoned call is handed to
+    /// [`abandon`](Self::abandon). Returns whether it was a half-open trial and the call's
+    /// outcome.
+    async fn attempt(
+        self: &Arc<Self>,
+        req: &ConnectRequest<'_>,
+        run: &mut Run,
+        held: &mut Option<HeldSlot>,
+        (provider, info, slot): (&str, &ProviderInfo, &Arc<AdapterSlot>),
+        number: u32,
+    ) -> Result<(bool, Result<(), ProviderError>), StreamguardError> {
+        let stream_id = req.stream_id;
+        let (trial, ticket) = self.begin_attempt(provider, stream_id, req.gen);
+        self.emit(EventKind::AttemptStarted {
+            stream_id: stream_id.to_string(),
+            provider: provider.to_string(),
+            attempt: number,
+            operation: req.operation,
+        });
+        // The attempt runs on its own task so `end_stream` need not wait for a slow SDK.
+        let given_up = req.cancel.child_token();
+        let mut call = {
+            let me = self.clone();
+            let (slot, info, id, role) =
+                (slot.clone(), info.clone(), stream_id.to_string(), req.role);
+            let given_up = given_up.clone();
+            self.tracker.spawn(async move {
+                // Older work on this (provider, stream) goes first, its cleanup included.
+                tokio::select! {
+                    _ = ticket.turn() => {}
+                    _ = given_up.cancelled() => {
+                        return (Err(ProviderError::internal("given up before the call")), ticket);
+                    }
+                }
+                (me.adapter_connect(&slot, &info, &id, role).await, ticket)
+            })
+        };
+        let mut abandon = |call| {
+            given_up.cancel();
+            self.abandon(call, held.take(), provider, trial);
+        };
+        let (result, ticket) = tokio::select! {
+            r = &mut call => match r {
+                Ok((r, ticket)) => (r, Some(ticket)),
+                Err(e) => (Err(ProviderError::internal(panic_message(e))), None),
+            },
+            _ = req.cancel.cancelled() => {
+                abandon(call);
+                return Err(self.stop_error(stream_id));
+            }
+            _ = tokio::time::sleep_until(run.deadline) => {
+                abandon(call);
+                run.attempts.push(Attempt {
+                    provider: provider.to_string(),
+                    number,
+                    error: ProviderError::timeout("operation deadline reached during the call"),
+                });
+                return Err(StreamguardError::DeadlineExceeded {
+                    attempts: std::mem::take(&mut run.attempts),
+                });
+            }
+        };
+        self.end_attempt(provider, trial);
+        if result.is_ok() && req.cancel.is_cancelled() {
+            // Ended while the call ran: do not leave a stream running nobody owns (still in
+            // the lane, before anything newer on this pair).
+            self.leave(provider, stream_id).await;
+            drop(ticket);
+            return Err(self.stop_error(stream_id));
+        }
+        Ok((trial, result))
+    }
+
+    /// After a failed attempt: bookkeeping, the policy's decision, its event; an error when
+    /// the operation stops.
+    fn after_failure(
+        self: &Arc<Self>,
+        req: &ConnectRequest<'_>,
+        run: &mut Run,
+        provider: String,
+        number: u32,
+        trial: bool,
+        error: ProviderError,
+    ) -> Result<(), StreamguardError> {
+        let stream_id = req.stream_id;
+        let now = Instant::now();
+        warn!(stream_id, provider, attempt = number, %error, "attempt failed");
+        run.attempts.push(Attempt {
+            provider: provider.clone(),
+            number,
+            error: error.clone(),
+        });
+        let on_provider = {
+            let n = run.tries.entry(provider.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let unit = self
+            .jitter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_unit();
+        let next = self.attempts.after_failure(&Failed {
+            class: error.class(),
+            attempts: run.attempts.len() as u32,
+            on_provider,
+            trial,
+            retry_delay: self.backoff.delay(on_provider, unit),
+            now,
+            deadline: run.deadline,
+        });
+        self.failed(&provider, stream_id, req.gen, &error, next, now);
+        let retry_in = match next {
+            Next::Retry { delay } => {
+                run.retry = Some((provider.clone(), delay));
+                Some(delay)
+            }
+            Next::Failover { reason } => {
+                run.excluded.insert(provider.clone());
+                run.left_behind = Some((provider.clone(), reason));
+                None
+            }
+            Next::Stop(_) => None,
+        };
+        self.emit(EventKind::AttemptFailed {
+            stream_id: stream_id.to_string(),
+            provider: provider.clone(),
+            attempt: number,
+            operation: req.operation,
+            error: error.clone(),
+            retry_in,
+        });
+        match next {
+            Next::Stop(Stop::Rejected) => {
+                Err(StreamguardError::RequestRejected { provider, error })
+            }
+            Next::Stop(Stop::Deadline) => Err(StreamguardError::DeadlineExceeded {
+                attempts: std::mem::take(&mut run.attempts),
+            }),
+            Next::Stop(Stop::BudgetSpent) => Err(StreamguardError::AllAttemptsFailed {
+                attempts: std::mem::take(&mut run.attempts),
+            }),
+            Next::Failover { .. } if run.attempts.len() as u32 >= self.config.max_attempts => {
+                // The budget is spent: announce the failover that cannot happen.
+                self.announce_failover(stream_id, run.left_behind.take(), None);
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 

@@ -307,6 +307,24 @@ pub(super) struct ConnectRequest<'a> {
     pub(super) cancel: &'a CancellationToken,
 }
 
+/// The state of one connect loop between attempts.
+pub(super) struct Run {
+    /// The operation's deadline, extended by the time spent queueing for a slot.
+    pub(super) deadline: Instant,
+    pub(super) waited: Duration,
+    pub(super) attempts: Vec<Attempt>,
+    /// Attempts per provider.
+    pub(super) tries: HashMap<String, u32>,
+    /// Providers this operation gave up on.
+    pub(super) excluded: HashSet<String>,
+    /// The provider to retry, after this backoff.
+    pub(super) retry: Option<(String, Duration)>,
+    /// The provider just given up on, and why: announced with the next choice.
+    pub(super) left_behind: Option<(String, FailoverReason)>,
+    /// Bumped by `network_changed()`: cuts a backoff wait short.
+    pub(super) retry_rx: watch::Receiver<u64>,
+}
+
 /// A place in a (provider, stream) lane; its turn ends when it is dropped.
 pub(super) struct LaneTicket {
     pub(super) shared: Arc<Shared>,
