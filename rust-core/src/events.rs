@@ -72,6 +72,14 @@ pub enum FailoverReason {
     CapacityLost,
 }
 
+impl FailoverReason {
+    /// The provider failed (health checks or a confirmed SDK error), as opposed to a planned
+    /// move: such a move never goes back to the provider it left.
+    pub fn is_health_driven(self) -> bool {
+        matches!(self, Self::HealthCheckFailed | Self::ErrorReported)
+    }
+}
+
 /// How a migration was carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum MigrationStrategy {

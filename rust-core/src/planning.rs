@@ -3,7 +3,7 @@
 //! the moves into migrations. Health decides *that* a provider failed, ranking decides the
 //! best provider; this module only decides who moves.
 
-use crate::events::FailoverReason;
+use crate::events::{FailoverReason, MigrationStrategy};
 use crate::ordering::position;
 use crate::provider::ProviderInfo;
 
@@ -110,6 +110,21 @@ pub fn failback(
             .map(|s| moving(s, FailoverReason::Failback))
             .collect(),
     )
+}
+
+/// How a session moves: make-before-break when both the old provider and the expected target
+/// can run the stream in parallel, except after a lost capacity lease (the slot may be someone
+/// else's already: stop using it first); break-before-make otherwise.
+pub fn strategy(
+    reason: FailoverReason,
+    from_parallel: bool,
+    target_parallel: bool,
+) -> MigrationStrategy {
+    if reason != FailoverReason::CapacityLost && from_parallel && target_parallel {
+        MigrationStrategy::MakeBeforeBreak
+    } else {
+        MigrationStrategy::BreakBeforeMake
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +252,21 @@ mod tests {
         for (case, old, new, best, on, want) in table {
             let l = live(&[("s1", on)]);
             assert_eq!(moves(&after_change(&old, &new, best, &l)), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn strategy_table() {
+        use MigrationStrategy::*;
+        let table = [
+            (HealthCheckFailed, true, true, MakeBeforeBreak),
+            (PriorityChanged, true, true, MakeBeforeBreak),
+            (CapacityLost, true, true, BreakBeforeMake),
+            (HealthCheckFailed, false, true, BreakBeforeMake),
+            (ProviderDisabled, true, false, BreakBeforeMake),
+        ];
+        for (reason, from, to, want) in table {
+            assert_eq!(strategy(reason, from, to), want, "{reason:?} {from} {to}");
         }
     }
 

@@ -65,207 +65,272 @@ impl Shared {
         }
     }
 
-    /// Move a live session off `job.from`.
+    /// Move a live session off `job.from`: choose the strategy, move, then record the outcome.
     pub(super) async fn migrate(self: Arc<Self>, job: MigrationJob) {
-        let MigrationJob {
-            stream_id,
-            gen,
-            from,
-            reason,
-        } = job;
         let Some((op_lock, cancel, role)) = ({
             let st = self.state();
-            st.session(&stream_id, gen)
+            st.session(&job.stream_id, job.gen)
                 .map(|s| (s.op_lock.clone(), s.cancel.clone(), s.info.role))
         }) else {
             return;
         };
         let _op: OwnedMutexGuard<()> = op_lock.lock_owned().await;
-        let now = Instant::now();
-        let (mut strategy, target) = {
-            let st = self.state();
-            let still_ours = st.session(&stream_id, gen).is_some_and(|s| {
-                s.info.state == SessionState::Migrating
-                    && s.info.provider.as_deref() == Some(from.as_str())
-            });
-            if !still_ours || cancel.is_cancelled() {
-                return;
-            }
-            let mut ex = HashSet::new();
-            ex.insert(from.clone());
-            let target = st.ranked(now, &ex, false).into_iter().next();
-            let parallel = |p: &str| {
-                st.adapters
-                    .get(p)
-                    .is_some_and(|a| a.adapter.supports_parallel_sessions())
-            };
-            // A lost slot may be someone else's already: stop using it before anything else.
-            let mbb = reason != FailoverReason::CapacityLost
-                && parallel(&from)
-                && target.as_deref().is_some_and(parallel);
-            let strategy = if mbb {
-                MigrationStrategy::MakeBeforeBreak
-            } else {
-                MigrationStrategy::BreakBeforeMake
-            };
-            (strategy, target)
+        let Some((strategy, target)) = self.plan_move(&job, &cancel) else {
+            return;
         };
-        let health_driven = matches!(
-            reason,
-            FailoverReason::HealthCheckFailed | FailoverReason::ErrorReported
-        );
         self.emit(EventKind::Failover {
-            stream_id: stream_id.clone(),
-            from: from.clone(),
-            to: target.clone(),
-            reason,
+            stream_id: job.stream_id.clone(),
+            from: job.from.clone(),
+            to: target,
+            reason: job.reason,
         });
         self.emit(EventKind::MigrationStarted {
-            stream_id: stream_id.clone(),
-            from: from.clone(),
-            reason,
+            stream_id: job.stream_id.clone(),
+            from: job.from.clone(),
+            reason: job.reason,
             strategy,
         });
-        info!(stream_id, from, ?reason, ?strategy, "migration started");
+        info!(stream_id = job.stream_id, from = job.from, reason = ?job.reason, ?strategy, "migration started");
         let started = Instant::now();
-        let mut exclude = HashSet::new();
-        exclude.insert(from.clone());
+        let moved = self.move_stream(&job, strategy, role, &cancel).await;
+        let timing = (started, Instant::now());
+        match moved.result {
+            Ok((to, slot)) => self.moved(job, to, slot, moved.strategy, moved.gap_start, timing),
+            Err(StreamguardError::Cancelled(_) | StreamguardError::ShutDown) => {
+                // `end_stream` or `shutdown` owns the session now and will finish it; if the
+                // old provider was already left, nothing else will report its end.
+                let st = self.state();
+                if st
+                    .session(&job.stream_id, job.gen)
+                    .is_some_and(|s| s.info.provider.is_none())
+                {
+                    self.report(ReportKind::End, &job.from, &job.stream_id, None, None);
+                }
+            }
+            Err(e) => self.not_moved(job, moved.strategy, e),
+        }
+    }
+
+    /// Is the move still wanted (the session still migrating off `from`, not ended)? Then its
+    /// strategy ([`planning::strategy`]) and the provider it is expected to land on.
+    fn plan_move(
+        &self,
+        job: &MigrationJob,
+        cancel: &CancellationToken,
+    ) -> Option<(MigrationStrategy, Option<String>)> {
+        let st = self.state();
+        let still_ours = st.session(&job.stream_id, job.gen).is_some_and(|s| {
+            s.info.state == SessionState::Migrating
+                && s.info.provider.as_deref() == Some(job.from.as_str())
+        });
+        if !still_ours || cancel.is_cancelled() {
+            return None;
+        }
+        let excluded = HashSet::from([job.from.clone()]);
+        let target = st
+            .ranked(Instant::now(), &excluded, false)
+            .into_iter()
+            .next();
+        let parallel = |p: &str| {
+            st.adapters
+                .get(p)
+                .is_some_and(|a| a.adapter.supports_parallel_sessions())
+        };
+        let strategy = planning::strategy(
+            job.reason,
+            parallel(&job.from),
+            target.as_deref().is_some_and(parallel),
+        );
+        Some((strategy, target))
+    }
+
+    /// Carry the move out. Make-before-break: connect elsewhere (parallel-capable providers
+    /// only), then leave the old provider; if a health-driven one finds no taker, leave and try
+    /// the others break-before-make. Break-before-make: leave, then connect (a planned move may
+    /// come back to the old provider, a health-driven one may not).
+    async fn move_stream(
+        self: &Arc<Self>,
+        job: &MigrationJob,
+        strategy: MigrationStrategy,
+        role: Role,
+        cancel: &CancellationToken,
+    ) -> Moved {
+        let (stream_id, gen, from) = (job.stream_id.as_str(), job.gen, job.from.as_str());
+        let health_driven = job.reason.is_health_driven();
         let reconnect = |exclude: HashSet<String>, only_parallel: bool| {
             self.connect(ConnectRequest {
-                stream_id: &stream_id,
+                stream_id,
                 gen,
                 deadline: Instant::now() + self.config.operation_deadline,
                 role,
                 operation: Operation::Migrate,
                 exclude,
                 only_parallel,
-                cancel: &cancel,
+                cancel,
             })
         };
-        let (result, gap_start) = match strategy {
-            MigrationStrategy::MakeBeforeBreak => {
-                let r = reconnect(exclude.clone(), true).await;
-                let stopped = matches!(
-                    r,
-                    Err(StreamguardError::Cancelled(_) | StreamguardError::ShutDown)
-                );
-                if r.is_ok() {
-                    self.vacate(&from, &stream_id, gen).await;
-                    (r, None)
-                } else if health_driven && !stopped {
-                    // The old provider is down and nothing else took the stream: leave it
-                    // cleanly (once: the session no longer names it).
-                    {
-                        let mut st = self.state();
-                        self.set_state(&mut st, &stream_id, gen, SessionState::Migrating, None);
-                    }
-                    self.vacate(&from, &stream_id, gen).await;
-                    // No parallel-capable provider took it: the others may still, after a gap.
-                    // A request the provider rejected as invalid would be rejected anywhere.
-                    if !matches!(r, Err(StreamguardError::RequestRejected { .. })) {
-                        info!(stream_id, from, "no parallel-capable provider took the stream; trying the others break-before-make");
-                        strategy = MigrationStrategy::BreakBeforeMake;
-                        let gap_start = Instant::now();
-                        (reconnect(exclude, false).await, Some(gap_start))
-                    } else {
-                        (r, None)
-                    }
-                } else {
-                    (r, None)
-                }
+        let from_only = || HashSet::from([from.to_string()]);
+        if strategy == MigrationStrategy::BreakBeforeMake {
+            self.vacate(from, stream_id, gen).await;
+            let gap_start = Some(Instant::now());
+            self.set_state(
+                &mut self.state(),
+                stream_id,
+                gen,
+                SessionState::Migrating,
+                None,
+            );
+            let exclude = if health_driven {
+                from_only()
+            } else {
+                HashSet::new()
+            };
+            let result = reconnect(exclude, false).await;
+            return Moved {
+                result,
+                strategy,
+                gap_start,
+            };
+        }
+        let result = reconnect(from_only(), true).await;
+        let fall_back = match &result {
+            Ok(_) => {
+                self.vacate(from, stream_id, gen).await;
+                false
             }
-            MigrationStrategy::BreakBeforeMake => {
-                self.vacate(&from, &stream_id, gen).await;
-                let gap_start = Instant::now();
-                {
-                    let mut st = self.state();
-                    self.set_state(&mut st, &stream_id, gen, SessionState::Migrating, None);
-                }
-                // A planned move may fall back to the old provider: it is healthy, only no
-                // longer preferred. A health-driven move must not go back.
-                if !health_driven {
-                    exclude.clear();
-                }
-                (reconnect(exclude, false).await, Some(gap_start))
-            }
+            Err(StreamguardError::Cancelled(_) | StreamguardError::ShutDown) => false,
+            Err(_) => health_driven,
         };
-        let end = Instant::now();
+        if !fall_back {
+            return Moved {
+                result,
+                strategy,
+                gap_start: None,
+            };
+        }
+        // The old provider is down and nothing else took the stream: leave it cleanly (once:
+        // the session no longer names it).
+        self.set_state(
+            &mut self.state(),
+            stream_id,
+            gen,
+            SessionState::Migrating,
+            None,
+        );
+        self.vacate(from, stream_id, gen).await;
+        // A request the provider rejected as invalid would be rejected anywhere.
+        if matches!(result, Err(StreamguardError::RequestRejected { .. })) {
+            return Moved {
+                result,
+                strategy,
+                gap_start: None,
+            };
+        }
+        info!(
+            stream_id,
+            from,
+            "no parallel-capable provider took the stream; trying the others break-before-make"
+        );
+        let gap_start = Some(Instant::now());
+        Moved {
+            result: reconnect(from_only(), false).await,
+            strategy: MigrationStrategy::BreakBeforeMake,
+            gap_start,
+        }
+    }
+
+    /// The stream runs on `to` now.
+    fn moved(
+        self: &Arc<Self>,
+        job: MigrationJob,
+        to: String,
+        slot: HeldSlot,
+        strategy: MigrationStrategy,
+        gap_start: Option<Instant>,
+        (started, end): (Instant, Instant),
+    ) {
+        let MigrationJob {
+            stream_id,
+            gen,
+            from,
+            reason,
+        } = job;
         let mut st = self.state();
-        match result {
-            Ok((to, slot)) => {
-                if let Some(s) = st.session_mut(&stream_id, gen) {
-                    s.info.migrations += 1;
-                }
-                if to != from {
-                    self.report(
-                        ReportKind::Failover,
-                        &from,
-                        &stream_id,
-                        Some(&to),
-                        Some(reason),
-                    );
-                }
-                self.set_state(
-                    &mut st,
-                    &stream_id,
-                    gen,
-                    SessionState::Live,
-                    Some(to.clone()),
-                );
-                self.install_slot(&mut st, &stream_id, gen, &to, slot);
-                let gap = gap_start.map_or(Duration::ZERO, |g| end - g);
-                info!(stream_id, from, to, ?gap, "migration finished");
-                self.emit(EventKind::MigrationFinished {
-                    stream_id: stream_id.clone(),
-                    from,
-                    to,
-                    gap,
-                    duration: end - started,
-                    strategy,
-                });
-            }
-            Err(StreamguardError::Cancelled(_) | StreamguardError::ShutDown) => {
-                // `end_stream` or `shutdown` owns the session now and will finish it; if the
-                // old provider was already left, nothing else will report its end.
-                if st
-                    .session(&stream_id, gen)
-                    .is_some_and(|s| s.info.provider.is_none())
-                {
-                    self.report(ReportKind::End, &from, &stream_id, None, None);
-                }
-            }
-            Err(e) => {
-                Self::set_last_error(&mut st, &stream_id, gen, e.to_string());
-                let stay = strategy == MigrationStrategy::MakeBeforeBreak && !health_driven;
-                let still_on = stay.then(|| from.clone());
-                if stay {
-                    self.set_state(
-                        &mut st,
-                        &stream_id,
-                        gen,
-                        SessionState::Live,
-                        Some(from.clone()),
-                    );
-                } else {
-                    self.report(ReportKind::End, &from, &stream_id, None, None);
-                    self.set_state(&mut st, &stream_id, gen, SessionState::Failed, None);
-                    // Both strategies gave the old slot back when they left; never keep one
-                    // for a session that runs nowhere.
-                    if let Some(slot) = st.session_mut(&stream_id, gen).and_then(|s| s.slot.take())
-                    {
-                        let me = self.clone();
-                        self.tracker
-                            .spawn(async move { me.release_slot(slot).await });
-                    }
-                }
-                warn!(stream_id, from, error = %e, "migration failed");
-                self.emit(EventKind::MigrationFailed {
-                    stream_id: stream_id.clone(),
-                    from,
-                    error: e.to_string(),
-                    still_on,
-                });
+        if let Some(s) = st.session_mut(&stream_id, gen) {
+            s.info.migrations += 1;
+        }
+        if to != from {
+            self.report(
+                ReportKind::Failover,
+                &from,
+                &stream_id,
+                Some(&to),
+                Some(reason),
+            );
+        }
+        self.set_state(
+            &mut st,
+            &stream_id,
+            gen,
+            SessionState::Live,
+            Some(to.clone()),
+        );
+        self.install_slot(&mut st, &stream_id, gen, &to, slot);
+        let gap = gap_start.map_or(Duration::ZERO, |g| end - g);
+        info!(stream_id, from, to, ?gap, "migration finished");
+        self.emit(EventKind::MigrationFinished {
+            stream_id,
+            from,
+            to,
+            gap,
+            duration: end - started,
+            strategy,
+        });
+    }
+
+    /// No provider took the stream: a planned make-before-break move stays on the old provider;
+    /// otherwise the session fails (the old provider was left).
+    fn not_moved(
+        self: &Arc<Self>,
+        job: MigrationJob,
+        strategy: MigrationStrategy,
+        e: StreamguardError,
+    ) {
+        let MigrationJob {
+            stream_id,
+            gen,
+            from,
+            reason,
+        } = job;
+        let mut st = self.state();
+        Self::set_last_error(&mut st, &stream_id, gen, e.to_string());
+        let stay = strategy == MigrationStrategy::MakeBeforeBreak && !reason.is_health_driven();
+        let still_on = stay.then(|| from.clone());
+        if stay {
+            self.set_state(
+                &mut st,
+                &stream_id,
+                gen,
+                SessionState::Live,
+                Some(from.clone()),
+            );
+        } else {
+            self.report(ReportKind::End, &from, &stream_id, None, None);
+            self.set_state(&mut st, &stream_id, gen, SessionState::Failed, None);
+            // Both strategies gave the old slot back when they left; never keep one for a
+            // session that runs nowhere.
+            if let Some(slot) = st.session_mut(&stream_id, gen).and_then(|s| s.slot.take()) {
+                let me = self.clone();
+                self.tracker
+                    .spawn(async move { me.release_slot(slot).await });
             }
         }
+        warn!(stream_id, from, error = %e, "migration failed");
+        self.emit(EventKind::MigrationFailed {
+            stream_id,
+            from,
+            error: e.to_string(),
+            still_on,
+        });
     }
 }

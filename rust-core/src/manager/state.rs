@@ -307,6 +307,15 @@ pub(super) struct ConnectRequest<'a> {
     pub(super) cancel: &'a CancellationToken,
 }
 
+/// What a migration's move did.
+pub(super) struct Moved {
+    pub(super) result: Result<(String, HeldSlot), StreamguardError>,
+    /// The strategy used in the end (make-before-break may fall back to break-before-make).
+    pub(super) strategy: MigrationStrategy,
+    /// When the stream stopped running anywhere (break-before-make).
+    pub(super) gap_start: Option<Instant>,
+}
+
 /// The state of one connect loop between attempts.
 pub(super) struct Run {
     /// The operation's deadline, extended by the time spent queueing for a slot.
