@@ -382,24 +382,6 @@ impl Shared {
         }
     }
 
-    /// Queue in the lane of (`provider`, `stream_id`). Taken under the state lock, together with
-    /// the decision that needs the call, so the order of calls is the order of decisions.
-    pub(super) fn ticket(
-        self: &Arc<Self>,
-        st: &mut State,
-        provider: &str,
-        stream_id: &str,
-    ) -> LaneTicket {
-        let key: LaneKey = (provider.to_string(), stream_id.to_string());
-        let ticket = st.lanes.take(&key);
-        debug!(?key, ticket, "lane ticket taken");
-        LaneTicket {
-            shared: self.clone(),
-            key,
-            ticket,
-        }
-    }
-
     /// Bookkeeping of a successful attempt.
     pub(super) fn connected(self: &Arc<Self>, provider: &str, stream_id: &str, took: Duration) {
         let now = Instant::now();
@@ -451,31 +433,5 @@ impl Shared {
             now,
         );
         self.start_migrations(&mut st, jobs);
-    }
-
-    /// An attempt whose operation ended (cancelled, deadline) while the adapter call ran: let
-    /// the call finish on its own (bounded by `adapter_timeout`), leave if it succeeded (still
-    /// in its lane, so before any newer session's call on the same pair), and only then give
-    /// its slot back.
-    pub(super) fn abandon(
-        self: &Arc<Self>,
-        call: tokio::task::JoinHandle<(Result<(), ProviderError>, LaneTicket)>,
-        slot: Option<HeldSlot>,
-        provider: &str,
-        trial: bool,
-    ) {
-        let me = self.clone();
-        let p = provider.to_string();
-        self.tracker.spawn(async move {
-            let finished = call.await;
-            me.end_attempt(&p, trial);
-            if let Ok((Ok(()), ticket)) = finished {
-                info!(stream_id = %ticket.key.1, provider = %p, "abandoned call succeeded late; leaving");
-                me.leave(&p, &ticket.key.1).await;
-            }
-            if let Some(slot) = slot {
-                me.release_slot(slot).await;
-            }
-        });
     }
 }

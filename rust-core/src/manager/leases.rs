@@ -223,17 +223,9 @@ impl Shared {
         held: &mut Option<HeldSlot>,
         waited: &mut Duration,
     ) -> Result<Choice, StreamguardError> {
-        let usable = |st: &State, name: &str| {
-            let info = st
-                .providers
-                .iter()
-                .find(|i| i.name == name && i.is_active)?;
-            let slot = st.adapters.get(name)?;
-            Some((name.to_string(), info.clone(), slot.clone()))
-        };
         if let Some(p) = retried {
             if held.as_ref().is_some_and(|h| h.lease.account == p) {
-                if let Some((n, i, a)) = usable(&self.state(), p) {
+                if let Some((n, i, a)) = self.state().usable(p) {
                     return Ok(Choice::Go(n, i, a));
                 }
             }
@@ -241,19 +233,16 @@ impl Shared {
         if let Some(old) = held.take() {
             self.release_slot(old).await;
         }
-        let cfg = &self.config;
-        let stream_id = req.stream_id;
         let mut list_rx = self.list_version.subscribe();
         let mut announced = false;
         loop {
             list_rx.borrow_and_update();
-            let now = Instant::now();
             let (candidates, reported_full) = {
                 let st = self.state();
                 let ranked: Vec<_> = st
-                    .ranked(now, excluded, req.only_parallel)
+                    .ranked(Instant::now(), excluded, req.only_parallel)
                     .iter()
-                    .filter_map(|p| usable(&st, p))
+                    .filter_map(|p| st.usable(p))
                     .collect();
                 (ranked, st.reported_full(excluded, req.only_parallel))
             };
@@ -261,66 +250,49 @@ impl Shared {
                 return Ok(Choice::NoneUsable);
             }
             let request = SlotRequest::new(
-                stream_id,
-                cfg.capacity_lease_ttl,
+                req.stream_id,
+                self.config.capacity_lease_ttl,
                 candidates
                     .iter()
                     .map(|(n, i, _)| Candidate::new(n.clone(), i.max_streams))
                     .collect(),
             );
-            if !candidates.is_empty() {
-                // A lease granted as the session is cancelled expires by its TTL.
-                let grant = tokio::select! {
-                    r = self.ledger_call(Duration::ZERO, self.ledger.try_acquire(&request)) => {
-                        r.map_err(Self::capacity_error)?
-                    }
-                    _ = req.cancel.cancelled() => return Err(self.stop_error(stream_id)),
-                };
-                if let Grant::Leased(lease) = grant {
-                    let Some((n, i, a)) = candidates.into_iter().find(|c| c.0 == lease.account)
-                    else {
-                        return Err(StreamguardError::Internal(
-                            "ledger granted an account not asked for".into(),
-                        ));
-                    };
-                    *held = Some(self.hold(stream_id, lease));
-                    return Ok(Choice::Go(n, i, a));
-                }
+            if let Some(go) = self.phase_one(req, &request, &candidates, held).await? {
+                return Ok(go);
             }
             let full: Vec<String> = candidates
                 .iter()
                 .map(|c| c.0.clone())
                 .chain(reported_full.iter().cloned())
                 .collect();
-            let left = cfg.capacity_max_wait.saturating_sub(*waited);
-            if !cfg.wait_for_capacity || left.is_zero() {
+            let left = self.config.capacity_max_wait.saturating_sub(*waited);
+            if !self.config.wait_for_capacity || left.is_zero() {
                 return Ok(Choice::Full(full));
             }
-            if !announced {
-                announced = true;
+            if !std::mem::replace(&mut announced, true) {
                 info!(
-                    stream_id,
+                    stream_id = req.stream_id,
                     ?full,
                     ?left,
                     "all candidate providers full; waiting for a slot"
                 );
                 self.emit(EventKind::WaitingForCapacity {
-                    stream_id: stream_id.to_string(),
+                    stream_id: req.stream_id.to_string(),
                     providers: full.clone(),
                     max_wait: left,
                 });
             }
-            let watch_list = !reported_full.is_empty();
             let started = Instant::now();
-            let granted = tokio::select! {
-                r = self.ledger_call(left, self.ledger.acquire(&request, left)), if !candidates.is_empty() => Some(r),
-                _ = list_rx.changed(), if watch_list => None,
-                _ = tokio::time::sleep(cfg.provider_refresh_interval.min(left)), if watch_list => {
-                    let _ = self.refresh(true).await;
-                    None
-                }
-                _ = req.cancel.cancelled() => return Err(self.stop_error(stream_id)),
-            };
+            let granted = self
+                .phase_two(
+                    req,
+                    &request,
+                    !candidates.is_empty(),
+                    !reported_full.is_empty(),
+                    left,
+                    &mut list_rx,
+                )
+                .await?;
             *waited += started.elapsed();
             match granted {
                 None => continue,
@@ -328,10 +300,10 @@ impl Shared {
                 Some(Err(e)) => return Err(Self::capacity_error(e)),
                 Some(Ok(lease)) => {
                     // Still usable? The list may have changed during the wait.
-                    let fresh = usable(&self.state(), &lease.account);
+                    let fresh = self.state().usable(&lease.account);
                     match fresh {
                         Some((n, i, a)) if !excluded.contains(&n) => {
-                            *held = Some(self.hold(stream_id, lease));
+                            *held = Some(self.hold(req.stream_id, lease));
                             return Ok(Choice::Go(n, i, a));
                         }
                         _ => self.release_lease(&lease).await,
@@ -339,5 +311,58 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Phase 1: the best ranked candidate with a free slot, if any.
+    async fn phase_one(
+        &self,
+        req: &ConnectRequest<'_>,
+        request: &SlotRequest,
+        candidates: &[(String, ProviderInfo, Arc<AdapterSlot>)],
+        held: &mut Option<HeldSlot>,
+    ) -> Result<Option<Choice>, StreamguardError> {
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        // A lease granted as the session is cancelled expires by its TTL.
+        let grant = tokio::select! {
+            r = self.ledger_call(Duration::ZERO, self.ledger.try_acquire(request)) => {
+                r.map_err(Self::capacity_error)?
+            }
+            _ = req.cancel.cancelled() => return Err(self.stop_error(req.stream_id)),
+        };
+        let Grant::Leased(lease) = grant else {
+            return Ok(None);
+        };
+        let Some((n, i, a)) = candidates.iter().find(|c| c.0 == lease.account).cloned() else {
+            return Err(StreamguardError::Internal(
+                "ledger granted an account not asked for".into(),
+            ));
+        };
+        *held = Some(self.hold(req.stream_id, lease));
+        Ok(Some(Choice::Go(n, i, a)))
+    }
+
+    /// Phase 2: wait (at most `left`) for the ledger to hand over a slot of a candidate or, for
+    /// providers the registry reports full, for the list to change (re-read every
+    /// `provider_refresh_interval`). `None`: re-evaluate.
+    async fn phase_two(
+        self: &Arc<Self>,
+        req: &ConnectRequest<'_>,
+        request: &SlotRequest,
+        ask_ledger: bool,
+        watch_list: bool,
+        left: Duration,
+        list_rx: &mut watch::Receiver<u64>,
+    ) -> Result<Option<Result<Lease, CapacityError>>, StreamguardError> {
+        Ok(tokio::select! {
+            r = self.ledger_call(left, self.ledger.acquire(request, left)), if ask_ledger => Some(r),
+            _ = list_rx.changed(), if watch_list => None,
+            _ = tokio::time::sleep(self.config.provider_refresh_interval.min(left)), if watch_list => {
+                let _ = self.refresh(true).await;
+                None
+            }
+            _ = req.cancel.cancelled() => return Err(self.stop_error(req.stream_id)),
+        })
     }
 }

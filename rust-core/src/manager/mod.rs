@@ -41,7 +41,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, debug_span, info, info_span, warn, Instrument};
 
 mod adapter;
+mod builder;
 mod connect;
+mod lanes;
 mod leases;
 mod list;
 mod migrate;
@@ -51,6 +53,8 @@ mod session;
 mod state;
 mod telemetry;
 
+pub use builder::ManagerBuilder;
+use lanes::LaneTicket;
 use state::*;
 
 /// The failover engine. Cheap to clone; all clones drive the same engine. Must be created
@@ -60,135 +64,6 @@ use state::*;
 pub struct StreamingProviderManager {
     shared: Arc<Shared>,
     _lifetime: Arc<Lifetime>,
-}
-
-/// Builds a [`StreamingProviderManager`] with a custom registry, capacity ledger or jitter
-/// source.
-pub struct ManagerBuilder {
-    config: ManagerConfig,
-    registry: Option<Arc<dyn ProviderRegistry>>,
-    ledger: Option<Arc<dyn SlotLedger>>,
-    jitter: Option<Box<dyn JitterSource>>,
-}
-
-impl ManagerBuilder {
-    /// Use `registry` instead of the HTTP client of `config.base_url`.
-    pub fn registry(mut self, registry: Arc<dyn ProviderRegistry>) -> Self {
-        self.registry = Some(registry);
-        self
-    }
-
-    /// Count streams on `ledger` instead of a private in-memory one: every stream holds a
-    /// lease on its provider's account while it runs, so managers (or checkers) sharing one
-    /// ledger, e.g. `streamguard-redis`, share each provider's `max_streams` and the ledger's
-    /// global limit. `config.max_total_streams` must then be `None`.
-    pub fn capacity(mut self, ledger: Arc<dyn SlotLedger>) -> Self {
-        self.ledger = Some(ledger);
-        self
-    }
-
-    /// Use `jitter` for backoff samples (tests pass a seeded RNG).
-    pub fn jitter(mut self, jitter: Box<dyn JitterSource>) -> Self {
-        self.jitter = Some(jitter);
-        self
-    }
-
-    /// Validate the config and start the engine.
-    pub fn build(self) -> Result<StreamingProviderManager, StreamguardError> {
-        self.config.validate()?;
-        let config = self.config;
-        let ledger: Arc<dyn SlotLedger> = match (self.ledger, config.max_total_streams) {
-            (Some(_), Some(_)) => {
-                return Err(StreamguardError::InvalidConfig(
-                    "max_total_streams applies to the built-in ledger only; set the global limit on the ledger passed to capacity()".into(),
-                ))
-            }
-            (Some(l), None) => l,
-            (None, limit) => Arc::new(InMemoryLedger::new(limit)),
-        };
-        let registry: Arc<dyn ProviderRegistry> = match self.registry {
-            Some(r) => r,
-            None => Arc::new(
-                HttpRegistry::new(
-                    &config.base_url,
-                    config.auth_token.clone(),
-                    config.request_timeout,
-                    config.max_response_bytes,
-                )
-                .map_err(|e| StreamguardError::InvalidConfig(e.to_string()))?,
-            ),
-        };
-        let jitter = self
-            .jitter
-            .unwrap_or_else(|| Box::new(<rand::rngs::StdRng as rand::SeedableRng>::from_os_rng()));
-        let (events, _) = broadcast::channel(config.event_buffer);
-        let (reports, reports_rx) = if config.report_sessions {
-            let (tx, rx) = tokio::sync::mpsc::channel(REPORT_QUEUE);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        let (retry_now, _) = watch::channel(0u64);
-        let (list_version, _) = watch::channel(0u64);
-        let shared = Arc::new(Shared {
-            policy: config.health_policy(),
-            attempts: AttemptPolicy {
-                max_attempts: config.max_attempts,
-                attempts_per_provider: config.attempts_per_provider,
-            },
-            lane_turn: watch::channel(0).0,
-            backoff: Backoff {
-                base: config.backoff_base,
-                cap: config.backoff_cap,
-            },
-            config,
-            registry,
-            state: Mutex::new(State::default()),
-            events,
-            wake: Notify::new(),
-            push_wake: Notify::new(),
-            reports,
-            telemetry_done: CancellationToken::new(),
-            retry_now,
-            list_version,
-            ledger,
-            lease_wake: Notify::new(),
-            client_id: {
-                use rand::{Rng, SeedableRng};
-                format!(
-                    "sg-{:032x}",
-                    rand::rngs::StdRng::from_os_rng().random::<u128>()
-                )
-            },
-            cancel: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            epoch: Instant::now(),
-            jitter: Mutex::new(jitter),
-        });
-        let monitor = shared.clone();
-        shared.tracker.spawn(async move { monitor.monitor().await });
-        if let Some(rx) = reports_rx {
-            let reporter = shared.clone();
-            shared
-                .tracker
-                .spawn(async move { reporter.reporter(rx).await });
-        }
-        if shared.config.push_updates {
-            let push = shared.clone();
-            shared.tracker.spawn(async move { push.push_loop().await });
-        }
-        let keeper = shared.clone();
-        shared
-            .tracker
-            .spawn(async move { keeper.lease_keeper().await });
-        info!(config = ?shared.config, "streamguard manager started");
-        Ok(StreamingProviderManager {
-            _lifetime: Arc::new(Lifetime {
-                shared: shared.clone(),
-            }),
-            shared,
-        })
-    }
 }
 
 impl StreamingProviderManager {

@@ -88,52 +88,8 @@ impl Shared {
     /// parallel. Any "unhealthy" fails the check; silence from both changes nothing.
     pub(super) async fn check(self: Arc<Self>, provider: String) {
         let started = Instant::now();
-        let slot = self.state().adapters.get(&provider).cloned();
-        let registry = async {
-            match tokio::time::timeout(self.config.request_timeout, self.registry.health(&provider))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(BackendError::Timeout),
-            }
-        };
-        let probe = async {
-            match &slot {
-                Some(slot) => Some(
-                    self.call_adapter(
-                        "probe",
-                        slot.adapter.clone(),
-                        |a: Arc<dyn ProviderAdapter>| async move { a.probe().await },
-                    )
-                    .await,
-                ),
-                None => None,
-            }
-        };
-        let (reg, probe) = tokio::join!(registry, probe);
+        let verdicts = self.verdicts(&provider).await;
         let now = Instant::now();
-        let mut verdicts = Vec::new();
-        match reg {
-            Ok(h) if h.healthy => verdicts.push(Verdict::Good),
-            Ok(h) => verdicts.push(Verdict::Bad(format!("registry reports {:?}", h.status))),
-            Err(BackendError::UnknownProvider(p)) => {
-                verdicts.push(Verdict::Bad(format!("registry does not know {p:?}")))
-            }
-            Err(e) => {
-                self.emit(EventKind::BackendError {
-                    error: format!("health of {provider}: {e}"),
-                });
-                verdicts.push(Verdict::Unknown);
-            }
-        }
-        match probe {
-            Some(Ok(())) => verdicts.push(Verdict::Good),
-            Some(Err(e)) if e.kind == ProviderErrorKind::NotSupported => {
-                verdicts.push(Verdict::Unknown)
-            }
-            Some(Err(e)) => verdicts.push(Verdict::Bad(format!("probe: {e}"))),
-            None => {}
-        }
         let bad: Vec<&str> = verdicts
             .iter()
             .filter_map(|v| match v {
@@ -154,10 +110,8 @@ impl Shared {
             rec.checks += 1;
             rec.last_check_at = Some(now);
             rec.check_latency.add(now - started);
-            Some((
-                rec.health.on_success(now, &self.policy),
-                "check passed".to_string(),
-            ))
+            let change = rec.health.on_success(now, &self.policy);
+            Some((change, "check passed".to_string()))
         } else {
             None
         };
@@ -181,6 +135,54 @@ impl Shared {
         }
         drop(st);
         self.wake.notify_one();
+    }
+
+    /// The registry's verdict and the adapter's probe, asked in parallel. A registry outage
+    /// or an unsupported probe says nothing (`Unknown`), never "unhealthy".
+    async fn verdicts(&self, provider: &str) -> Vec<Verdict> {
+        let slot = self.state().adapters.get(provider).cloned();
+        let registry = async {
+            tokio::time::timeout(self.config.request_timeout, self.registry.health(provider))
+                .await
+                .unwrap_or(Err(BackendError::Timeout))
+        };
+        let probe = async {
+            match &slot {
+                Some(slot) => Some(
+                    self.call_adapter(
+                        "probe",
+                        slot.adapter.clone(),
+                        |a: Arc<dyn ProviderAdapter>| async move { a.probe().await },
+                    )
+                    .await,
+                ),
+                None => None,
+            }
+        };
+        let (reg, probe) = tokio::join!(registry, probe);
+        let mut verdicts = Vec::new();
+        verdicts.push(match reg {
+            Ok(h) if h.healthy => Verdict::Good,
+            Ok(h) => Verdict::Bad(format!("registry reports {:?}", h.status)),
+            Err(BackendError::UnknownProvider(p)) => {
+                Verdict::Bad(format!("registry does not know {p:?}"))
+            }
+            Err(e) => {
+                self.emit(EventKind::BackendError {
+                    error: format!("health of {provider}: {e}"),
+                });
+                Verdict::Unknown
+            }
+        });
+        match probe {
+            Some(Ok(())) => verdicts.push(Verdict::Good),
+            Some(Err(e)) if e.kind == ProviderErrorKind::NotSupported => {
+                verdicts.push(Verdict::Unknown)
+            }
+            Some(Err(e)) => verdicts.push(Verdict::Bad(format!("probe: {e}"))),
+            None => {}
+        }
+        verdicts
     }
 
     /// With failback on: sessions not on the best provider move back once that provider has

@@ -198,6 +198,16 @@ impl State {
             .collect()
     }
 
+    /// `name` if it is listed, active and has an adapter: what an attempt on it needs.
+    pub(super) fn usable(&self, name: &str) -> Option<(String, ProviderInfo, Arc<AdapterSlot>)> {
+        let info = self
+            .providers
+            .iter()
+            .find(|i| i.name == name && i.is_active)?;
+        let slot = self.adapters.get(name)?;
+        Some((name.to_string(), info.clone(), slot.clone()))
+    }
+
     /// Is `provider` in the list and active? Sessions on any other provider must move off it.
     pub(super) fn is_listed_active(&self, provider: &str) -> bool {
         self.providers
@@ -332,39 +342,6 @@ pub(super) struct Run {
     pub(super) left_behind: Option<(String, FailoverReason)>,
     /// Bumped by `network_changed()`: cuts a backoff wait short.
     pub(super) retry_rx: watch::Receiver<u64>,
-}
-
-/// A place in a (provider, stream) lane; its turn ends when it is dropped.
-pub(super) struct LaneTicket {
-    pub(super) shared: Arc<Shared>,
-    pub(super) key: LaneKey,
-    pub(super) ticket: u64,
-}
-
-impl LaneTicket {
-    /// Wait for this ticket's turn (earlier calls on the pair are bounded by
-    /// `adapter_timeout`, so this is too).
-    pub(super) async fn turn(&self) {
-        let mut turns = self.shared.lane_turn.subscribe();
-        loop {
-            if self.shared.state().lanes.is_turn(&self.key, self.ticket) {
-                return;
-            }
-            if turns.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-impl Drop for LaneTicket {
-    fn drop(&mut self) {
-        debug!(key = ?self.key, ticket = self.ticket, "lane ticket released");
-        self.shared.state().lanes.release(&self.key, self.ticket);
-        self.shared
-            .lane_turn
-            .send_modify(|v| *v = v.wrapping_add(1));
-    }
 }
 
 /// What [`Shared::create_session`] did.
