@@ -143,7 +143,9 @@ pub async fn check(args: CheckArgs) -> ExitCode {
 async fn check_inner(args: CheckArgs) -> Result<ExitCode, String> {
     let playlist_text = std::fs::read(&args.playlist)
         .map_err(|e| format!("cannot read playlist {}: {e}", args.playlist.display()))?;
-    let playlist = m3u::parse(&String::from_utf8_lossy(&playlist_text));
+    let playlist = m3u::read(&playlist_text)
+        .map_err(|e| format!("playlist {}: {e}", args.playlist.display()))?
+        .entries;
     let (accounts, accounts_text) = match &args.accounts {
         Some(path) => {
             let text = std::fs::read_to_string(path)
