@@ -3,6 +3,7 @@
 
 use crate::accounts::Accounts;
 use crate::m3u;
+use crate::plan::Plan;
 use crate::queue::WorkSource;
 use crate::report;
 use crate::run::{Job, Run, Settings};
@@ -143,9 +144,12 @@ pub async fn check(args: CheckArgs) -> ExitCode {
 async fn check_inner(args: CheckArgs) -> Result<ExitCode, String> {
     let playlist_text = std::fs::read(&args.playlist)
         .map_err(|e| format!("cannot read playlist {}: {e}", args.playlist.display()))?;
-    let playlist = m3u::read(&playlist_text)
-        .map_err(|e| format!("playlist {}: {e}", args.playlist.display()))?
-        .entries;
+    let read = m3u::read(&playlist_text)
+        .map_err(|e| format!("playlist {}: {e}", args.playlist.display()))?;
+    let playlist_info = report::PlaylistInfo::of(&read);
+    print_warnings(&playlist_info.warnings);
+    let plan = Plan::new(read.entries);
+    let playlist = plan.targets().to_vec();
     let (accounts, accounts_text) = match &args.accounts {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -219,14 +223,16 @@ async fn check_inner(args: CheckArgs) -> Result<ExitCode, String> {
             }
         }
     });
-    let report = run.execute().await;
+    let mut report = plan.expand(run.execute().await);
+    report.playlist = Some(playlist_info);
     signals.abort();
     let (json, csv) = report::write(&report, &args.report)
         .map_err(|e| format!("cannot write report {}: {e}", args.report.display()))?;
     let s = &report.summary;
     eprintln!(
-        "streamguard: {} checked ({}); report: {} and {}",
+        "streamguard: {} checked, {} distinct URLs ({}); report: {} and {}",
         s.checked,
+        s.unique_urls,
         s.counts
             .iter()
             .filter(|(_, n)| **n > 0)
@@ -244,6 +250,22 @@ async fn check_inner(args: CheckArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// At most this many playlist warnings are printed; all of them are in the JSON report.
+const PRINTED_WARNINGS: usize = 20;
+
+/// Prints the playlist's warnings on stderr (line numbers and reasons, never whole lines).
+fn print_warnings(warnings: &[report::PlaylistWarning]) {
+    for w in warnings.iter().take(PRINTED_WARNINGS) {
+        eprintln!("streamguard: playlist line {}: {}", w.line, w.message);
+    }
+    if warnings.len() > PRINTED_WARNINGS {
+        eprintln!(
+            "streamguard: {} more playlist warnings in the JSON report",
+            warnings.len() - PRINTED_WARNINGS
+        );
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 pub mod accounts;
 pub mod cli;
 pub mod m3u;
+pub mod plan;
 pub mod probe;
 pub mod queue;
 pub mod report;

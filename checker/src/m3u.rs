@@ -73,11 +73,13 @@ pub struct StreamOptions {
 
 impl StreamOptions {
     /// Sets a header by name (case-insensitive); `User-Agent` goes to [`Self::user_agent`].
-    /// An empty name or value is ignored.
+    /// An empty name or value is ignored, and so is one with a control character (a
+    /// percent-encoded line break must not add a header of its own).
     pub fn set(&mut self, name: &str, value: &str) {
         let name = name.trim();
         let value = value.trim().to_string();
-        if name.is_empty() || value.is_empty() {
+        let bad = |s: &str| s.is_empty() || s.chars().any(char::is_control);
+        if bad(name) || bad(&value) || name.contains(':') {
             return;
         }
         if name.eq_ignore_ascii_case("user-agent") {

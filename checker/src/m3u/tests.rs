@@ -314,6 +314,13 @@ fn per_stream_options_come_from_vlcopt_kodiprop_exthttp_and_the_pipe_suffix() {
             "http://h/e",
         ),
         (
+            // A percent-encoded line break cannot smuggle in a header; an empty value is none.
+            "http://h/i|Referer=a%0D%0AX-Evil:%201&Origin=&Cookie=ok",
+            None,
+            &[("Cookie", "ok")],
+            "http://h/i",
+        ),
+        (
             // The pipe suffix wins over an earlier option for the same header.
             "#EXTVLCOPT:http-user-agent=Old\nhttp://h/f|user-agent=New",
             Some("New"),
