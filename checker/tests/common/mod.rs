@@ -184,3 +184,28 @@ pub fn is_dead(pid: u32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
 }
+
+/// The argument lists the probe stub was called with (one per probe, from `STUB_ARGV`).
+pub fn stub_argv(dir: &Path) -> Vec<Vec<String>> {
+    let mut calls: Vec<Vec<String>> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|f| std::fs::read(f.ok()?.path()).ok())
+                .map(|bytes| {
+                    bytes
+                        .split(|b| *b == 0)
+                        .filter(|a| !a.is_empty())
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    calls.sort_by(|a: &Vec<String>, b| a.last().cmp(&b.last()));
+    calls
+}
+
+/// The value after `flag` in one probe's arguments.
+pub fn arg_after<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+    let i = argv.iter().position(|a| a == flag)?;
+    argv.get(i + 1).map(String::as_str)
+}
