@@ -38,21 +38,13 @@ fn a_real_world_playlist_is_read_probed_once_per_url_with_its_options_and_report
     let dir = TempDir::new("iptv");
     let list = dir.path("list.m3u");
     std::fs::write(&list, PLAYLIST).unwrap();
-    let argv_dir = dir.path("argv");
-    std::fs::create_dir_all(&argv_dir).unwrap();
+    let argv_dir = argv_dir(&dir);
     let out = dir.path("out");
-    let mut cmd = checker(&[
-        "--playlist",
-        list.to_str().unwrap(),
-        "--report",
-        out.to_str().unwrap(),
-        "--concurrency",
-        "3",
-        "--retries",
-        "0",
-        "--probe-cmd",
-        STUB,
-    ]);
+    let mut cmd = check_cmd(
+        &list,
+        &out,
+        &["--concurrency", "3", "--retries", "0", "--probe-cmd", STUB],
+    );
     cmd.env("STUB_ARGV", &argv_dir);
     let o = run_bounded(cmd, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -186,18 +178,9 @@ fn an_hls_media_playlist_is_refused_with_exit_code_2_and_a_clear_message() {
         "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
          #EXTINF:2.0,\nhttp://h/seg0.ts\n#EXTINF:2.0,\nhttp://h/seg1.ts\n",
     );
-    let argv_dir = dir.path("argv");
-    std::fs::create_dir_all(&argv_dir).unwrap();
+    let argv_dir = argv_dir(&dir);
     let out = dir.path("out");
-    let mut cmd = checker(&[
-        "--playlist",
-        list.to_str().unwrap(),
-        "--report",
-        out.to_str().unwrap(),
-        "--no-progress",
-        "--probe-cmd",
-        STUB,
-    ]);
+    let mut cmd = check_cmd(&list, &out, &["--no-progress", "--probe-cmd", STUB]);
     cmd.env("STUB_ARGV", &argv_dir);
     let o = run_bounded(cmd, Duration::from_secs(30));
     assert_eq!(o.status.code(), Some(2));

@@ -10,6 +10,8 @@ mod redis_server;
 #[allow(unused_imports)] // each test binary uses a different part
 pub use redis_server::{free_port, RedisServer};
 
+pub mod media;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -208,4 +210,23 @@ pub fn stub_argv(dir: &Path) -> Vec<Vec<String>> {
 pub fn arg_after<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
     let i = argv.iter().position(|a| a == flag)?;
     argv.get(i + 1).map(String::as_str)
+}
+
+/// `streamguard check --playlist LIST --report OUT` plus `extra` arguments (not yet started).
+pub fn check_cmd(list: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = checker(&[
+        "--playlist",
+        list.to_str().unwrap(),
+        "--report",
+        out.to_str().unwrap(),
+    ]);
+    c.args(extra);
+    c
+}
+
+/// A directory for [`stub_argv`] under `dir`, made.
+pub fn argv_dir(dir: &TempDir) -> PathBuf {
+    let p = dir.path("argv");
+    std::fs::create_dir_all(&p).unwrap();
+    p
 }
