@@ -142,7 +142,7 @@ pub async fn check(args: CheckArgs) -> ExitCode {
 }
 
 async fn check_inner(args: CheckArgs) -> Result<ExitCode, String> {
-    let playlist_text = std::fs::read(&args.playlist)
+    let playlist_text = read_bounded(&args.playlist, MAX_PLAYLIST_BYTES)
         .map_err(|e| format!("cannot read playlist {}: {e}", args.playlist.display()))?;
     let read = m3u::read(&playlist_text)
         .map_err(|e| format!("playlist {}: {e}", args.playlist.display()))?;
@@ -252,6 +252,22 @@ async fn check_inner(args: CheckArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The largest playlist read (the largest public IPTV playlists are a few tens of MiB).
+pub const MAX_PLAYLIST_BYTES: u64 = 256 << 20;
+
+/// Reads a file of at most `max` bytes; a larger one is an error, not a memory hog.
+pub fn read_bounded(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok(bytes)
+}
+
 /// At most this many playlist warnings are printed; all of them are in the JSON report.
 const PRINTED_WARNINGS: usize = 20;
 
@@ -280,6 +296,16 @@ mod tests {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn files_over_the_bound_are_refused() {
+        let path = std::env::temp_dir().join(format!("sg-bounded-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789").unwrap();
+        assert_eq!(read_bounded(&path, 10).unwrap(), b"0123456789");
+        let e = read_bounded(&path, 9).unwrap_err();
+        assert_eq!(e.to_string(), "larger than 9 bytes");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

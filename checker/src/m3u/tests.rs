@@ -136,6 +136,11 @@ fn the_header_keeps_its_attributes_and_a_missing_one_is_a_warning() {
     assert_eq!(p.attribute("tvg-shift"), Some("0"));
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 
+    // Two playlists pasted together: the second header's attributes are kept too.
+    let p = parse("#EXTM3U a=1\nhttp://a\n#EXTM3U b=\"2\"\nhttp://b\n").unwrap();
+    assert_eq!((p.attribute("a"), p.attribute("b")), (Some("1"), Some("2")));
+    assert_eq!(p.entries.len(), 2);
+
     let p = parse("\n\n#EXTINF:-1,A\nhttp://a").unwrap();
     assert_eq!(p.entries.len(), 1);
     assert_eq!(
