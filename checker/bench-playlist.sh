@@ -53,14 +53,7 @@ EOF
 }
 playlist 0 >"$work/unique.m3u"
 playlist 5 >"$work/dup20.m3u"
-{
-    echo '{"accounts": ['
-    for a in $(seq 0 9); do
-        [ "$a" -gt 0 ] && echo ','
-        echo "{\"name\":\"acct$a\",\"url_prefix\":\"http://acct$a.example/\",\"profiles\":[{\"name\":\"main\",\"max_streams\":8},{\"name\":\"alt\",\"max_streams\":4,\"replace_prefix\":\"http://alt$a.example/\"}]}"
-    done
-    echo ']}'
-} >"$work/accounts.json"
+"$here/scripts/bench-accounts.sh" >"$work/accounts.json"
 
 stub="$here/scripts/ffprobe-stub.sh"
 run() { # $1 = version, $2 = playlist; prints seconds

@@ -532,7 +532,8 @@ fn url_entry(line: &str, n: usize, pending: Pending) -> Result<Entry, String> {
     let unsupported = (!SUPPORTED_SCHEMES.contains(&scheme.as_str()))
         .then(|| format!("scheme {scheme}:// is not checked"));
     let group = find(&pending.attributes, "group-title")
-        .filter(|g| !g.trim().is_empty())
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
         .map(str::to_string)
         .or(pending.group);
     let name = Some(pending.title)

@@ -397,31 +397,63 @@ fn redaction_hides_credentials_queries_and_options() {
     assert_eq!(redact("http://h/p@th"), "http://h/p@th");
 }
 
-/// A well-formed entry to hide among junk: (lines, name, url).
-fn entry_strategy() -> impl Strategy<Value = (Vec<String>, String, String)> {
+/// A well-formed entry to hide among junk, and what the reader must find in it.
+#[derive(Debug, Clone)]
+struct WellFormed {
+    lines: Vec<String>,
+    name: String,
+    url: String,
+    user_agent: Option<String>,
+    group: Option<String>,
+}
+
+fn entry_strategy() -> impl Strategy<Value = WellFormed> {
     (
         "[A-Za-z][A-Za-z0-9 ]{0,20}",
         "[a-z0-9]{1,12}",
         proptest::option::of("[a-z.]{1,10}"),
-        proptest::option::of("[A-Za-z0-9/ ]{1,20}"),
-        any::<bool>(),
+        proptest::option::of("[A-Za-z0-9/;() ]{0,20}"),
+        proptest::option::of("[A-Za-z][A-Za-z ,]{0,10}"),
+        any::<(bool, bool, bool)>(),
     )
-        .prop_map(|(name, path, id, ua, comma_first)| {
+        .prop_map(|(name, path, id, ua, group, (comma_first, pipe, extgrp))| {
             let name = name.trim().to_string();
             let name = if name.is_empty() { "N".into() } else { name };
             let url = format!("http://stream.example/{path}");
-            let attrs = id.map(|id| format!(" tvg-id=\"{id}\"")).unwrap_or_default();
-            let info = if comma_first && !attrs.is_empty() {
+            let mut attrs = id.map(|id| format!(" tvg-id=\"{id}\"")).unwrap_or_default();
+            let mut lines = Vec::new();
+            match &group {
+                Some(g) if extgrp => lines.push(format!("#EXTGRP:{g}")),
+                Some(g) => attrs.push_str(&format!(" group-title=\"{g}\"")),
+                None => {}
+            }
+            lines.push(if comma_first && !attrs.is_empty() {
                 format!("#EXTINF:-1,{attrs},{name}")
             } else {
                 format!("#EXTINF:-1{attrs},{name}")
-            };
-            let mut lines = vec![info];
-            if let Some(ua) = ua {
-                lines.push(format!("#EXTVLCOPT:http-user-agent={ua}"));
+            });
+            let mut url_line = url.clone();
+            match &ua {
+                Some(ua) if pipe => {
+                    let encoded = percent_encoding::utf8_percent_encode(
+                        ua,
+                        percent_encoding::NON_ALPHANUMERIC,
+                    );
+                    url_line.push_str(&format!("|User-Agent={encoded}"));
+                }
+                Some(ua) => lines.push(format!("#EXTVLCOPT:http-user-agent={ua}")),
+                None => {}
             }
-            lines.push(url.clone());
-            (lines, name, url)
+            lines.push(url_line);
+            WellFormed {
+                lines,
+                name,
+                url,
+                user_agent: ua.map(|u| u.trim().to_string()).filter(|u| !u.is_empty()),
+                group: group
+                    .map(|g| g.trim().to_string())
+                    .filter(|g| !g.is_empty()),
+            }
         })
 }
 
@@ -480,7 +512,7 @@ proptest! {
     }
 
     /// Well-formed entries among random junk lines are all found, in order, with their names,
-    /// URLs and options; junk never becomes an entry.
+    /// URLs, lines, groups and user agents; junk never becomes an entry.
     #[test]
     fn no_well_formed_entry_is_lost_among_junk(
         items in proptest::collection::vec(
@@ -496,21 +528,20 @@ proptest! {
         let mut want = Vec::new();
         for item in &items {
             match item {
-                Ok((entry_lines, name, url)) => {
-                    lines.extend(entry_lines.iter().cloned());
-                    want.push((name.clone(), url.clone(), lines.len()));
+                Ok(e) => {
+                    lines.extend(e.lines.iter().cloned());
+                    want.push((e.name.clone(), e.url.clone(), lines.len(), e.group.clone(), e.user_agent.clone()));
                 }
                 Err(junk) => lines.push(junk.clone()),
             }
         }
         let text = lines.join(if crlf { "\r\n" } else { "\n" });
         let p = parse(&text).unwrap();
-        let got: Vec<(String, String, usize)> =
-            p.entries.iter().map(|e| (e.name.clone(), e.url.clone(), e.line)).collect();
+        let got: Vec<_> = p
+            .entries
+            .iter()
+            .map(|e| (e.name.clone(), e.url.clone(), e.line, e.group.clone(), e.options.user_agent.clone()))
+            .collect();
         prop_assert_eq!(got, want);
-        for (e, (entry_lines, _, _)) in p.entries.iter().zip(items.iter().filter_map(|i| i.as_ref().ok())) {
-            let ua = entry_lines.iter().find_map(|l| l.strip_prefix("#EXTVLCOPT:http-user-agent="));
-            prop_assert_eq!(e.options.user_agent.as_deref(), ua.map(str::trim).filter(|u| !u.is_empty()));
-        }
     }
 }
