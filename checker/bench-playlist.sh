@@ -38,7 +38,7 @@ n, every = int(sys.argv[1]), int(sys.argv[2])
 out = ['#EXTM3U x-tvg-url="http://epg.example/guide.xml.gz" tvg-shift=0']
 for i in range(n):
     u = i - 3 if every and i % every == every - 1 else i
-    acct = u % 10
+    acct = (u // 5) % 10  # a repeat stays in the account its entry would have had
     url = f"http://acct{acct}.example/live/{u}.ts?token=3f9a2c7d{u:06d}"
     out.append(f'#EXTINF:-1 tvg-id="ch{u}.example" tvg-name="Channel {u}" '
                f'tvg-logo="http://logo.example/{u}.png" group-title="Group {u % 20}",Channel {u} HD')
