@@ -20,8 +20,9 @@ use std::time::Duration;
 const UA: &str = "StreamguardTest/1.0";
 const REFERER: &str = "https://ref.example/";
 
-/// nginx: RTMP `live` with HLS into `{root}/hls`, served over HTTP with `{root}/ts` and
-/// `{root}/protected` (403 unless both User-Agent and Referer are right).
+/// nginx: RTMP `live` with HLS into `{root}/hls`, served over HTTP with `{root}/ts`, and
+/// `{root}/protected` and the same HLS output as `/protected-hls/` (both 403 unless the
+/// User-Agent and the Referer are right).
 fn start_nginx() -> Nginx {
     let nginx = Nginx::start(
         "application live { live on; record off; hls on; hls_path {root}/hls; \
@@ -31,12 +32,17 @@ fn start_nginx() -> Nginx {
              location /ts/ {{ root {{root}}; }}\n\
              location /protected/ {{ root {{root}};\n\
                if ($http_user_agent != \"{UA}\") {{ return 403; }}\n\
+               if ($http_referer != \"{REFERER}\") {{ return 403; }} }}\n\
+             location /protected-hls/ {{ root {{root}}; add_header Cache-Control no-cache;\n\
+               if ($http_user_agent != \"{UA}\") {{ return 403; }}\n\
                if ($http_referer != \"{REFERER}\") {{ return 403; }} }}\n"
         ),
     );
     for d in ["ts", "protected"] {
         std::fs::create_dir_all(nginx.dir.path(d)).unwrap();
     }
+    // The same HLS stream (playlist and segments) behind the User-Agent and Referer check.
+    std::os::unix::fs::symlink(nginx.dir.path("hls"), nginx.dir.path("protected-hls")).unwrap();
     write_ts_clip(&nginx.dir.path("ts/clip.ts"), 2);
     std::fs::copy(
         nginx.dir.path("ts/clip.ts"),
@@ -123,6 +129,7 @@ fn hls_ts_and_header_protected_http_streams_are_checked_with_their_options() {
     wait_live(&hls);
     let ts = nginx.http_url("ts/clip.ts");
     let protected = nginx.http_url("protected/clip.ts");
+    let protected_hls = nginx.http_url("protected-hls/s1.m3u8");
     let vlc = format!("#EXTVLCOPT:http-user-agent={UA}\n#EXTVLCOPT:http-referrer={REFERER}\n");
     let playlist = [
         "#EXTM3U\n".to_string(),
@@ -140,6 +147,9 @@ fn hls_ts_and_header_protected_http_streams_are_checked_with_their_options() {
             &format!("#EXTVLCOPT:http-user-agent={UA}\n"),
             &format!("{protected}?via=ua"),
         ),
+        // The playlist and every segment need the headers.
+        entry("Protected HLS, VLC options", &vlc, &protected_hls),
+        entry("Protected HLS, no options", "", &protected_hls),
     ]
     .concat();
     let dir = TempDir::new("http");
@@ -156,7 +166,7 @@ fn hls_ts_and_header_protected_http_streams_are_checked_with_their_options() {
         ],
     );
     let s = by_index(&r);
-    for i in [0, 1, 2, 3] {
+    for i in [0, 1, 2, 3, 6] {
         let v = &s[&i];
         assert_eq!(v["status"], "ok", "{v:#}");
         assert_eq!(v["video_codec"], "h264", "{v:#}");
@@ -167,7 +177,7 @@ fn hls_ts_and_header_protected_http_streams_are_checked_with_their_options() {
         format!("{protected}?via=kodi"),
         "no |options in the URL"
     );
-    for i in [4, 5] {
+    for i in [4, 5, 7] {
         let v = &s[&i];
         assert_eq!(v["status"], "dead", "{v:#}");
         assert!(v["error"].as_str().unwrap().contains("403"), "{v:#}");
@@ -180,8 +190,8 @@ fn hls_ts_and_header_protected_http_streams_are_checked_with_their_options() {
         !stderr.contains("SECRET") && !stderr.contains(UA),
         "{stderr}"
     );
-    assert_eq!(r["summary"]["groups"]["Test"]["ok"], 4);
-    assert_eq!(probe_pids(&dir).len(), 6);
+    assert_eq!(r["summary"]["groups"]["Test"]["ok"], 5);
+    assert_eq!(probe_pids(&dir).len(), 8);
 }
 
 /// Checks one stream on a [`silent_server`] with `--probe-timeout timeout` and no retry;

@@ -192,3 +192,68 @@ fn an_hls_media_playlist_is_refused_with_exit_code_2_and_a_clear_message() {
     assert!(stub_argv(&argv_dir).is_empty(), "no segment was probed");
     assert!(!out.with_extension("json").exists());
 }
+
+#[test]
+fn processes_sharing_a_run_through_redis_probe_each_url_once_and_report_every_entry() {
+    let redis = RedisServer::start();
+    let dir = TempDir::new("dedup-redis");
+    // 30 entries over 10 URLs, each URL three times, far apart.
+    let entries: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            (
+                format!("e{i}"),
+                format!("http://shared.example/u{}", i % 10),
+            )
+        })
+        .collect();
+    let list = dir.write("list.m3u", &playlist(&entries));
+    let argv_dir = argv_dir(&dir);
+    let url = redis.url();
+    let children: Vec<_> = (0..2)
+        .map(|n| {
+            let out = dir.path(&format!("out{n}"));
+            let mut cmd = check_cmd(
+                &list,
+                &out,
+                &[
+                    "--redis",
+                    &url,
+                    "--run-id",
+                    "dedup",
+                    "--concurrency",
+                    "2",
+                    "--no-progress",
+                    "--probe-cmd",
+                    STUB,
+                ],
+            );
+            cmd.env("STUB_ARGV", &argv_dir)
+                .env("STUB_DELAY", "0.05")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let mut seen = std::collections::BTreeMap::new();
+    for (n, child) in children.into_iter().enumerate() {
+        let o = wait_bounded(child, Duration::from_secs(60));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r = report_json(&dir.path(&format!("out{n}")));
+        assert_eq!(r["summary"]["playlist_streams"], 30);
+        for s in r["streams"].as_array().unwrap() {
+            let i = s["index"].as_u64().unwrap();
+            assert_eq!(s["url"], format!("http://shared.example/u{}", i % 10));
+            assert_eq!(s["status"], "ok");
+            let first = i % 10;
+            let same = if i == first {
+                serde_json::Value::Null
+            } else {
+                first.into()
+            };
+            assert_eq!(s["same_url_as"], same, "{s:#}");
+            assert!(seen.insert(i, n).is_none(), "entry {i} reported twice");
+        }
+    }
+    assert_eq!(seen.len(), 30, "every entry reported once");
+    assert_eq!(stub_argv(&argv_dir).len(), 10, "one probe per URL");
+}
