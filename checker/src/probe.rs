@@ -41,6 +41,9 @@ pub enum Outcome {
     Dead(String),
     /// No answer within the timeout; the child was killed.
     TimedOut,
+    /// ffprobe gave up by itself on a connection that went silent (its `-rw_timeout`: a
+    /// server that accepts and never answers, or sends headers and stalls); its error line.
+    Stalled(String),
 }
 
 /// ffprobe's input options for a stream's HTTP options: `-user_agent UA` and
@@ -120,7 +123,11 @@ pub async fn probe(
         )
     };
     if !status.success() {
-        return Ok(Outcome::Dead(reason()));
+        let reason = reason();
+        if reason.to_ascii_lowercase().ends_with("timed out") {
+            return Ok(Outcome::Stalled(reason));
+        }
+        return Ok(Outcome::Dead(reason));
     }
     Ok(match parse(&out) {
         Some(info) => Outcome::Alive(info),
@@ -229,27 +236,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_probe_reports_its_error_without_the_query_string() {
+    async fn a_failing_probe_reports_its_error_without_the_query_string_and_stalls_apart() {
         let dir = std::env::temp_dir().join(format!("sg-probe-err-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let script = dir.join("fail.sh");
-        let body = "#!/bin/sh\nfor u; do :; done\necho \"$u: Server returned 403 Forbidden\" >&2\nexit 1\n";
-        std::fs::write(&script, body).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let url = "http://user:pw@h/live.ts?token=SECRET";
-        let got = probe(
-            script.to_str().unwrap(),
-            url,
-            &StreamOptions::default(),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            got,
-            Outcome::Dead("http://h/live.ts?...: Server returned 403 Forbidden".into())
-        );
+        let cases = [
+            (
+                "Server returned 403 Forbidden (access denied)",
+                Outcome::Dead(
+                    "http://h/live.ts?...: Server returned 403 Forbidden (access denied)".into(),
+                ),
+            ),
+            (
+                "Connection timed out",
+                Outcome::Stalled("http://h/live.ts?...: Connection timed out".into()),
+            ),
+        ];
+        for (n, (error, want)) in cases.into_iter().enumerate() {
+            let script = dir.join(format!("fail{n}.sh"));
+            let body = format!("#!/bin/sh\nfor u; do :; done\necho \"$u: {error}\" >&2\nexit 1\n");
+            std::fs::write(&script, body).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let none = StreamOptions::default();
+            let got = probe(script.to_str().unwrap(), url, &none, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(got, want);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

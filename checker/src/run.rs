@@ -366,6 +366,7 @@ async fn probe_route(
             Err(m) => return ProbeEnd::Fatal(m),
             Ok(Outcome::Alive(info)) => return ProbeEnd::Alive(info),
             Ok(Outcome::Dead(m)) => ProbeEnd::Failed(Status::Dead, m),
+            Ok(Outcome::Stalled(m)) => ProbeEnd::Failed(Status::Timeout, m),
             Ok(Outcome::TimedOut) => ProbeEnd::Failed(
                 Status::Timeout,
                 format!("no answer within {:?}", s.probe_timeout),
