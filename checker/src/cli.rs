@@ -31,7 +31,9 @@ enum Command {
 /// Options of `streamguard check`. Durations take `500ms`, `1.5s`, `2m` or plain seconds.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// M3U playlist (`#EXTINF` name lines followed by URL lines).
+    /// M3U playlist: `#EXTINF` lines with attributes, per-stream options (`#EXTVLCOPT`,
+    /// `#KODIPROP`, `URL|User-Agent=...`), UTF-8 or Windows-1252. An HLS media playlist is
+    /// refused.
     #[arg(long)]
     pub playlist: PathBuf,
     /// Accounts and profiles (JSON; see the crate docs). Without it every stream is probed as
