@@ -22,7 +22,8 @@
 //!   **`#EXTHTTP:{"header": "value"}`** apply to the next URL. The group is `group-title`, else
 //!   `#EXTGRP`.
 //! - **URL lines**: `scheme://...`. A Kodi suffix `URL|User-Agent=...&Referer=...` (values
-//!   percent-encoded) is split off the URL into [`StreamOptions`]. A line that is not
+//!   percent-encoded) is split off the URL into [`StreamOptions`] (a `|` with no `=` after it
+//!   is left in the URL). A line that is not
 //!   `scheme://...` (`---- Sports ----`, `[OFFLINE]`, a relative path) is a warning, not an
 //!   entry. A URL whose scheme is not in [`SUPPORTED_SCHEMES`] (`pipe://`, `plugin://`,
 //!   `file://`, `acestream://`...) is an entry marked [`Entry::unsupported`], never probed.
@@ -391,7 +392,7 @@ fn directive<'a>(line: &'a str, tag: &str) -> Option<&'a str> {
 fn warn_no_url(warnings: &mut Vec<Warning>, line: usize) {
     warnings.push(Warning {
         line,
-        message: "#EXTINF with no URL after it".into(),
+        message: "no URL after this #EXTINF or #EXT-X-STREAM-INF".into(),
     });
 }
 
@@ -522,7 +523,11 @@ fn url_entry(line: &str, n: usize, pending: Pending) -> Result<Entry, String> {
         return Err(format!("not a URL ({}): skipped", excerpt(line)));
     };
     let mut options = pending.options;
-    let url = match line.split_once('|') {
+    // Kodi's options suffix: `|Name=value&...`. A `|` with no `=` after it is part of the URL.
+    let url = match line
+        .split_once('|')
+        .filter(|(_, suffix)| suffix.contains('='))
+    {
         Some((url, suffix)) => {
             options.set_query(suffix);
             url.trim_end()

@@ -339,6 +339,7 @@ fn per_stream_options_come_from_vlcopt_kodiprop_exthttp_and_the_pipe_suffix() {
         assert_eq!(e.options.user_agent.as_deref(), *ua, "{text}");
         assert_eq!(e.options.headers, pairs(headers), "{text}");
     }
+    assert_eq!(only_entry("http://h/a|b.ts").url, "http://h/a|b.ts");
     let e = only_entry("#EXTVLCOPT:network-caching=1000\n#KODIPROP:inputstream=x\nhttp://h/g");
     assert_eq!(e.vlc_options, pairs(&[("network-caching", "1000")]));
     assert_eq!(e.kodi_props, pairs(&[("inputstream", "x")]));
@@ -506,7 +507,8 @@ proptest! {
         if let Ok(p) = parse(&text) {
             for e in &p.entries {
                 prop_assert!(scheme(&e.url).is_some(), "{:?}", e);
-                prop_assert!(!e.url.contains('|'));
+                // Options were split off: what is left after a `|` is no `Name=value`.
+                prop_assert!(e.url.split_once('|').is_none_or(|(_, rest)| !rest.contains('=')), "{:?}", e);
             }
         }
     }
