@@ -2,19 +2,7 @@
 //! prints detection time, recovery time and planned-migration gaps (median and range).
 //! `cargo run --release -p streamguard-e2e --example rtmp_bench -- [runs]` (default 5).
 
-use std::time::Duration;
 use streamguard_e2e::*;
-
-fn stats(mut v: Vec<Duration>) -> String {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    format!(
-        "{:.0} ms ({:.0}–{:.0})",
-        ms(v[v.len() / 2]),
-        ms(v[0]),
-        ms(v[v.len() - 1])
-    )
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -39,17 +27,17 @@ async fn main() {
     println!("|---|---|---|---|");
     println!(
         "| primary killed (SIGKILL) | {} | {} | detected < 2 s |",
-        stats(kd),
-        stats(kp)
+        median_ms(kd),
+        median_ms(kp)
     );
     println!(
         "| primary frozen (SIGSTOP), 3 s checks | {} | {} | detected < 10 s |",
-        stats(fd),
-        stats(fp)
+        median_ms(fd),
+        median_ms(fp)
     );
     println!();
     println!("| planned migration (admin priority switch) | gap without a provider |  target |");
     println!("|---|---|---|");
-    println!("| break-before-make | {} | |", stats(bbb));
-    println!("| make-before-break | {} | < 1 s |", stats(mbb));
+    println!("| break-before-make | {} | |", median_ms(bbb));
+    println!("| make-before-break | {} | < 1 s |", median_ms(mbb));
 }

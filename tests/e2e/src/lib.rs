@@ -180,13 +180,44 @@ impl Drop for Nginx {
 
 /// ffmpeg processes publishing to `port` right now.
 pub fn publishers_to(port: u16) -> usize {
+    ffmpegs_matching(&format!("ffmpeg .*-f flv rtmp://127.0.0.1:{port}/"))
+}
+
+/// ffmpeg processes pulling a stream from `port` right now (RTMP viewers).
+pub fn viewers_of(port: u16) -> usize {
+    ffmpegs_matching(&format!("ffmpeg .*-i rtmp://127.0.0.1:{port}/"))
+}
+
+fn ffmpegs_matching(pattern: &str) -> usize {
     let out = Command::new("pgrep")
-        .args(["-f", &format!("ffmpeg .*rtmp://127.0.0.1:{port}/")])
+        .args(["-f", pattern])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .count()
+}
+
+/// An RTMP adapter initialized for `server` alone (no manager): for tests of the adapter's
+/// own processes.
+pub async fn adapter_for(server: &Nginx, settings: RtmpSettings) -> Arc<RtmpAdapter> {
+    let a = RtmpAdapter::new(settings);
+    let mut p = ProviderInfo::new("primary", 1);
+    p.config.insert("ingestUrl".into(), server.url().into());
+    a.initialize(&p).await.unwrap();
+    a
+}
+
+/// Median and range of `v`, in milliseconds: "153 ms (146–218)".
+pub fn median_ms(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "{:.0} ms ({:.0}–{:.0})",
+        ms(v[v.len() / 2]),
+        ms(v[0]),
+        ms(v[v.len() - 1])
+    )
 }
 
 /// A registry with the given `(name, priority, config)` providers.

@@ -12,15 +12,19 @@
 use crate::error::ProviderError;
 use crate::provider::{ProviderAdapter, ProviderInfo};
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
+
+mod process;
+
+use process::Proc;
+pub use process::{ProcessKind, StopOutcome, StopReport};
 
 /// What an [`RtmpAdapter`] publishes.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +57,9 @@ pub struct RtmpSettings {
     pub probe_timeout: Duration,
     /// How long `start_stream` waits for the published stream to become playable.
     pub start_timeout: Duration,
-    /// How long a stopping publisher gets to quit cleanly before it is killed.
+    /// How long a stopping ffmpeg gets to quit cleanly (after the `q` keystroke on its stdin)
+    /// before it is killed. Default 2 s: a healthy ffmpeg quits in about 30 ms; one blocked
+    /// writing to a frozen server cannot read the keystroke and is killed at the grace.
     pub stop_grace: Duration,
     /// Allow make-before-break migrations (two publishers to two servers at once).
     pub parallel: bool,
@@ -87,8 +93,11 @@ struct Urls {
 
 struct Publisher {
     stop: CancellationToken,
-    done: tokio::task::JoinHandle<()>,
+    done: tokio::task::JoinHandle<StopReport>,
 }
+
+/// How many stop reports an adapter keeps (newest first) for [`RtmpAdapter::last_stop`].
+const STOP_HISTORY: usize = 32;
 
 /// A [`ProviderAdapter`] for an RTMP provider. The provider's registry config names its URLs:
 /// `{"ingestUrl": "rtmp://host:1935/live", "playbackUrl": "rtmp://host:1935/live"}`
@@ -101,6 +110,7 @@ pub struct RtmpAdapter {
     /// One probe at a time against this provider's output.
     probe_gate: tokio::sync::Mutex<()>,
     sink: Mutex<Option<ErrorSink>>,
+    stops: Mutex<VecDeque<(String, StopReport)>>,
 }
 
 impl RtmpAdapter {
@@ -113,7 +123,25 @@ impl RtmpAdapter {
             viewers: Mutex::new(Vec::new()),
             probe_gate: tokio::sync::Mutex::new(()),
             sink: Mutex::new(None),
+            stops: Mutex::new(VecDeque::new()),
         })
+    }
+
+    /// How the last stopped process of `kind` for `stream_id` ended (clean quit or kill, and
+    /// how long the stop took), among the last 32 stops of this adapter.
+    pub fn last_stop(&self, stream_id: &str, kind: ProcessKind) -> Option<StopReport> {
+        self.stops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(id, r)| id == stream_id && r.kind == kind)
+            .map(|(_, r)| *r)
+    }
+
+    fn record_stop(&self, stream_id: &str, report: StopReport) {
+        let mut stops = self.stops.lock().unwrap_or_else(|e| e.into_inner());
+        stops.push_front((stream_id.to_string(), report));
+        stops.truncate(STOP_HISTORY);
     }
 
     /// Where to report a publisher that exits on its own (usually `record_error`).
@@ -173,7 +201,7 @@ impl RtmpAdapter {
         probe(&self.settings.ffprobe, url, self.settings.probe_timeout).await
     }
 
-    fn spawn_publisher(&self, stream_id: &str, url: &str) -> Result<Child, ProviderError> {
+    fn spawn_publisher(&self, stream_id: &str, url: &str) -> Result<Proc, ProviderError> {
         let mut cmd = Command::new(&self.settings.ffmpeg);
         cmd.args(["-hide_banner", "-loglevel", "warning", "-nostats"])
             .args(self.source_args())
@@ -188,18 +216,8 @@ impl RtmpAdapter {
             .args(["-pix_fmt", "yuv420p", "-g"])
             .arg(self.keyframe_interval().to_string())
             .args(["-f", "flv", url])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let child = cmd.spawn().map_err(|e| {
-            ProviderError::internal(format!(
-                "cannot run {}: {e}",
-                self.settings.ffmpeg.display()
-            ))
-        })?;
-        debug!(stream_id, pid = child.id(), "ffmpeg publisher started");
-        Ok(child)
+            .stdout(Stdio::null());
+        Proc::spawn(cmd, ProcessKind::Publisher, stream_id)
     }
 }
 
@@ -249,26 +267,17 @@ async fn probe(ffprobe: &PathBuf, url: &str, timeout: Duration) -> Result<(), Pr
     }
 }
 
-/// Own the publisher process: forward its stderr to tracing, report an unexpected exit, and
-/// on `stop` ask it to quit (`q` on stdin), then kill it after the grace period.
+/// Own a publisher process: report an unexpected exit through the sink, and on `stop` ask it
+/// to quit (`q` on stdin), then kill it after the grace period.
 async fn supervise(
-    mut child: Child,
+    mut proc: Proc,
     stream_id: String,
     stop: CancellationToken,
     grace: Duration,
     sink: Option<ErrorSink>,
-) {
-    if let Some(stderr) = child.stderr.take() {
-        let id = stream_id.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                debug!(target: "streamguard::rtmp::ffmpeg", stream_id = %id, "{line}");
-            }
-        });
-    }
+) -> StopReport {
     tokio::select! {
-        status = child.wait() => {
+        status = proc.exited() => {
             warn!(stream_id, ?status, "ffmpeg publisher exited on its own");
             if let Some(sink) = sink {
                 sink(&stream_id, ProviderError::network(format!(
@@ -276,16 +285,9 @@ async fn supervise(
                     status.map_or_else(|e| e.to_string(), |s| s.to_string())
                 )));
             }
+            proc.stop(grace).await
         }
-        _ = stop.cancelled() => {
-            if let Some(mut stdin) = child.stdin.take() {
-                let _ = stdin.write_all(b"q").await;
-            }
-            if tokio::time::timeout(grace, child.wait()).await.is_err() {
-                let _ = child.kill().await;
-            }
-            debug!(stream_id, "ffmpeg publisher stopped");
-        }
+        _ = stop.cancelled() => proc.stop(grace).await,
     }
 }
 
@@ -326,11 +328,11 @@ impl ProviderAdapter for RtmpAdapter {
         }
         let ingest = format!("{}/{stream_id}", urls.ingest);
         let playback = format!("{}/{stream_id}", urls.playback);
-        let mut child = self.spawn_publisher(stream_id, &ingest)?;
+        let mut proc = self.spawn_publisher(stream_id, &ingest)?;
         // Verified playable before it counts as started: make-before-break relies on it.
         let deadline = tokio::time::Instant::now() + self.settings.start_timeout;
         loop {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some(status) = proc.exit_status() {
                 return Err(ProviderError::network(format!(
                     "ffmpeg could not publish to {ingest}: {status}"
                 )));
@@ -340,7 +342,8 @@ impl ProviderAdapter for RtmpAdapter {
                 Err(e) => e,
             };
             if tokio::time::Instant::now() >= deadline {
-                let _ = child.kill().await;
+                // Never verified: nothing of it is worth a clean stop.
+                proc.kill().await;
                 return Err(ProviderError::timeout(format!(
                     "{playback} not playable within {:?}: {}",
                     self.settings.start_timeout, last.message
@@ -351,7 +354,7 @@ impl ProviderAdapter for RtmpAdapter {
         let stop = CancellationToken::new();
         let sink = self.sink.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let done = tokio::spawn(supervise(
-            child,
+            proc,
             stream_id.to_string(),
             stop.clone(),
             self.settings.stop_grace,
@@ -377,7 +380,9 @@ impl ProviderAdapter for RtmpAdapter {
         let publisher = self.lock_publishers().remove(stream_id);
         if let Some(p) = publisher {
             p.stop.cancel();
-            let _ = p.done.await;
+            if let Ok(report) = p.done.await {
+                self.record_stop(stream_id, report);
+            }
         }
         self.viewers
             .lock()
