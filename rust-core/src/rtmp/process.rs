@@ -11,7 +11,7 @@ use crate::error::ProviderError;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tracing::{debug, warn};
 
 /// Which supervised process of a stream.
@@ -110,6 +110,11 @@ impl Proc {
     /// Wait for it to exit on its own. Cancel-safe; leaves stdin open.
     pub(crate) async fn exited(&mut self) -> std::io::Result<ExitStatus> {
         self.child.wait().await
+    }
+
+    /// Its stdout, if it was piped and not taken yet.
+    pub(crate) fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.stdout.take()
     }
 
     /// Its exit status if it has exited.

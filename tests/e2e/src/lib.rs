@@ -208,6 +208,51 @@ pub async fn adapter_for(server: &Nginx, settings: RtmpSettings) -> Arc<RtmpAdap
     a
 }
 
+/// An error sink that records what adapters report, with when.
+#[derive(Default)]
+pub struct Reports(Mutex<Vec<(Instant, String, ProviderError)>>);
+
+impl Reports {
+    /// A sink into `self`.
+    pub fn sink(self: &Arc<Self>) -> streamguard::ErrorSink {
+        let me = self.clone();
+        Arc::new(move |stream: &str, e: ProviderError| {
+            me.0.lock()
+                .unwrap()
+                .push((Instant::now(), stream.to_string(), e));
+        })
+    }
+
+    /// Everything reported so far.
+    pub fn all(&self) -> Vec<(Instant, String, ProviderError)> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The first report (bounded wait, polled every 10 ms).
+    pub async fn first(&self, within: Duration) -> (Instant, String, ProviderError) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(r) = self.0.lock().unwrap().first().cloned() {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing reported within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Poll `cond` every 20 ms until it holds; panics with `what` after `within`.
+pub async fn until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Median and range of `v`, in milliseconds: "153 ms (146–218)".
 pub fn median_ms(mut v: Vec<Duration>) -> String {
     v.sort();
@@ -275,25 +320,7 @@ impl RtmpWorld {
             {"name": "backup", "priority": 2, "config": {"ingestUrl": backup.url()}}
         ]))
         .await;
-        let mut c = ManagerConfig::new(format!("{}/api", registry.url()));
-        // Seed 003's RTMP monitor checks every 3 s.
-        c.health_check_interval = Duration::from_secs(3);
-        c.suspect_recheck_delay = Duration::from_millis(500);
-        c.adapter_timeout = Duration::from_secs(15);
-        c.cooldown_base = Duration::from_secs(5);
-        let manager = StreamingProviderManager::new(c).unwrap();
-        let settings = RtmpSettings {
-            parallel,
-            ..RtmpSettings::default()
-        };
-        let adapters = [
-            RtmpAdapter::new(settings.clone()),
-            RtmpAdapter::new(settings),
-        ];
-        for (name, a) in ["primary", "backup"].iter().zip(adapters.iter()) {
-            a.set_error_sink(manager.error_sink());
-            manager.register_adapter(name, a.clone()).unwrap();
-        }
+        let (manager, adapters) = rtmp_engine(&registry, parallel);
         Self {
             primary,
             backup,
@@ -326,6 +353,33 @@ impl RtmpWorld {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// An engine on `registry` with RTMP adapters for "primary" and "backup" (in that order) that
+/// report to it; health checks every 3 s, like seed 003's RTMP monitor.
+pub fn rtmp_engine(
+    registry: &RunningRegistry,
+    parallel: bool,
+) -> (StreamingProviderManager, [Arc<RtmpAdapter>; 2]) {
+    let mut c = ManagerConfig::new(format!("{}/api", registry.url()));
+    c.health_check_interval = Duration::from_secs(3);
+    c.suspect_recheck_delay = Duration::from_millis(500);
+    c.adapter_timeout = Duration::from_secs(15);
+    c.cooldown_base = Duration::from_secs(5);
+    let manager = StreamingProviderManager::new(c).unwrap();
+    let settings = RtmpSettings {
+        parallel,
+        ..RtmpSettings::default()
+    };
+    let adapters = [
+        RtmpAdapter::new(settings.clone()),
+        RtmpAdapter::new(settings),
+    ];
+    for (name, a) in ["primary", "backup"].iter().zip(adapters.iter()) {
+        a.set_error_sink(manager.error_sink());
+        manager.register_adapter(name, a.clone()).unwrap();
+    }
+    (manager, adapters)
 }
 
 /// A simulated SDK (no media) that records which streams it carries.
@@ -492,4 +546,76 @@ pub async fn scenario_planned(parallel: bool) -> (Duration, MigrationStrategy) {
         "no ffmpeg left"
     );
     (gap, strategy)
+}
+
+/// The fault of a viewer scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Admin makes backup preferred (a planned migration of publisher and viewer).
+    Planned,
+    /// Primary killed (SIGKILL of master and worker).
+    Killed,
+    /// Primary frozen (SIGSTOP).
+    Frozen,
+}
+
+/// What a viewer saw across a provider switch, from its own frames.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewerGap {
+    /// Last frame on the old provider to first frame on the new one (zero if they overlap).
+    pub gap: Duration,
+    /// Fault (or admin change) to the viewer engine's failover decision.
+    pub viewer_detected: Duration,
+    /// Fault (or admin change) to the first frame on the new provider.
+    pub recovered: Duration,
+}
+
+/// The publishing engine of [`RtmpWorld`] and a second engine watching the stream (a viewer
+/// app: RTMP adapters whose `join_stream` runs a real viewer) on the same registry; `fault`
+/// hits primary; returns the gap the viewer saw, measured from its own frames.
+pub async fn scenario_viewer(fault: Fault, parallel: bool) -> ViewerGap {
+    let mut w = RtmpWorld::start(parallel).await;
+    w.manager.start_stream("cam").await.unwrap();
+    let (viewer, viewers) = rtmp_engine(&w.registry, parallel);
+    let s = viewer.join_stream("cam").await.unwrap();
+    assert_eq!(s.provider.as_deref(), Some("primary"));
+    let mut rx = viewer.subscribe();
+    let at = Instant::now();
+    match fault {
+        Fault::Planned => admin_put(&w.registry, "backup", r#"{"priority":0}"#).await,
+        Fault::Killed => w.primary.kill(),
+        Fault::Frozen => w.primary.freeze(),
+    }
+    let failover =
+        |e: &EventKind| matches!(e, EventKind::MigrationStarted { .. }) || health_failover(e);
+    next(&mut rx, Duration::from_secs(60), failover).await;
+    let viewer_detected = at.elapsed();
+    let done = next(&mut rx, Duration::from_secs(60), |e| {
+        matches!(e, EventKind::MigrationFinished { .. })
+    })
+    .await;
+    let EventKind::MigrationFinished { to, .. } = done.kind else {
+        unreachable!()
+    };
+    assert_eq!(to, "backup");
+    let old = viewers[0].viewer_stats("cam").expect("viewed on primary");
+    let new = viewers[1].viewer_stats("cam").expect("viewing on backup");
+    assert!(
+        old.ended_at.is_some() && new.ended_at.is_none(),
+        "{old:?} {new:?}"
+    );
+    let (last, first) = (old.last_frame_at.unwrap(), new.first_frame_at.unwrap());
+    let gap = first.saturating_duration_since(last);
+    viewer.shutdown().await.unwrap();
+    w.manager.shutdown().await.unwrap();
+    assert_eq!(
+        viewers_of(w.backup.port) + viewers_of(w.primary.port),
+        0,
+        "no viewer ffmpeg left"
+    );
+    ViewerGap {
+        gap,
+        viewer_detected,
+        recovered: first.saturating_duration_since(at),
+    }
 }
