@@ -457,6 +457,27 @@ pub struct Recovery {
     pub detected: Duration,
     /// Fault to the stream playable on the backup.
     pub playable: Duration,
+    /// The migration as the engine timed it (`MigrationFinished::duration`): starting and
+    /// verifying the new publisher, and stopping the old one.
+    pub migration: Duration,
+}
+
+/// What a planned migration measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Planned {
+    /// Time without a provider, as measured by the engine.
+    pub gap: Duration,
+    /// How it migrated.
+    pub strategy: MigrationStrategy,
+    /// The whole migration (`MigrationFinished::duration`).
+    pub duration: Duration,
+}
+
+fn migration_duration(e: &StreamEvent) -> Duration {
+    match e.kind {
+        EventKind::MigrationFinished { duration, .. } => duration,
+        _ => unreachable!("not a MigrationFinished"),
+    }
 }
 
 /// Primary killed (SIGKILL of master and worker) while publishing.
@@ -470,7 +491,7 @@ pub async fn scenario_killed() -> Recovery {
     w.primary.kill();
     next(&mut rx, Duration::from_secs(20), health_failover).await;
     let detected = fault.elapsed();
-    next(&mut rx, Duration::from_secs(20), |e| {
+    let done = next(&mut rx, Duration::from_secs(20), |e| {
         matches!(e, EventKind::MigrationFinished { .. })
     })
     .await;
@@ -486,7 +507,11 @@ pub async fn scenario_killed() -> Recovery {
         0,
         "no ffmpeg left"
     );
-    Recovery { detected, playable }
+    Recovery {
+        detected,
+        playable,
+        migration: migration_duration(&done),
+    }
 }
 
 /// Primary frozen (SIGSTOP): only the probe can tell.
@@ -498,7 +523,7 @@ pub async fn scenario_frozen() -> Recovery {
     w.primary.freeze();
     next(&mut rx, Duration::from_secs(30), health_failover).await;
     let detected = fault.elapsed();
-    next(&mut rx, Duration::from_secs(30), |e| {
+    let done = next(&mut rx, Duration::from_secs(30), |e| {
         matches!(e, EventKind::MigrationFinished { .. })
     })
     .await;
@@ -512,12 +537,15 @@ pub async fn scenario_frozen() -> Recovery {
         0,
         "no ffmpeg left"
     );
-    Recovery { detected, playable }
+    Recovery {
+        detected,
+        playable,
+        migration: migration_duration(&done),
+    }
 }
 
-/// Admin makes backup preferred: a planned migration. Returns the gap without a provider as
-/// measured by the engine and the strategy used.
-pub async fn scenario_planned(parallel: bool) -> (Duration, MigrationStrategy) {
+/// Admin makes backup preferred: a planned migration.
+pub async fn scenario_planned(parallel: bool) -> Planned {
     let w = RtmpWorld::start(parallel).await;
     w.manager.start_stream("cam").await.unwrap();
     let mut rx = w.manager.subscribe();
@@ -526,6 +554,7 @@ pub async fn scenario_planned(parallel: bool) -> (Duration, MigrationStrategy) {
         matches!(e, EventKind::MigrationFinished { .. })
     })
     .await;
+    let duration = migration_duration(&done);
     let EventKind::MigrationFinished {
         gap, strategy, to, ..
     } = done.kind
@@ -545,7 +574,11 @@ pub async fn scenario_planned(parallel: bool) -> (Duration, MigrationStrategy) {
         0,
         "no ffmpeg left"
     );
-    (gap, strategy)
+    Planned {
+        gap,
+        strategy,
+        duration,
+    }
 }
 
 /// The fault of a viewer scenario.
