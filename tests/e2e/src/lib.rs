@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use streamguard::rtmp::{RtmpAdapter, RtmpSettings};
+use streamguard::rtmp::{ProcessKind, RtmpAdapter, RtmpSettings, StopReport};
 use streamguard::{
     EventKind, FailoverReason, ManagerConfig, MigrationStrategy, ProviderAdapter, ProviderError,
     ProviderInfo, StreamEvent, StreamingProviderManager,
@@ -460,6 +460,8 @@ pub struct Recovery {
     /// The migration as the engine timed it (`MigrationFinished::duration`): starting and
     /// verifying the new publisher, and stopping the old one.
     pub migration: Duration,
+    /// How the old publisher on primary stopped.
+    pub old_publisher: Option<StopReport>,
 }
 
 /// What a planned migration measured.
@@ -511,6 +513,7 @@ pub async fn scenario_killed() -> Recovery {
         detected,
         playable,
         migration: migration_duration(&done),
+        old_publisher: w.adapters[0].last_stop("cam", ProcessKind::Publisher),
     }
 }
 
@@ -541,6 +544,7 @@ pub async fn scenario_frozen() -> Recovery {
         detected,
         playable,
         migration: migration_duration(&done),
+        old_publisher: w.adapters[0].last_stop("cam", ProcessKind::Publisher),
     }
 }
 
