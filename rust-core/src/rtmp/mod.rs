@@ -78,8 +78,9 @@ pub struct RtmpSettings {
     /// keyframe burst never trip it, while a frozen server is reported in about 2 s instead of
     /// the 3 failed health checks (about 8 s with 3 s checks) it otherwise takes.
     pub stall_timeout: Duration,
-    /// How often the viewer's ffmpeg reports its progress (`-stats_period`), which is the
-    /// resolution of the viewer's frame timeline ([`ViewerStats`]). Default 100 ms.
+    /// How often the viewer's ffmpeg reports its progress (`-stats_period`, ffmpeg 4.4 or
+    /// newer), which is the resolution of the viewer's frame timeline ([`ViewerStats`]).
+    /// Default 100 ms (ffmpeg's own default is 500 ms): ten short reports a second per viewer.
     pub progress_period: Duration,
 }
 
