@@ -237,6 +237,41 @@ mod tests {
         assert_eq!(load(&c).unwrap().len(), 1);
     }
 
+    /// The SQL condition and [`refusal`] agree on every combination of owner, epoch, expiry
+    /// and end, so a refused claim always has a reason to report.
+    #[test]
+    fn the_sql_rule_is_the_rust_rule() {
+        let now = 1_000;
+        for client in ["a", "b"] {
+            for epoch in [4, 5, 6] {
+                for expires in [None, Some(now - 1), Some(now), Some(now + 1)] {
+                    for ended in [None, Some(now - 10)] {
+                        let mut c = memory();
+                        c.execute(
+                            &format!("INSERT INTO placements ({COLUMNS}) VALUES ('s', 'agora', 5, '[]', 'a', ?1, ?2, 0)"),
+                            params![expires, ended],
+                        )
+                        .unwrap();
+                        let stored = load(&c).unwrap().pop().unwrap();
+                        let body = body("zego", epoch, client);
+                        let expected = refusal(&stored, &body, now);
+                        let case = format!("{client} {epoch} {expires:?} {ended:?}");
+                        match claim(&mut c, "s", &body, now, Some(now + 100)).unwrap() {
+                            Ok(record) => {
+                                assert_eq!(expected, None, "{case}");
+                                assert_eq!(load(&c).unwrap(), [record], "{case}");
+                            }
+                            Err(refused) => {
+                                assert_eq!(Some(refused), expected, "{case}");
+                                assert_eq!(load(&c).unwrap(), [stored], "{case}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn release_refresh_expire_and_collect() {
         let mut c = memory();
