@@ -614,3 +614,25 @@ async fn the_admin_list_shows_live_streams_with_their_owner() {
     expect_error(anonymous, StatusCode::UNAUTHORIZED, "unauthorized").await;
     h.shutdown().await;
 }
+
+/// Stream ids are any 1 to 256 bytes: in paths and in `streams` they are percent-encoded.
+#[tokio::test]
+async fn stream_ids_with_spaces_and_slashes_work_percent_encoded() {
+    let mut h = Harness::start().await;
+    let encoded = "match%201%2Fhalf%C3%A9";
+    let mut events = SseClient::connect_to(
+        &h,
+        &format!("/api/streaming/providers/events?streams={encoded}%2Cother"),
+    )
+    .await;
+    let body = accept(&h, encoded, claim("agora", 1, &[], "sg-a")).await;
+    assert_eq!(body["data"]["streamId"], "match 1/halfé");
+    let pushed = events.wait_for(|name, _| name == "placement").await;
+    assert_eq!(pushed, view("match 1/halfé", "agora", 1, &[], true));
+    assert_eq!(placement(&h, encoded).await, pushed);
+    assert_eq!(
+        release(&h, encoded, "sg-a").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    h.shutdown().await;
+}
