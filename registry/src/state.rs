@@ -251,15 +251,15 @@ impl Registry {
 
     /// Subscribes to changes and returns the current state as initial events: the provider
     /// list, every provider's health and the placement of each of `streams` that has one.
-    /// Subscribing under the cache lock means no change falls between the two; placements are
-    /// read after subscribing (they are published after their copy changed), so a change can
-    /// at worst arrive twice, never be missed.
+    /// Subscribing under the cache locks means no change falls between the two.
     pub(crate) fn subscribe(
         &self,
         streams: &HashSet<String>,
     ) -> (broadcast::Receiver<Event>, Vec<Event>) {
         let cache = read(&self.cache);
-        let receiver = self.events.subscribe();
+        let (receiver, placements) = self
+            .placements
+            .subscribe(streams, || self.events.subscribe());
         let mut initial = vec![Event::Providers(Arc::clone(&cache.list_data))];
         initial.extend(
             cache
@@ -268,7 +268,7 @@ impl Registry {
                 .filter_map(|name| cache.health.get(name))
                 .map(|(data, _)| Event::Health(Arc::clone(data))),
         );
-        initial.extend(self.placements.snapshot(streams));
+        initial.extend(placements);
         (receiver, initial)
     }
 

@@ -20,14 +20,14 @@ impl Placements {
         (!self.ttl.is_zero()).then(|| now_ms.saturating_add(millis(self.ttl)))
     }
 
-    /// Stores `record` in the copy and tells the stream's subscribers. Callers hold the lock.
+    /// Stores `record` in the copy and tells the stream's subscribers. Callers hold the write
+    /// lock. The event is sent under the copy's lock, so a new subscriber's snapshot (taken
+    /// under it too) is never followed by an older event.
     fn publish(&self, record: PlacementRecord) {
         let entry = Entry::new(record);
         let event = entry.event();
-        self.cache
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(entry.record.stream_id.clone(), entry);
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        cache.insert(entry.record.stream_id.clone(), entry);
         // No subscribers is fine: the change is in the copy.
         let _ = self.events.send(event);
     }

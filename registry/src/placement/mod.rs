@@ -162,10 +162,26 @@ impl Placements {
         }
     }
 
-    /// The current placement of each of `streams` that has one, as events (for a new or a
-    /// lagging subscriber).
-    pub(crate) fn snapshot(&self, streams: &HashSet<String>) -> Vec<Event> {
+    /// Subscribes (with `subscribe`) and returns the current placement of each of `streams`
+    /// that has one, both under the copy's lock: events are sent under it too, so every
+    /// event the new receiver gets is newer than (or the same as) the snapshot.
+    pub(crate) fn subscribe<R>(
+        &self,
+        streams: &HashSet<String>,
+        subscribe: impl FnOnce() -> R,
+    ) -> (R, Vec<Event>) {
         let cache = self.read();
+        let receiver = subscribe();
+        (receiver, Self::events_of(&cache, streams))
+    }
+
+    /// The current placement of each of `streams` that has one, as events (for a lagging
+    /// subscriber).
+    pub(crate) fn snapshot(&self, streams: &HashSet<String>) -> Vec<Event> {
+        Self::events_of(&self.read(), streams)
+    }
+
+    fn events_of(cache: &BTreeMap<String, Entry>, streams: &HashSet<String>) -> Vec<Event> {
         let mut ids: Vec<&String> = streams.iter().collect();
         ids.sort();
         ids.into_iter()
