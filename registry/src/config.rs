@@ -116,6 +116,10 @@ pub struct Config {
     /// it (start, failover or keep-alive report) for this long: a client that died cannot hold
     /// a provider's slots for ever. Zero turns expiry off.
     pub session_ttl: Duration,
+    /// How long an ended or expired stream placement is kept (it still fences old epochs and
+    /// `GET` still answers it, `live: false`) before it is dropped. Swept with the sessions,
+    /// so nothing is dropped while `session_ttl` is zero.
+    pub placement_retention: Duration,
 }
 
 impl Default for Config {
@@ -138,6 +142,7 @@ impl Default for Config {
             history_limit: 288,
             failover_history_limit: 500,
             session_ttl: Duration::from_secs(120),
+            placement_retention: Duration::from_secs(3600),
             max_event_subscribers: 1000,
         }
     }
@@ -165,6 +170,7 @@ struct FileConfig {
     failover_history_limit: Option<usize>,
     max_event_subscribers: Option<usize>,
     session_ttl_ms: Option<u64>,
+    placement_retention_ms: Option<u64>,
 }
 
 impl Config {
@@ -235,6 +241,10 @@ impl Config {
             &mut c.session_ttl,
             f.session_ttl_ms.map(Duration::from_millis),
         );
+        set(
+            &mut c.placement_retention,
+            f.placement_retention_ms.map(Duration::from_millis),
+        );
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), RegistryError> {
@@ -285,6 +295,10 @@ impl Config {
         }
         if let Some(v) = get("STREAMGUARD_SESSION_TTL_MS") {
             self.session_ttl = Duration::from_millis(parse_var("STREAMGUARD_SESSION_TTL_MS", &v)?);
+        }
+        if let Some(v) = get("STREAMGUARD_PLACEMENT_RETENTION_MS") {
+            self.placement_retention =
+                Duration::from_millis(parse_var("STREAMGUARD_PLACEMENT_RETENTION_MS", &v)?);
         }
         if let Some(v) = get("STREAMGUARD_OPEN_TELEMETRY") {
             self.open_telemetry = parse_var("STREAMGUARD_OPEN_TELEMETRY", &v)?;

@@ -48,6 +48,15 @@ impl ApiError {
         )
     }
 
+    /// 404 for a stream without a stored placement.
+    pub fn unknown_stream(stream_id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_stream",
+            format!("no placement for stream '{}'", truncate(stream_id, 64)),
+        )
+    }
+
     /// 401 with one message for every cause, so callers learn nothing about
     /// which tokens exist or which one they came close to.
     pub fn unauthorized() -> Self {

@@ -23,6 +23,7 @@ pub mod error;
 pub mod health;
 mod http;
 pub mod model;
+mod placement;
 pub mod rate_limit;
 pub mod sessions;
 mod state;
@@ -214,10 +215,11 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
             Ok((
                 store::load_providers(conn, history_limit)?,
                 store::load_sessions(conn)?,
+                placement::store::load(conn)?,
             ))
         })
         .await?;
-    let (records, sessions) = records;
+    let (records, sessions, placements) = records;
 
     let listener = TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
@@ -227,6 +229,7 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
         store,
         records,
         sessions::Sessions::from_rows(sessions),
+        placements,
         prober,
     ));
     let app = http::router(http::AppState {
@@ -281,8 +284,8 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
     })
 }
 
-/// Expires unconfirmed sessions a few times per TTL, so a dead client's streams stop counting
-/// at most a quarter TTL late.
+/// Expires unconfirmed sessions and placement claims a few times per TTL, so a dead client's
+/// streams stop counting (and its placements stop being live) at most a quarter TTL late.
 async fn sweep_sessions(
     registry: Arc<Registry>,
     ttl: std::time::Duration,
@@ -296,6 +299,9 @@ async fn sweep_sessions(
         }
         if let Err(e) = registry.expire_sessions().await {
             tracing::warn!(error = %e, "session expiry failed; retrying at the next sweep");
+        }
+        if let Err(e) = registry.placements.sweep().await {
+            tracing::warn!(error = %e, "placement expiry failed; retrying at the next sweep");
         }
     }
 }

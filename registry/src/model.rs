@@ -8,9 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::status::{compute_status, HealthStatus, StatusInput};
 use crate::wire::{
-    public_config, validate_cost, validate_name, validate_priority, AdminProvider, CheckReport,
-    CheckSample, Invalid, NewProvider, Probe, ProviderUpdate, PublicHealth, PublicProvider,
-    Statistics,
+    public_config, validate_cost, validate_name, validate_priority, AdminPlacement, AdminProvider,
+    CheckReport, CheckSample, Invalid, NewProvider, PlacementView, Probe, ProviderUpdate,
+    PublicHealth, PublicProvider, Statistics,
 };
 
 /// Weight of the newest sample in the moving average of check latency.
@@ -176,6 +176,66 @@ impl ProviderRecord {
                 total_streams: m.total_streams,
             },
             recent_checks: with_history.then(|| self.history.iter().copied().collect()),
+        }
+    }
+}
+
+/// Where a stream is published, as stored: the last accepted claim, kept after the stream
+/// ended (a tombstone) so that its epoch still fences stale publishers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementRecord {
+    /// The stream.
+    pub stream_id: String,
+    /// Provider carrying it.
+    pub provider: String,
+    /// Epoch of the last accepted claim.
+    pub epoch: i64,
+    /// Hot-standby providers.
+    pub standby: Vec<String>,
+    /// The client that made the last accepted claim.
+    pub client_id: String,
+    /// When the claim expires unless kept alive (unix milliseconds); `None`: never.
+    pub expires_at_ms: Option<i64>,
+    /// When the claim ended (released or expired); `None` while it is live.
+    pub ended_at_ms: Option<i64>,
+    /// Last change of the placement (unix milliseconds).
+    pub updated_at_ms: i64,
+}
+
+impl PlacementRecord {
+    /// Whether the claim has neither ended nor been marked expired.
+    pub fn live(&self) -> bool {
+        self.ended_at_ms.is_none()
+    }
+
+    /// Whether the claim still holds the stream at `now_ms`: live and not past its expiry
+    /// (a claim past its expiry may be taken over before the sweep marks it ended).
+    pub fn held_at(&self, now_ms: i64) -> bool {
+        self.live() && self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+
+    /// The public view (no client id).
+    pub fn public_view(&self) -> PlacementView {
+        PlacementView {
+            stream_id: self.stream_id.clone(),
+            provider: self.provider.clone(),
+            epoch: self.epoch,
+            standby: self.standby.clone(),
+            live: self.live(),
+        }
+    }
+
+    /// The administrators' view.
+    pub fn admin_view(&self) -> AdminPlacement {
+        AdminPlacement {
+            stream_id: self.stream_id.clone(),
+            provider: self.provider.clone(),
+            epoch: self.epoch,
+            standby: self.standby.clone(),
+            live: self.live(),
+            client_id: self.client_id.clone(),
+            updated_at: self.updated_at_ms,
+            expires_at: self.expires_at_ms,
         }
     }
 }

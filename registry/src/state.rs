@@ -2,7 +2,7 @@
 //! Writes go to SQLite first (one lock serialises them), then update the cache
 //! and publish events; reads, including every public route, only touch the cache.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::{broadcast, Mutex};
@@ -11,7 +11,8 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::health::Prober;
-use crate::model::ProviderRecord;
+use crate::model::{PlacementRecord, ProviderRecord};
+use crate::placement::Placements;
 use crate::sessions::{Outcome, Report, Sessions};
 use crate::store::{self, Store};
 use crate::wire::{
@@ -29,6 +30,14 @@ pub(crate) enum Event {
     Providers(Arc<str>),
     /// A provider's public health changed; payload `{"healthy","provider","status"}`.
     Health(Arc<str>),
+    /// A stream's placement changed; payload `{"streamId","provider","epoch","standby","live"}`.
+    /// Sent only to subscribers of that stream.
+    Placement {
+        /// The stream, for filtering.
+        stream_id: Arc<str>,
+        /// The event's data.
+        data: Arc<str>,
+    },
     /// The server is stopping: streams end.
     Shutdown,
 }
@@ -43,7 +52,7 @@ pub(crate) struct CachedBody {
 }
 
 impl CachedBody {
-    fn envelope(data: &str) -> Self {
+    pub(crate) fn envelope(data: &str) -> Self {
         let body = format!("{{\"success\":true,\"data\":{data}}}");
         let etag = format!("\"{:016x}\"", fnv1a64(body.as_bytes()));
         Self { body, etag }
@@ -76,6 +85,8 @@ pub(crate) struct Registry {
     prober: Prober,
     /// Streams of clients that identify themselves; changed only under `write_lock`.
     sessions: std::sync::Mutex<Sessions>,
+    /// The placement directory (its own lock: it shares no rows with the above).
+    pub(crate) placements: Placements,
 }
 
 impl std::fmt::Debug for Registry {
@@ -126,6 +137,7 @@ impl Registry {
         store: Store,
         records: Vec<ProviderRecord>,
         sessions: Sessions,
+        placements: Vec<PlacementRecord>,
         prober: Prober,
     ) -> Self {
         let providers: BTreeMap<String, ProviderRecord> =
@@ -137,6 +149,13 @@ impl Registry {
             .map(|r| (r.name.clone(), health_entry(r)))
             .collect();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let placements = Placements::new(
+            store.clone(),
+            events.clone(),
+            config.session_ttl,
+            config.placement_retention,
+            placements,
+        );
         Self {
             config,
             store,
@@ -150,6 +169,7 @@ impl Registry {
             events,
             prober,
             sessions: std::sync::Mutex::new(sessions),
+            placements,
         }
     }
 
@@ -229,11 +249,17 @@ impl Registry {
             .ok_or_else(|| ApiError::unknown_provider(name))
     }
 
-    /// Subscribes to changes and returns the current state as initial events.
-    /// Subscribing under the cache lock means no change falls between the two.
-    pub(crate) fn subscribe(&self) -> (broadcast::Receiver<Event>, Vec<Event>) {
+    /// Subscribes to changes and returns the current state as initial events: the provider
+    /// list, every provider's health and the placement of each of `streams` that has one.
+    /// Subscribing under the cache locks means no change falls between the two.
+    pub(crate) fn subscribe(
+        &self,
+        streams: &HashSet<String>,
+    ) -> (broadcast::Receiver<Event>, Vec<Event>) {
         let cache = read(&self.cache);
-        let receiver = self.events.subscribe();
+        let (receiver, placements) = self
+            .placements
+            .subscribe(streams, || self.events.subscribe());
         let mut initial = vec![Event::Providers(Arc::clone(&cache.list_data))];
         initial.extend(
             cache
@@ -242,6 +268,7 @@ impl Registry {
                 .filter_map(|name| cache.health.get(name))
                 .map(|(data, _)| Event::Health(Arc::clone(data))),
         );
+        initial.extend(placements);
         (receiver, initial)
     }
 
@@ -250,9 +277,12 @@ impl Registry {
         self.events.receiver_count()
     }
 
-    /// The current list as an event, to resynchronise a lagging subscriber.
-    pub(crate) fn providers_event(&self) -> Event {
-        Event::Providers(Arc::clone(&read(&self.cache).list_data))
+    /// The current list and the placements of `streams` as events, to resynchronise a
+    /// lagging subscriber.
+    pub(crate) fn resync(&self, streams: &HashSet<String>) -> Vec<Event> {
+        let mut events = vec![Event::Providers(Arc::clone(&read(&self.cache).list_data))];
+        events.extend(self.placements.snapshot(streams));
+        events
     }
 
     /// Ends every open event stream.
@@ -498,6 +528,9 @@ impl Registry {
             }
         }
         self.store_outcome(outcome, None).await?;
+        // The same keep-alive holds the client's placement claims on these streams.
+        let ids = report.sessions.iter().map(|s| s.stream_id.as_str());
+        self.placements.refresh(&report.client_id, ids).await?;
         Ok(tracked)
     }
 

@@ -72,6 +72,21 @@ CREATE TABLE sessions (
     PRIMARY KEY (client_id, stream_id)
 );
 "#,
+    // Placements (see `crate::placement`): plain SQL that PostgreSQL accepts as it is.
+    r#"
+CREATE TABLE placements (
+    stream_id     TEXT PRIMARY KEY NOT NULL,
+    provider      TEXT NOT NULL,
+    epoch         BIGINT NOT NULL,
+    standby       TEXT NOT NULL,
+    client_id     TEXT NOT NULL,
+    expires_at_ms BIGINT,
+    ended_at_ms   BIGINT,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE INDEX placements_by_client ON placements(client_id);
+CREATE INDEX placements_by_end ON placements(ended_at_ms);
+"#,
 ];
 
 /// Meta key set once the seed has been applied, so it is never applied twice.

@@ -254,14 +254,73 @@ scenario("changes made by another API client appear on the open page via the eve
   assert.equal(await page.evaluate(() => window.__noReload), true, "the page was not reloaded");
 });
 
+scenario("the Live streams panel lists live placements with provider, standby and epoch", {}, async (s) => {
+  const { page } = s;
+  await s.open();
+  await signIn(page);
+  await waitForText(page.locator("#streams-empty"), /No live streams/);
+  assert.equal(await page.locator("#streams-table").isHidden(), true);
+
+  // A publisher (with the app's telemetry token) claims its stream and reports its session;
+  // the session report changes the stream counts, whose event refreshes the page.
+  const send = (method, route, body) =>
+    fetch(`${s.registry.url}${route}`, {
+      method,
+      headers: { "content-type": "application/json", authorization: `Bearer ${TELEMETRY_TOKEN}` },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(WAIT_MS),
+    });
+  const claim = await send("PUT", "/api/streaming/streams/match-7/placement", {
+    provider: "agora",
+    epoch: 2,
+    standby: ["zegocloud"],
+    clientId: "app-1",
+  });
+  assert.equal(claim.status, 200);
+  const started = await send("POST", "/api/streaming/sessions/events", {
+    type: "start",
+    provider: "agora",
+    streamId: "match-7",
+    clientId: "app-1",
+  });
+  assert.equal(started.status, 200);
+  const row = page.locator('#streams tr[data-stream="match-7"]');
+  await waitForText(row.locator("th"), /^match-7$/);
+  const cells = await row.locator("td").allTextContents();
+  assert.deepEqual(cells, ["agora", "zegocloud", "2"]);
+  assert.equal(await page.locator("#streams-empty").isHidden(), true);
+  await page.getByRole("table", { name: /Live streams/ }).waitFor();
+
+  // The publisher ends the stream: the row goes with the next refresh.
+  assert.equal((await send("DELETE", "/api/streaming/streams/match-7/placement?clientId=app-1")).status, 204);
+  const ended = await send("POST", "/api/streaming/sessions/events", {
+    type: "end",
+    provider: "agora",
+    streamId: "match-7",
+    clientId: "app-1",
+  });
+  assert.equal(ended.status, 200);
+  await waitForText(page.locator("#streams-empty"), /No live streams/);
+  assert.equal(await row.count(), 0);
+});
+
 scenario("a phone-sized screen shows every card without horizontal scrolling", { viewport: { width: 390, height: 844 } }, async (s) => {
   const { page } = s;
   await s.open();
   // The login form fits too.
   assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth));
+  // A live stream with a long id and standby providers: the panel must fit too.
+  const longId = "evening-match-".repeat(8) + "final";
+  await s.api("PUT", `/api/streaming/streams/${longId}/placement`, {
+    provider: "zegocloud",
+    epoch: 1,
+    standby: ["agora", "webrtc", "mux"],
+    clientId: "phone-app",
+  });
   await signIn(page);
   await waitForText(badge(page, "agora"), /EXCELLENT/);
   await card(page, "agora").locator("figure.chart svg[role=img]").waitFor();
+  await waitForText(page.locator(`#streams tr[data-stream="${longId}"] th`), /final$/);
   const layout = await page.evaluate(() => ({
     scrollWidth: document.documentElement.scrollWidth,
     innerWidth: window.innerWidth,

@@ -157,6 +157,20 @@ impl<S: Send + Sync> FromRequestParts<S> for ProviderName {
     }
 }
 
+/// The `{streamId}` path segment, checked like every stream id.
+#[derive(Debug)]
+pub(crate) struct StreamId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for StreamId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let ProviderName(id) = ProviderName::from_request_parts(parts, state).await?;
+        crate::wire::validate_stream_id(&id)?;
+        Ok(StreamId(id))
+    }
+}
+
 /// A JSON body parsed strictly into `T`, with JSON errors for every failure.
 #[derive(Debug)]
 pub(crate) struct ApiJson<T>(pub T);

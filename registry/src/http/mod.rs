@@ -4,6 +4,7 @@
 
 mod dashboard;
 mod extract;
+mod placement;
 mod routes;
 
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::config::Config;
@@ -73,6 +74,17 @@ pub(crate) fn router(state: AppState) -> Router {
             "/api/streaming/sessions/alive",
             post(routes::sessions_alive).layer(limited.clone()),
         )
+        .route(
+            "/api/streaming/streams/{stream_id}",
+            get(placement::get).layer(limited.clone()),
+        )
+        .route(
+            "/api/streaming/streams/{stream_id}/placement",
+            put(placement::claim)
+                .delete(placement::release)
+                .layer(limited.clone()),
+        )
+        .route("/api/admin/streams", get(placement::admin_list))
         // The dashboard: public static files (no data); everything it shows comes
         // from the admin routes above, called with the token the user types in.
         .route("/admin", get(dashboard::page).layer(limited.clone()))

@@ -2,8 +2,9 @@
 //! (with ETag revalidation) and never write; admin handlers go through the
 //! registry's write path; the event stream relays the registry's broadcast.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -21,19 +22,19 @@ use super::extract::{AdminAuth, ApiJson, ProviderName, SuperAdminAuth, Telemetry
 use super::AppState;
 use crate::error::ApiError;
 use crate::state::{CachedBody, Event};
-use crate::wire::{AliveReport, NewProvider, ProviderUpdate, SessionEvent};
+use crate::wire::{parse_stream_list, AliveReport, NewProvider, ProviderUpdate, SessionEvent};
 
 /// Interval of the comment line that keeps idle event streams (and proxies) alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The success envelope; a struct (not `json!`) so fields keep their declared order.
 #[derive(Serialize)]
-struct Success<T> {
+pub(super) struct Success<T> {
     success: bool,
     data: T,
 }
 
-fn ok<T: Serialize>(data: T) -> Json<Success<T>> {
+pub(super) fn ok<T: Serialize>(data: T) -> Json<Success<T>> {
     Json(Success {
         success: true,
         data,
@@ -57,7 +58,7 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
 }
 
-fn cached(headers: &HeaderMap, body: &CachedBody) -> Response {
+pub(super) fn cached(headers: &HeaderMap, body: &CachedBody) -> Response {
     let etag = HeaderValue::from_str(&body.etag).expect("etag is hex in quotes");
     // Clients may keep the body but must revalidate, which costs them a 304.
     let cache_control = HeaderValue::from_static("no-cache");
@@ -100,16 +101,37 @@ pub(crate) async fn public_health(
     Ok(cached(&headers, &body))
 }
 
-fn sse_event(event: Event) -> Option<SseEvent> {
+/// The SSE form of `event`, if this subscriber (following `streams`) gets it.
+fn sse_event(event: Event, streams: &HashSet<String>) -> Option<SseEvent> {
     match event {
         Event::Providers(data) => Some(SseEvent::default().event("providers").data(&*data)),
         Event::Health(data) => Some(SseEvent::default().event("health").data(&*data)),
+        Event::Placement { stream_id, data } => streams
+            .contains(&*stream_id)
+            .then(|| SseEvent::default().event("placement").data(&*data)),
         Event::Shutdown => None,
     }
 }
 
-/// `GET /api/streaming/providers/events`: current state, then every change.
-pub(crate) async fn events(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// Query of the event stream. Other parameters are ignored, as they always were.
+#[derive(Debug, Deserialize)]
+pub(crate) struct EventsQuery {
+    /// Comma-separated stream ids whose `placement` events this subscriber gets.
+    streams: Option<String>,
+}
+
+/// `GET /api/streaming/providers/events[?streams=a,b]`: current state, then every change;
+/// `placement` events only for the streams named.
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let streams: HashSet<String> = match query.streams {
+        Some(raw) => parse_stream_list(&raw)?.into_iter().collect(),
+        None => HashSet::new(),
+    };
+    let streams = Arc::new(streams);
     // Each stream holds a connection and a buffer, so their number is capped.
     if state.registry.subscriber_count() >= state.config.max_event_subscribers {
         return Err(ApiError::new(
@@ -118,18 +140,20 @@ pub(crate) async fn events(State(state): State<AppState>) -> Result<impl IntoRes
             "too many open event streams, retry later",
         ));
     }
-    let (receiver, initial) = state.registry.subscribe();
+    let (receiver, initial) = state.registry.subscribe(&streams);
     let registry = state.registry;
+    let followed = Arc::clone(&streams);
     let live = BroadcastStream::new(receiver)
         .take_while(|item| !matches!(item, Ok(Event::Shutdown)))
         .map(move |item| match item {
-            Ok(event) => event,
-            // Missed events are replaced by the full current list.
-            Err(BroadcastStreamRecvError::Lagged(_)) => registry.providers_event(),
+            Ok(event) => vec![event],
+            // Missed events are replaced by the full current list and placements.
+            Err(BroadcastStreamRecvError::Lagged(_)) => registry.resync(&followed),
         });
+    let live = futures_util::StreamExt::flat_map(live, tokio_stream::iter);
     let stream = tokio_stream::iter(initial)
         .chain(live)
-        .filter_map(sse_event)
+        .filter_map(move |event| sse_event(event, &streams))
         .map(Ok::<_, Infallible>);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
 }

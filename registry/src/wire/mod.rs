@@ -2,17 +2,22 @@
 //! audience sees. Plain serde types that know nothing of the server (no HTTP, store or state);
 //! a body that fails validation is an [`Invalid`], which the HTTP layer answers with a 400.
 
+mod placement;
 mod provider;
 mod telemetry;
 mod views;
 
+pub use placement::{
+    parse_stream_list, AdminPlacement, AdminStreams, PlacementClaim, PlacementView, ReleaseQuery,
+    MAX_STANDBY, MAX_SUBSCRIBED_STREAMS,
+};
 pub use provider::{
     public_config, validate_cost, validate_name, validate_priority, NewProvider, Probe,
     ProviderUpdate, SeedFile, MAX_NAME_LEN, RESERVED_NAMES,
 };
 pub use telemetry::{
-    AliveReport, AliveSession, SessionEvent, SessionEventKind, MAX_ALIVE_SESSIONS,
-    MAX_CLIENT_ID_LEN, MAX_REASON_LEN, MAX_STREAM_ID_LEN,
+    validate_client_id, validate_stream_id, AliveReport, AliveSession, SessionEvent,
+    SessionEventKind, MAX_ALIVE_SESSIONS, MAX_CLIENT_ID_LEN, MAX_REASON_LEN, MAX_STREAM_ID_LEN,
 };
 pub use views::{
     AdminProvider, CheckHistory, CheckReport, CheckSample, FailoverEntry, PublicHealth,

@@ -67,7 +67,8 @@ pub const MAX_ALIVE_SESSIONS: usize = 500;
 /// Longest accepted `clientId`.
 pub const MAX_CLIENT_ID_LEN: usize = 128;
 
-fn validate_client_id(id: &str) -> Result<(), Invalid> {
+/// Checks a `clientId`: 1 to 128 of `A-Za-z0-9-_.` (telemetry and placement claims).
+pub fn validate_client_id(id: &str) -> Result<(), Invalid> {
     let ok = !id.is_empty()
         && id.len() <= MAX_CLIENT_ID_LEN
         && id
@@ -83,7 +84,8 @@ fn validate_client_id(id: &str) -> Result<(), Invalid> {
     }
 }
 
-fn validate_stream_id(id: &str) -> Result<(), Invalid> {
+/// Checks a `streamId`: 1 to 256 bytes.
+pub fn validate_stream_id(id: &str) -> Result<(), Invalid> {
     if id.is_empty() || id.len() > MAX_STREAM_ID_LEN {
         return Err(Invalid::new(
             "invalid_stream_id",

@@ -209,11 +209,12 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn connect(harness: &Harness) -> Self {
-        let response = harness
-            .get("/api/streaming/providers/events")
-            .send()
-            .await
-            .unwrap();
+        Self::connect_to(harness, "/api/streaming/providers/events").await
+    }
+
+    /// Connects to `path` (the event stream with a query, e.g. `?streams=a,b`).
+    pub async fn connect_to(harness: &Harness, path: &str) -> Self {
+        let response = harness.get(path).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let content_type = response.headers()["content-type"].to_str().unwrap();
         assert!(

@@ -1,5 +1,5 @@
 //! Integration tests over real HTTP: every route, auth, rate limiting, caching,
-//! events, health probes and history, telemetry, persistence, the admin
+//! events, health probes and history, telemetry, stream placements, persistence, the admin
 //! dashboard's static files and the binary itself.
 
 mod admin;
@@ -9,6 +9,7 @@ mod events;
 mod health;
 mod history;
 mod persistence;
+mod placement;
 mod process;
 mod public;
 mod security;

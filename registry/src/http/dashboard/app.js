@@ -17,6 +17,7 @@
   "use strict";
 
   var API = "/api/streaming/providers";
+  var STREAMS_API = "/api/admin/streams"; // live placements
   var TOKEN_KEY = "streamguard.registry.adminToken";
   var POLL_MS = 30000; // fallback refresh, counted from the last refresh
   var EVENT_THROTTLE_MS = 150; // bursts of events become one refresh
@@ -270,6 +271,7 @@
     replaceContent(el.cards, null);
     replaceContent(el.failovers, null);
     el.failoversEmpty.hidden = false;
+    renderStreams({ streams: [], total: 0 });
     setText(el.failoverOrder, "Failover order: none");
     setText(el.updated, "Not loaded yet");
     setText(el.notice, "");
@@ -351,7 +353,7 @@
     }
     var generation = state.generation;
     var since = Date.now() - HISTORY_WINDOW_MS;
-    var run = Promise.all([api("GET", API + "/admin"), api("GET", API + "/failovers")])
+    var run = Promise.all([api("GET", API + "/admin"), api("GET", API + "/failovers"), api("GET", STREAMS_API)])
       .then(function (results) {
         var list = results[0].providers;
         var histories = list.map(function (p) {
@@ -362,6 +364,7 @@
         return Promise.all(histories).then(function (charts) {
           if (generation !== state.generation) return;
           render(list, charts, results[1].failovers, reason);
+          renderStreams(results[2]);
         });
       })
       .catch(function (err) {
@@ -705,6 +708,25 @@
     }
   }
 
+  // Live placements: where each published stream is, so viewers can be sent there.
+  function renderStreams(data) {
+    replaceContent(el.streams, null);
+    el.streamsEmpty.hidden = data.streams.length > 0;
+    el.streamsTable.hidden = data.streams.length === 0;
+    data.streams.forEach(function (s) {
+      el.streams.appendChild(
+        h("tr", { "data-stream": s.streamId }, [
+          h("th", { scope: "row", text: s.streamId }),
+          h("td", { className: "provider", text: s.provider }),
+          h("td", { text: s.standby.length ? s.standby.join(", ") : "none" }),
+          h("td", { className: "num", text: String(s.epoch) }),
+        ])
+      );
+    });
+    el.streamsMore.hidden = data.total <= data.streams.length;
+    setText(el.streamsMore, "… and " + (data.total - data.streams.length) + " more live streams");
+  }
+
   // ---------------------------------------------------------------- actions
 
   function cardResult(refs, text, isError) {
@@ -829,6 +851,10 @@
     el.cards = $("cards");
     el.failovers = $("failovers");
     el.failoversEmpty = $("failovers-empty");
+    el.streams = $("streams");
+    el.streamsEmpty = $("streams-empty");
+    el.streamsTable = $("streams-table");
+    el.streamsMore = $("streams-more");
 
     el.loginForm.addEventListener("submit", function (event) {
       event.preventDefault();
