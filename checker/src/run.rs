@@ -1,9 +1,12 @@
 //! One check run: workers take streams from the work source, pick a profile through the
 //! capacity ledger (free profiles first, then wait for full ones), probe it with retries while
-//! a heartbeat keeps the lease, release it, and record the result. Ctrl-C or a failing
-//! capacity backend stops every worker cleanly; what was checked is kept.
+//! a lease keeper renews the lease, release it, and record the result. Ctrl-C, or a capacity
+//! backend unreachable for longer than the backend grace, stops every worker cleanly; what was
+//! checked is kept. A shorter outage pauses the run: nothing new starts, running probes finish
+//! while their leases are valid, and every backend call is retried with backoff.
 
 use crate::accounts::{Accounts, Route};
+use crate::backend::{Backoff, Outage, Stop};
 use crate::m3u::Entry;
 use crate::probe::{self, Outcome, StreamInfo};
 use crate::queue::WorkSource;
@@ -37,6 +40,8 @@ pub struct Settings {
     pub lease_ttl: Duration,
     /// Print a progress line on stderr.
     pub progress: bool,
+    /// Longest the backend (Redis) may stay unreachable before the run stops.
+    pub backend_grace: Duration,
 }
 
 /// What a run works on.
@@ -58,6 +63,7 @@ struct Ctx {
     job: Job,
     holder_prefix: String,
     cancel: CancellationToken,
+    outage: Outage,
     interrupted: AtomicBool,
     error: Mutex<Option<String>>,
     results: Mutex<Vec<StreamResult>>,
@@ -111,6 +117,8 @@ pub struct Run {
 
 enum Checked {
     Done(Box<StreamResult>),
+    /// The lease was given up while the backend was unreachable: check the stream again.
+    Again,
     /// A finished check whose slot could not be given back: keep the result, stop the run.
     DoneThenFatal(Box<StreamResult>, String),
     Interrupted,
@@ -130,6 +138,7 @@ impl Run {
     pub fn new(settings: Settings, job: Job) -> Self {
         Self {
             ctx: Arc::new(Ctx {
+                outage: Outage::new(settings.backend_grace),
                 settings,
                 job,
                 holder_prefix: format!("pid{}", std::process::id()),
@@ -161,6 +170,20 @@ impl Run {
             let ctx = ctx.clone();
             tasks.spawn(async move { worker(&ctx).await });
         }
+        // Notices a Redis that came back without the run (and registers this process's streams
+        // with the rebuilt run) even while every worker is busy probing or waiting for a slot.
+        let keeper = ctx.job.source.redis_queue().is_some().then(|| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let q = ctx.job.source.redis_queue().expect("checked");
+                loop {
+                    if q.sync().await.is_ok() {
+                        ctx.outage.recovered();
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        });
         let progress = ctx.settings.progress.then(|| {
             let ctx = ctx.clone();
             tokio::spawn(async move { progress(&ctx, start).await })
@@ -169,6 +192,10 @@ impl Run {
             if let Err(e) = r {
                 ctx.fail(format!("a worker crashed: {e}"));
             }
+        }
+        if let Some(k) = keeper {
+            k.abort();
+            let _ = k.await;
         }
         if let Some(p) = progress {
             p.abort();
@@ -195,17 +222,64 @@ impl Run {
     }
 }
 
+impl Ctx {
+    /// After a failed backend call: backs off and returns `Ok` (retry), or stops the run
+    /// once the backend has been unreachable for longer than the grace.
+    async fn pause(&self, backoff: &mut Backoff, message: &str) -> Result<(), Stop> {
+        let r = self.outage.pause(backoff, &self.cancel, message).await;
+        if let Err(Stop::PastGrace(m)) = &r {
+            self.fail(m.clone());
+        }
+        r
+    }
+
+    /// The next stream index, retried (same pop token, so a lost reply loses no index) while
+    /// the backend is unreachable; `None` when the work is done or the run stops.
+    async fn next_index(&self) -> Option<usize> {
+        let token = self.job.source.token();
+        let mut backoff = Backoff::default();
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return None,
+                n = self.job.source.next(&token) => n,
+            };
+            match next {
+                Ok(n) => {
+                    self.outage.recovered();
+                    return n;
+                }
+                Err(e) => self.pause(&mut backoff, &e).await.ok()?,
+            }
+        }
+    }
+
+    /// Gives a lease back, retried (by lease id: a retry after a lost reply frees exactly one
+    /// slot) while the backend is unreachable. `Err` once past the grace; a stopped run gives
+    /// up at once (the lease expires after its TTL).
+    async fn release(&self, lease: &Lease) -> Result<(), String> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.job.ledger.release(lease).await {
+                Ok(_) => {
+                    self.outage.recovered();
+                    return Ok(());
+                }
+                Err(CapacityError::Unavailable(m)) => match self.pause(&mut backoff, &m).await {
+                    Ok(()) => {}
+                    Err(Stop::Cancelled) => return Ok(()),
+                    Err(Stop::PastGrace(m)) => return Err(m),
+                },
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
 async fn worker(ctx: &Ctx) {
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = ctx.cancel.cancelled() => return,
-            n = ctx.job.source.next() => n,
-        };
-        let index = match next {
-            Ok(Some(i)) => i,
-            Ok(None) => return,
-            Err(e) => return ctx.fail(e),
+        let Some(index) = ctx.next_index().await else {
+            return;
         };
         let Some(entry) = ctx.job.playlist.get(index) else {
             // Only possible when processes sharing a run id read different playlists.
@@ -215,7 +289,12 @@ async fn worker(ctx: &Ctx) {
                 ctx.job.playlist.len()
             ));
         };
-        match check_stream(ctx, entry).await {
+        let mut checked = check_stream(ctx, entry).await;
+        while let Checked::Again = checked {
+            checked = check_stream(ctx, entry).await;
+        }
+        match checked {
+            Checked::Again => unreachable!("checked again above"),
             Checked::Done(r) => ctx.record(*r),
             Checked::DoneThenFatal(r, m) => {
                 ctx.record(*r);
@@ -226,8 +305,9 @@ async fn worker(ctx: &Ctx) {
                 return;
             }
             Checked::Fatal(m) => {
+                ctx.fail(m);
                 let _ = ctx.job.source.give_back(index).await;
-                return ctx.fail(m);
+                return;
             }
         }
     }
@@ -258,12 +338,22 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
         Err(e) => return Checked::Fatal(e.to_string()),
     };
     let mut failure: Option<(Status, String)> = None;
+    let mut backoff = Backoff::default();
     loop {
         let pick = tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => return Checked::Interrupted,
             p = selection.next(&*ctx.job.ledger) => p,
         };
+        match &pick {
+            // Nothing starts without a slot: wait for the backend, within the grace.
+            Err(CapacityError::Unavailable(m)) => match ctx.pause(&mut backoff, m).await {
+                Ok(()) => continue,
+                Err(Stop::Cancelled) => return Checked::Interrupted,
+                Err(Stop::PastGrace(m)) => return Checked::Fatal(m),
+            },
+            _ => ctx.outage.recovered(),
+        }
         let lease = match pick {
             Ok(Pick::Leased { lease, .. }) => lease,
             Ok(Pick::Exhausted) => break,
@@ -273,9 +363,6 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
                     format!("every profile left is full: {}", accounts.join(", ")),
                 ));
                 break;
-            }
-            Err(CapacityError::Unavailable(m)) => {
-                return Checked::Fatal(format!("capacity backend unavailable: {m}"))
             }
             Err(e @ CapacityError::Timeout { .. }) => {
                 failure.get_or_insert((Status::NoSlot, e.to_string()));
@@ -294,14 +381,10 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
         result.profile = Some(route.key.clone());
         result.probed_url = Some(route.url.clone());
         let end = probe_route(ctx, route, &lease, &mut result.attempts).await;
-        // Released on every path; if Redis is gone the lease expires on its own, and the run
-        // stops (fail closed), keeping a result that is already final.
-        let released = ctx
-            .job
-            .ledger
-            .release(&lease)
-            .await
-            .map_err(|e| format!("capacity backend unavailable: {e}"));
+        // Released on every path (retried while the backend is unreachable); past the grace
+        // the lease expires on its own, and the run stops (fail closed), keeping a result
+        // that is already final.
+        let released = ctx.release(&lease).await;
         let last_profile = selection.remaining().is_empty();
         match end {
             ProbeEnd::Alive(info) => {
@@ -324,9 +407,9 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
             _ if released.is_err() => return Checked::Fatal(released.unwrap_err()),
             ProbeEnd::Failed(status, m) => failure = Some((status, m)),
             ProbeEnd::Interrupted => return Checked::Interrupted,
-            ProbeEnd::LeaseLost(CapacityError::Unavailable(m)) => {
-                return Checked::Fatal(format!("capacity backend unavailable: {m}"))
-            }
+            // Stopped because the lease may have expired while the backend was unreachable:
+            // the stream is checked again from the start once a slot can be had.
+            ProbeEnd::LeaseLost(CapacityError::Unavailable(_)) => return Checked::Again,
             ProbeEnd::LeaseLost(e) => failure = Some((Status::Error, e.to_string())),
             ProbeEnd::Fatal(m) => return Checked::Fatal(m),
         }
@@ -343,7 +426,7 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
 /// the run is cancelled or the lease is lost (the slot may belong to someone else by then).
 async fn probe_route(ctx: &Ctx, route: &Route, lease: &Lease, attempts: &mut u32) -> ProbeEnd {
     let s = &ctx.settings;
-    let heartbeat = Heartbeat::start(ctx.job.ledger.clone(), lease.clone());
+    let heartbeat = Heartbeat::start_riding_out(ctx.job.ledger.clone(), lease.clone());
     let mut last = ProbeEnd::Failed(Status::Dead, "not probed".into());
     for attempt in 0..=s.retries {
         if attempt > 0 {
@@ -407,10 +490,21 @@ fn print_progress(ctx: &Ctx, start: Instant, remaining: Option<usize>, last: boo
     } else {
         format!("{done}/{total} checked")
     };
+    let pause = match (ctx.outage.down_for(), ctx.job.source.redis_queue()) {
+        (Some(d), _) => format!(
+            " | PAUSED: Redis unreachable for {:.0}s (grace {:.0}s)",
+            d.as_secs_f64(),
+            ctx.outage.grace().as_secs_f64()
+        ),
+        (None, Some(q)) if q.rebuilding() => {
+            " | PAUSED: rebuilding the run after Redis lost it".to_string()
+        }
+        _ => String::new(),
+    };
     let mut err = std::io::stderr().lock();
     let _ = write!(
         err,
-        "\r[streamguard] {scope} | ok {ok} | failed {failed} | {rate:.1}/s | ETA {eta}   "
+        "\r[streamguard] {scope} | ok {ok} | failed {failed} | {rate:.1}/s | ETA {eta}{pause}   "
     );
     if last {
         let _ = writeln!(err);

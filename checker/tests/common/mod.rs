@@ -8,7 +8,7 @@
 mod redis_server;
 
 #[allow(unused_imports)] // each test binary uses a different part
-pub use redis_server::{free_port, RedisServer};
+pub use redis_server::{free_port, LossyProxy, RedisServer};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -65,6 +65,45 @@ pub fn playlist(entries: &[(String, String)]) -> String {
 pub fn checker(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.arg("check").args(args).stdin(Stdio::null());
+    c
+}
+
+/// `streamguard check` on Redis at `url` (run id `split-test`, global limit 3, probe stub with
+/// a 50 ms delay logging to `log`, no progress line), writing report `name` in `dir`; `extra`
+/// arguments come last. Not yet started; its output is piped.
+pub fn redis_checker(
+    dir: &TempDir,
+    url: &str,
+    list: &Path,
+    accounts: &Path,
+    name: &str,
+    log: &Path,
+    extra: &[&str],
+) -> Command {
+    let out = dir.path(name);
+    let mut args = vec![
+        "--playlist",
+        list.to_str().unwrap(),
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--report",
+        out.to_str().unwrap(),
+        "--redis",
+        url,
+        "--concurrency",
+        "3",
+        "--run-id",
+        "split-test",
+        "--no-progress",
+        "--probe-cmd",
+        STUB,
+    ];
+    args.extend_from_slice(extra);
+    let mut c = checker(&args);
+    c.env("STUB_DELAY", "0.05")
+        .env("STUB_LOG", log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 
