@@ -658,8 +658,9 @@ impl RedisLedger {
 }
 
 /// Follows the release channel, where each message names the waiter that may take a slot now,
-/// and wakes that waiter if it is one of ours; reconnects after `pause` when the connection
-/// drops (waking every local waiter once back, for what was missed). Holds no reference to
+/// and wakes that waiter if it is one of ours; reconnects with backoff (50 ms doubling up to
+/// `pause`) when the connection drops (waking every local waiter once back, for what was
+/// missed). Holds no reference to
 /// the ledger, so dropping the ledger (which aborts this task) is never blocked by it.
 async fn listen(
     client: redis::Client,
@@ -670,6 +671,7 @@ async fn listen(
     connect_timeout: Duration,
     pause: Duration,
 ) {
+    let mut backoff = RECONNECT_FIRST;
     loop {
         let connect = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -679,6 +681,7 @@ async fn listen(
         match tokio::time::timeout(connect_timeout, connect).await {
             Ok(Ok(mut pubsub)) => {
                 subscribed.send_replace(true);
+                backoff = RECONNECT_FIRST;
                 // Releases may have happened while we were not listening.
                 released.notify_waiters();
                 let mut messages = pubsub.on_message();
@@ -702,9 +705,13 @@ async fn listen(
             Ok(Err(e)) => debug!(error = %e, "redis release channel unavailable"),
             Err(_) => debug!("redis release channel: connect timed out"),
         }
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(backoff.min(pause)).await;
+        backoff = backoff.saturating_mul(2);
     }
 }
+
+/// First wait before the release channel reconnects.
+const RECONNECT_FIRST: Duration = Duration::from_millis(50);
 
 /// How an acquire call asks: once (phase 1), or as a queued waiter.
 #[derive(Clone, Copy)]
