@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::RedisServer;
+use common::{LossyProxy, RedisServer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamguard::capacity::SlotLedger;
@@ -35,6 +35,11 @@ struct App {
 
 async fn app(reg: &RunningRegistry, redis: &RedisServer, wait: bool) -> App {
     app_with(reg, redis, wait, Duration::from_millis(1500), |_| {}).await
+}
+
+/// An app instance with leases of `ttl` whose ledger reaches Redis through `url` (a proxy).
+async fn app_via(reg: &RunningRegistry, redis: &RedisServer, url: String, ttl: Duration) -> App {
+    app_with(reg, redis, false, ttl, |lc| lc.url = url).await
 }
 
 /// An app instance with leases of `ttl`; `tweak` adjusts the ledger's settings.
@@ -305,6 +310,37 @@ async fn a_redis_restart_that_loses_the_leases_keeps_live_streams_within_the_lim
         .unwrap();
     assert_eq!(c.provider.as_deref(), Some("agora"));
     assert!(app2.agora.carrying("c") && !app1.agora.carrying("a"));
+    app1.m.shutdown().await.unwrap();
+    app2.m.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engines_release_whose_reply_was_lost_frees_exactly_its_slot() {
+    let redis = RedisServer::start();
+    let proxy = LossyProxy::start(redis.port);
+    let reg = registry().await;
+    // Long leases: no renewal shares app1's connection during the test, so the one reply
+    // dropped is the release's.
+    let app1 = app_via(&reg, &redis, proxy.url(), Duration::from_secs(30)).await;
+    let app2 = app_with(&reg, &redis, false, Duration::from_secs(30), |_| {}).await;
+    app1.m.start_stream("a").await.unwrap();
+    app2.m.start_stream("b").await.unwrap();
+    assert!(app1.agora.carrying("a") && app2.zego.carrying("b"));
+
+    proxy
+        .drop_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    app1.m.end_stream("a").await.unwrap();
+    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // agora's slot is free (once), zegocloud's is still b's.
+    let c = app2.m.start_stream("c").await.unwrap();
+    assert_eq!(c.provider.as_deref(), Some("agora"));
+    let err = app1.m.start_stream("d").await.unwrap_err();
+    assert!(
+        matches!(&err, StreamguardError::NoCapacity { .. }),
+        "{err:?}"
+    );
+    wait_for_leases(&redis, Duration::from_secs(5), |l| l.len() == 2).await;
     app1.m.shutdown().await.unwrap();
     app2.m.shutdown().await.unwrap();
 }

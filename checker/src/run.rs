@@ -466,6 +466,19 @@ async fn progress(ctx: &Ctx, start: Instant) {
     }
 }
 
+/// The progress line's note on a paused run (empty while it runs).
+fn pause_note(down_for: Option<Duration>, grace: Duration, rebuilding: bool) -> String {
+    match down_for {
+        Some(d) => format!(
+            " | PAUSED: Redis unreachable for {:.0}s (grace {:.0}s)",
+            d.as_secs_f64(),
+            grace.as_secs_f64()
+        ),
+        None if rebuilding => " | PAUSED: rebuilding the run after Redis lost it".to_string(),
+        None => String::new(),
+    }
+}
+
 /// One `\r`-refreshed status line: counts, rate and time left.
 fn print_progress(ctx: &Ctx, start: Instant, remaining: Option<usize>, last: bool) {
     let done = ctx.done.load(Ordering::Relaxed);
@@ -490,17 +503,8 @@ fn print_progress(ctx: &Ctx, start: Instant, remaining: Option<usize>, last: boo
     } else {
         format!("{done}/{total} checked")
     };
-    let pause = match (ctx.outage.down_for(), ctx.job.source.redis_queue()) {
-        (Some(d), _) => format!(
-            " | PAUSED: Redis unreachable for {:.0}s (grace {:.0}s)",
-            d.as_secs_f64(),
-            ctx.outage.grace().as_secs_f64()
-        ),
-        (None, Some(q)) if q.rebuilding() => {
-            " | PAUSED: rebuilding the run after Redis lost it".to_string()
-        }
-        _ => String::new(),
-    };
+    let rebuilding = ctx.job.source.redis_queue().is_some_and(|q| q.rebuilding());
+    let pause = pause_note(ctx.outage.down_for(), ctx.outage.grace(), rebuilding);
     let mut err = std::io::stderr().lock();
     let _ = write!(
         err,
@@ -510,4 +514,23 @@ fn print_progress(ctx: &Ctx, start: Instant, remaining: Option<usize>, last: boo
         let _ = writeln!(err);
     }
     let _ = err.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_shows_a_pause() {
+        let grace = Duration::from_secs(60);
+        assert_eq!(pause_note(None, grace, false), "");
+        assert_eq!(
+            pause_note(Some(Duration::from_millis(4400)), grace, false),
+            " | PAUSED: Redis unreachable for 4s (grace 60s)"
+        );
+        assert_eq!(
+            pause_note(None, grace, true),
+            " | PAUSED: rebuilding the run after Redis lost it"
+        );
+    }
 }
