@@ -574,6 +574,20 @@ impl RedisLedger {
                 .collect::<Vec<_>>(),
         )
         .map_err(|e| CapacityError::Invalid(e.to_string()))?;
+        // Until a reply is in hand, Redis may have granted a lease nobody will know of (the
+        // reply was lost, the caller gave up, or a stalled Redis runs the call later): if this
+        // call does not return a lease, that one is given back in the background.
+        let mut orphan = Orphan {
+            ledger: self.clone(),
+            id: id.to_string(),
+            accounts: request
+                .candidates
+                .iter()
+                .map(|c| c.account.clone())
+                .collect(),
+            ttl: request.ttl,
+            armed: true,
+        };
         let reply: Vec<i64> = self
             .run("acquire", |mut conn| {
                 let mut inv = ACQUIRE.prepare_invoke();
@@ -601,6 +615,8 @@ impl RedisLedger {
             })
             .await?;
         let bad = || unavailable("acquire", format!("unexpected script reply {reply:?}"));
+        // Answered: whatever Redis holds under this id, the reply says.
+        orphan.armed = false;
         let (&granted, rest) = reply.split_first().ok_or_else(bad)?;
         let (&wake, room) = rest.split_first().ok_or_else(bad)?;
         if granted > 0 {
@@ -726,6 +742,60 @@ impl Mode {
             Self::Try => "try",
             Self::Wait => "wait",
         }
+    }
+}
+
+/// A lease an acquire may have taken although its caller never learnt of it. When dropped
+/// armed, it is released in the background (on every candidate account, by id, so a lease
+/// that was never taken costs nothing), retried with backoff while it could still be alive:
+/// such a slot is free again as soon as Redis answers, not only when its TTL runs out.
+struct Orphan {
+    ledger: RedisLedger,
+    id: String,
+    accounts: Vec<String>,
+    ttl: Duration,
+    armed: bool,
+}
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // No runtime (the process is going down): the lease expires with its TTL instead.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let leases: Vec<Lease> = self
+            .accounts
+            .drain(..)
+            .map(|account| Lease {
+                id: self.id.clone(),
+                account,
+                holder: String::new(),
+                ttl: self.ttl,
+            })
+            .collect();
+        let ledger = self.ledger.clone();
+        let deadline = Instant::now() + self.ttl;
+        rt.spawn(async move {
+            let cfg = &ledger.shared.config;
+            let mut delay = cfg.retry_delay;
+            let mut left = leases;
+            while !left.is_empty() && Instant::now() < deadline {
+                let mut failed = Vec::new();
+                for lease in left {
+                    if ledger.release(&lease).await.is_err() {
+                        failed.push(lease);
+                    }
+                }
+                left = failed;
+                if !left.is_empty() {
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2).min(cfg.poll_interval);
+                }
+            }
+        });
     }
 }
 

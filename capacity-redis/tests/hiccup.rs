@@ -75,7 +75,7 @@ async fn a_release_whose_reply_was_lost_frees_exactly_one_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_acquire_whose_reply_was_lost_is_retried_under_its_id_or_expires_with_its_ttl() {
+async fn an_acquire_whose_reply_was_lost_is_retried_under_its_id_or_given_back() {
     let redis = RedisServer::start();
     let proxy = LossyProxy::start(redis.port);
     let observer = ledger(config(&redis.url(), "{r2}")).await;
@@ -88,25 +88,28 @@ async fn an_acquire_whose_reply_was_lost_is_retried_under_its_id_or_expires_with
     assert_eq!(usage(&observer, "a").await.account, 1, "one slot, not two");
     lossy.release(&lease).await.unwrap();
 
-    // Not retried (the caller gave up): the slot it took frees when its TTL runs out.
+    // Not retried (the caller gave up): the slot it took is given back in the background as
+    // soon as Redis answers, long before its TTL (30 s) would free it.
     let mut cfg = config(&proxy.url(), "{r2}");
     cfg.retries = 0;
     let no_retry = ledger(cfg).await;
     proxy.drop_next.store(true, Ordering::SeqCst);
     let asked = Instant::now();
     let e = no_retry
-        .try_acquire(&req("g", ttl, &[("a", 2)]))
+        .try_acquire(&req("g", Duration::from_secs(30), &[("a", 2)]))
         .await
         .unwrap_err();
     assert!(matches!(e, CapacityError::Unavailable(_)), "{e:?}");
-    assert_eq!(usage(&observer, "a").await.account, 1, "taken in Redis");
     let deadline = Instant::now() + Duration::from_secs(5);
     while usage(&observer, "a").await.account > 0 {
-        assert!(Instant::now() < deadline, "the orphan lease never expired");
+        assert!(
+            Instant::now() < deadline,
+            "the orphan lease was never given back"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let freed = asked.elapsed();
-    assert!(freed <= ttl + Duration::from_millis(300), "{freed:?}");
+    assert!(freed < Duration::from_secs(2), "{freed:?}");
 }
 
 /// Redis stalls for `d` (the fault lasts this long; nothing is waited for).
