@@ -24,7 +24,9 @@
 //!
 //! Releases and renewals name the lease id, so a release retried after a lost reply frees
 //! exactly one slot, and an acquire retried after a lost reply reports the lease its first try
-//! took (an acquire that gives up leaves at most a lease that expires after its TTL).
+//! took. An acquire that returns no lease (it failed, or its caller stopped waiting) releases
+//! in the background, by id, whatever Redis may have granted it, as soon as Redis answers; at
+//! the latest such a lease expires after its TTL.
 //!
 //! **Redis coming back empty** (a restart without persistence, a failover to a replica that
 //! had not got the keys): an epoch key, set when a ledger connects, disappears with the rest.
