@@ -8,6 +8,11 @@
 //! (restart, failover), the first process to notice creates a new generation with every index
 //! queued again and starts the window; during it every live process adds the indexes it took
 //! (finished or in flight) to the taken set, and pops skip taken indexes.
+//!
+//! Every process also adds the streams it finished to the run's done set and, while its
+//! workers run, keeps a liveness entry in the run's working set. A process whose share is done
+//! stays (and keeps registering its streams after a rebuild) until every stream of the run is
+//! done, or no process is working any more.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -69,6 +74,38 @@ end
     )
 });
 
+/// KEYS: done set, working set, rebuild flag. ARGV: this process's member name, liveness ms
+/// (0 = not working any more), ttl seconds, then indexes this process finished.
+/// Returns {streams done, processes working, ms left of the rebuild window}.
+static BEAT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local live = tonumber(ARGV[2])
+if live > 0 then
+  redis.call('ZADD', KEYS[2], now + live, ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+else
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+if #ARGV > 3 then
+  redis.call('SADD', KEYS[1], unpack(ARGV, 4))
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return {redis.call('SCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf'),
+  redis.call('PTTL', KEYS[3])}
+"#,
+    )
+});
+
+/// A process's working entry lives this long without a refresh (the keeper refreshes it
+/// every 250 ms).
+const WORKING_LIVENESS_MS: u64 = 3000;
+
+/// At most this many indexes per done-set update (Lua's `unpack` has a stack limit).
+const DONE_BATCH: usize = 1000;
+
 /// KEYS: taken set, queue. ARGV: index. Hands a taken index back, at the front.
 static GIVE_BACK: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
@@ -104,6 +141,10 @@ pub struct RedisQueue {
     taken: String,
     tokens: String,
     rebuild: String,
+    done: String,
+    working: String,
+    /// This process's name in the working set.
+    member: String,
     len: usize,
     op_timeout: Duration,
     /// Rebuild window started by this process if it finds the run gone.
@@ -116,6 +157,23 @@ pub struct RedisQueue {
     mine: Mutex<BTreeSet<usize>>,
     /// Last pop found the run in its rebuild window (for the progress line).
     rebuilding: AtomicBool,
+    /// The streams this process finished, and those not yet added to the done set.
+    finished: Mutex<(BTreeSet<usize>, Vec<usize>)>,
+    /// This process's workers still run.
+    at_work: AtomicBool,
+    /// The run as the last beat saw it.
+    state: Mutex<Option<RunState>>,
+}
+
+/// A run's progress across its processes, as last seen in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunState {
+    /// Streams finished by any process.
+    pub done: usize,
+    /// Processes whose workers still run.
+    pub working: usize,
+    /// The run is being rebuilt after Redis lost it.
+    pub rebuilding: bool,
 }
 
 /// A pop's identity: reused when the pop is retried, so a lost reply loses no index.
@@ -163,6 +221,9 @@ impl WorkSource {
             taken: format!("{base}:taken"),
             tokens: format!("{base}:tokens"),
             rebuild: format!("{base}:rebuild"),
+            done: format!("{base}:done"),
+            working: format!("{base}:working"),
+            member: format!("{:016x}-{}", rand_nonce(), std::process::id()),
             len,
             op_timeout,
             window,
@@ -171,6 +232,9 @@ impl WorkSource {
             generation: Mutex::new(None),
             mine: Mutex::new(BTreeSet::new()),
             rebuilding: AtomicBool::new(false),
+            finished: Mutex::default(),
+            at_work: AtomicBool::new(true),
+            state: Mutex::new(None),
         };
         let created = q.sync_with(Duration::ZERO).await?;
         Ok((WorkSource::Redis(Box::new(q)), created))
@@ -277,7 +341,75 @@ impl RedisQueue {
     /// not registered with yet. Call it regularly: this is how a process notices a Redis that
     /// came back empty even while none of its workers asks for work.
     pub async fn sync(&self) -> Result<(), String> {
-        self.sync_with(self.window).await.map(|_| ())
+        self.sync_with(self.window).await?;
+        self.beat().await
+    }
+
+    /// Stream `index` was checked by this process (its result is final).
+    pub fn finished(&self, index: usize) {
+        let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        if f.0.insert(index) {
+            f.1.push(index);
+        }
+    }
+
+    /// This process's workers are done; it no longer counts as working.
+    pub fn stop_working(&self) {
+        self.at_work.store(false, Ordering::SeqCst);
+    }
+
+    /// The run as the last [`sync`](Self::sync) saw it.
+    pub fn run_state(&self) -> Option<RunState> {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Playlist length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the playlist is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Refreshes this process's working entry, adds what it finished to the done set, and
+    /// reads the run's state.
+    async fn beat(&self) -> Result<(), String> {
+        let batch: Vec<usize> = {
+            let f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+            f.1.iter().take(DONE_BATCH).copied().collect()
+        };
+        let live = if self.at_work.load(Ordering::SeqCst) {
+            WORKING_LIVENESS_MS
+        } else {
+            0
+        };
+        let mut conn = self.conn.clone();
+        let mut inv = BEAT.prepare_invoke();
+        inv.key(&self.done)
+            .key(&self.working)
+            .key(&self.rebuild)
+            .arg(&self.member)
+            .arg(live)
+            .arg(RUN_TTL_SECS);
+        for i in &batch {
+            inv.arg(*i);
+        }
+        let (done, working, rebuild) = self
+            .bounded(inv.invoke_async::<(usize, usize, i64)>(&mut conn))
+            .await?;
+        self.finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .drain(..batch.len());
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(RunState {
+            done,
+            working,
+            rebuilding: rebuild > 0,
+        });
+        Ok(())
     }
 
     /// Returns whether this call created the run's state.
@@ -317,6 +449,12 @@ impl RedisQueue {
                     .expire(&self.taken, RUN_TTL_SECS as i64)
                     .ignore();
                 self.bounded(pipe.exec_async(&mut conn)).await?;
+            }
+            // What this process finished goes into the new done set too (at the next beats).
+            {
+                let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+                let all: Vec<usize> = f.0.iter().copied().collect();
+                f.1 = all;
             }
             *self.generation.lock().unwrap_or_else(|e| e.into_inner()) = Some(generation);
         }

@@ -64,6 +64,8 @@ struct Ctx {
     holder_prefix: String,
     cancel: CancellationToken,
     outage: Outage,
+    /// This process's share is done; it waits for the rest of the run.
+    lingering: AtomicBool,
     interrupted: AtomicBool,
     error: Mutex<Option<String>>,
     results: Mutex<Vec<StreamResult>>,
@@ -83,6 +85,9 @@ impl Ctx {
     }
 
     fn record(&self, r: StreamResult) {
+        if let Some(q) = self.job.source.redis_queue() {
+            q.finished(r.index);
+        }
         self.done.fetch_add(1, Ordering::Relaxed);
         if r.status == Status::Ok {
             self.ok.fetch_add(1, Ordering::Relaxed);
@@ -143,6 +148,7 @@ impl Run {
                 job,
                 holder_prefix: format!("pid{}", std::process::id()),
                 cancel: CancellationToken::new(),
+                lingering: AtomicBool::new(false),
                 interrupted: AtomicBool::new(false),
                 error: Mutex::new(None),
                 results: Mutex::new(Vec::new()),
@@ -177,8 +183,12 @@ impl Run {
             tokio::spawn(async move {
                 let q = ctx.job.source.redis_queue().expect("checked");
                 loop {
-                    if q.sync().await.is_ok() {
-                        ctx.outage.recovered();
+                    match q.sync().await {
+                        Ok(()) => ctx.outage.recovered(),
+                        // Seen by a lingering process (its workers no longer ask Redis).
+                        Err(e) => {
+                            let _ = ctx.outage.failed(&e);
+                        }
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
@@ -191,6 +201,14 @@ impl Run {
         while let Some(r) = tasks.join_next().await {
             if let Err(e) = r {
                 ctx.fail(format!("a worker crashed: {e}"));
+            }
+        }
+        if let Some(q) = ctx.job.source.redis_queue() {
+            q.stop_working();
+            let stopped = ctx.cancel.is_cancelled();
+            if !stopped {
+                ctx.lingering.store(true, Ordering::Relaxed);
+                linger(&ctx, q).await;
             }
         }
         if let Some(k) = keeper {
@@ -272,6 +290,46 @@ impl Ctx {
                 },
                 Err(e) => return Err(e.to_string()),
             }
+        }
+    }
+}
+
+/// How long no process may be seen working (outside a rebuild) before a lingering process
+/// concludes the rest of the run died with its streams.
+const NOBODY_WORKING_FOR: Duration = Duration::from_secs(2);
+
+/// Once this process's share is done, waits until every stream of the run is done (by any
+/// process), while the keeper registers this process's streams again should Redis lose the
+/// run: so a restart of Redis cannot have them checked twice. Ends early when no process has
+/// been working for [`NOBODY_WORKING_FOR`] (one died with streams in hand), when Redis has
+/// been unreachable for longer than the grace, or on Ctrl-C.
+async fn linger(ctx: &Ctx, q: &crate::queue::RedisQueue) {
+    let mut nobody_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        if ctx
+            .outage
+            .down_for()
+            .is_some_and(|d| d > ctx.outage.grace())
+        {
+            return;
+        }
+        let Some(state) = q.run_state() else {
+            continue;
+        };
+        if state.done >= q.len() {
+            return;
+        }
+        if state.working == 0 && !state.rebuilding {
+            if nobody_since.get_or_insert_with(Instant::now).elapsed() >= NOBODY_WORKING_FOR {
+                return;
+            }
+        } else {
+            nobody_since = None;
         }
     }
 }
@@ -504,7 +562,10 @@ fn print_progress(ctx: &Ctx, start: Instant, remaining: Option<usize>, last: boo
         format!("{done}/{total} checked")
     };
     let rebuilding = ctx.job.source.redis_queue().is_some_and(|q| q.rebuilding());
-    let pause = pause_note(ctx.outage.down_for(), ctx.outage.grace(), rebuilding);
+    let mut pause = pause_note(ctx.outage.down_for(), ctx.outage.grace(), rebuilding);
+    if pause.is_empty() && ctx.lingering.load(Ordering::Relaxed) {
+        pause = " | done here, waiting for the other processes".to_string();
+    }
     let mut err = std::io::stderr().lock();
     let _ = write!(
         err,

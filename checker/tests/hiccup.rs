@@ -89,8 +89,10 @@ impl Scenario {
     fn probe_ends(&self) -> BTreeMap<usize, usize> {
         let mut ends = BTreeMap::new();
         for e in stub_log(&self.log).iter().filter(|e| !e.start) {
-            let index = e.url.rsplit_once("/c").unwrap().1.parse().unwrap();
-            *ends.entry(index).or_insert(0) += 1;
+            // The hanging stream never ends on its own.
+            if let Some(index) = e.url.rsplit_once("/c").and_then(|(_, i)| i.parse().ok()) {
+                *ends.entry(index).or_insert(0) += 1;
+            }
         }
         ends
     }
@@ -299,4 +301,65 @@ fn lost_replies_are_ridden_out_by_one_process() {
 #[test]
 fn lost_replies_are_ridden_out_by_three_processes() {
     lost_replies(3);
+}
+
+#[test]
+fn a_process_whose_share_is_done_stays_to_register_its_streams_after_a_restart() {
+    // 12 quick streams and one that hangs (killed after 2 s on each of its two profiles):
+    // one process is still checking it while the other has finished its share.
+    let dir = TempDir::new("linger");
+    let mut entries: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("c{i}"), format!("http://shared.example/c{i}")))
+        .collect();
+    entries.push(("hangs".into(), "http://shared.example/slow".into()));
+    let n = entries.len();
+    let mut s = Scenario {
+        redis: RedisServer::start(),
+        list: dir.write("list.m3u", &playlist(&entries)),
+        accounts: dir.write("accounts.json", ACCOUNTS),
+        log: dir.path("stub.log"),
+        dir,
+        n,
+    };
+    let kids = s.start(
+        2,
+        &s.redis.url(),
+        &[
+            "--backend-grace",
+            "10s",
+            "--lease-ttl",
+            "3s",
+            "--retries",
+            "0",
+            "--probe-timeout",
+            "2s",
+        ],
+    );
+    wait_until(Duration::from_secs(30), "the quick streams checked", || {
+        stub_log(&s.log)
+            .iter()
+            .filter(|e| !e.start && !e.url.contains("slow"))
+            .count()
+            >= 12
+    });
+    s.redis.restart();
+    let out = finish(kids, Duration::from_secs(60));
+    for o in &out {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let mut seen = BTreeMap::new();
+    for i in 0..2 {
+        let r = report_json(&s.dir.path(&format!("out{i}")));
+        for st in r["streams"].as_array().unwrap() {
+            let index = st["index"].as_u64().unwrap();
+            assert!(
+                seen.insert(index, i).is_none(),
+                "stream {index} checked twice"
+            );
+        }
+    }
+    assert_eq!(seen.len(), n, "every stream reported once");
+    let twice: Vec<_> = s.probe_ends().into_iter().filter(|(_, c)| *c > 1).collect();
+    assert!(twice.is_empty(), "probed to the end twice: {twice:?}");
+    s.check_limits();
 }
