@@ -158,11 +158,21 @@ pub struct RedisQueue {
     /// Last pop found the run in its rebuild window (for the progress line).
     rebuilding: AtomicBool,
     /// The streams this process finished, and those not yet added to the done set.
-    finished: Mutex<(BTreeSet<usize>, Vec<usize>)>,
+    finished: Mutex<Finished>,
     /// This process's workers still run.
     at_work: AtomicBool,
     /// The run as the last beat saw it.
     state: Mutex<Option<RunState>>,
+}
+
+/// The streams a process finished, and those not yet added to the run's done set.
+#[derive(Default)]
+struct Finished {
+    all: BTreeSet<usize>,
+    unsent: Vec<usize>,
+    /// Bumped whenever `unsent` is refilled (the run was rebuilt), so a beat that was under
+    /// way does not take off what it did not send.
+    refills: u64,
 }
 
 /// A run's progress across its processes, as last seen in Redis.
@@ -348,8 +358,8 @@ impl RedisQueue {
     /// Stream `index` was checked by this process (its result is final).
     pub fn finished(&self, index: usize) {
         let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-        if f.0.insert(index) {
-            f.1.push(index);
+        if f.all.insert(index) {
+            f.unsent.push(index);
         }
     }
 
@@ -376,9 +386,10 @@ impl RedisQueue {
     /// Refreshes this process's working entry, adds what it finished to the done set, and
     /// reads the run's state.
     async fn beat(&self) -> Result<(), String> {
-        let batch: Vec<usize> = {
+        let (batch, refills): (Vec<usize>, u64) = {
             let f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-            f.1.iter().take(DONE_BATCH).copied().collect()
+            let batch = f.unsent.iter().take(DONE_BATCH).copied().collect();
+            (batch, f.refills)
         };
         let live = if self.at_work.load(Ordering::SeqCst) {
             WORKING_LIVENESS_MS
@@ -399,11 +410,13 @@ impl RedisQueue {
         let (done, working, rebuild) = self
             .bounded(inv.invoke_async::<(usize, usize, i64)>(&mut conn))
             .await?;
-        self.finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .drain(..batch.len());
+        {
+            let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+            if f.refills == refills {
+                let sent = batch.len().min(f.unsent.len());
+                f.unsent.drain(..sent);
+            }
+        }
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(RunState {
             done,
             working,
@@ -453,8 +466,8 @@ impl RedisQueue {
             // What this process finished goes into the new done set too (at the next beats).
             {
                 let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-                let all: Vec<usize> = f.0.iter().copied().collect();
-                f.1 = all;
+                f.unsent = f.all.iter().copied().collect();
+                f.refills += 1;
             }
             *self.generation.lock().unwrap_or_else(|e| e.into_inner()) = Some(generation);
         }
