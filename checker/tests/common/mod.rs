@@ -61,9 +61,26 @@ pub fn playlist(entries: &[(String, String)]) -> String {
     s
 }
 
+/// The binary under test, pinned when first asked for: a hard link (a copy across file
+/// systems) taken once per test process, so a build in another worktree sharing the target
+/// directory, which replaces `BIN`, cannot swap the binary in the middle of a test run.
+pub fn bin() -> &'static Path {
+    static PINNED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PINNED.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sg-checker-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pinned = dir.join("streamguard");
+        let _ = std::fs::remove_file(&pinned);
+        if std::fs::hard_link(BIN, &pinned).is_err() {
+            std::fs::copy(BIN, &pinned).unwrap();
+        }
+        pinned
+    })
+}
+
 /// `streamguard check` with the given extra arguments (not yet started).
 pub fn checker(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(bin());
     c.arg("check").args(args).stdin(Stdio::null());
     c
 }
