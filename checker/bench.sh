@@ -47,14 +47,7 @@ echo "== $streams streams, probe stub (delay ${stub_delay}s), global limit 100"
         echo "http://acct$((i % 10)).example/live/$i"
     done
 } >"$work/list.m3u"
-{
-    echo '{"accounts": ['
-    for a in $(seq 0 9); do
-        [ "$a" -gt 0 ] && echo ','
-        echo "{\"name\":\"acct$a\",\"url_prefix\":\"http://acct$a.example/\",\"profiles\":[{\"name\":\"main\",\"max_streams\":8},{\"name\":\"alt\",\"max_streams\":4,\"replace_prefix\":\"http://alt$a.example/\"}]}"
-    done
-    echo ']}'
-} >"$work/accounts.json"
+"$here/scripts/bench-accounts.sh" >"$work/accounts.json"
 
 bin="$CARGO_TARGET_DIR/release/streamguard"
 stub="$here/scripts/ffprobe-stub.sh"

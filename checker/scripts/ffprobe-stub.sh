@@ -3,7 +3,9 @@
 # decides the answer: "slow" hangs, "dead" fails, anything else is a 1280x720 h264 stream.
 #   STUB_DELAY  seconds to take before answering (e.g. 0.05)
 #   STUB_LOG    file to append "start|end URL NANOS PID" lines to (to check concurrency limits)
+#   STUB_ARGV   directory to write each call's arguments to (file named by PID, NUL-separated)
 for url; do :; done
+[ -n "$STUB_ARGV" ] && printf '%s\0' "$@" > "$STUB_ARGV/$$"
 [ -n "$STUB_LOG" ] && echo "start $url $(date +%s%N) $$" >> "$STUB_LOG"
 case "$url" in
   *slow*) exec sleep 60 ;;

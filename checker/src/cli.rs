@@ -4,6 +4,7 @@
 use crate::accounts::Accounts;
 use crate::backend::{Backoff, Outage, Stop};
 use crate::m3u;
+use crate::plan::Plan;
 use crate::queue::WorkSource;
 use crate::report;
 use crate::run::{Job, Run, Settings};
@@ -32,7 +33,9 @@ enum Command {
 /// Options of `streamguard check`. Durations take `500ms`, `1.5s`, `2m` or plain seconds.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// M3U playlist (`#EXTINF` name lines followed by URL lines).
+    /// M3U playlist: `#EXTINF` lines with attributes, per-stream options (`#EXTVLCOPT`,
+    /// `#KODIPROP`, `URL|User-Agent=...`), UTF-8 or Windows-1252. An HLS media playlist is
+    /// refused.
     #[arg(long)]
     pub playlist: PathBuf,
     /// Accounts and profiles (JSON; see the crate docs). Without it every stream is probed as
@@ -174,9 +177,14 @@ pub async fn check(args: CheckArgs) -> ExitCode {
 }
 
 async fn check_inner(args: CheckArgs) -> Result<ExitCode, String> {
-    let playlist_text = std::fs::read(&args.playlist)
+    let playlist_text = read_bounded(&args.playlist, MAX_PLAYLIST_BYTES)
         .map_err(|e| format!("cannot read playlist {}: {e}", args.playlist.display()))?;
-    let playlist = m3u::parse(&String::from_utf8_lossy(&playlist_text));
+    let read = m3u::read(&playlist_text)
+        .map_err(|e| format!("playlist {}: {e}", args.playlist.display()))?;
+    let playlist_info = report::PlaylistInfo::of(&read);
+    print_warnings(&playlist_info.warnings);
+    let plan = Plan::new(read.entries);
+    let playlist = plan.targets().to_vec();
     let (accounts, accounts_text) = match &args.accounts {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -267,14 +275,16 @@ async fn check_inner(args: CheckArgs) -> Result<ExitCode, String> {
             }
         }
     });
-    let report = run.execute().await;
+    let mut report = plan.expand(run.execute().await);
+    report.playlist = Some(playlist_info);
     signals.abort();
     let (json, csv) = report::write(&report, &args.report)
         .map_err(|e| format!("cannot write report {}: {e}", args.report.display()))?;
     let s = &report.summary;
     eprintln!(
-        "streamguard: {} checked ({}); report: {} and {}",
+        "streamguard: {} checked, {} distinct URLs ({}); report: {} and {}",
         s.checked,
+        s.unique_urls,
         s.counts
             .iter()
             .filter(|(_, n)| **n > 0)
@@ -294,6 +304,38 @@ async fn check_inner(args: CheckArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The largest playlist read (the largest public IPTV playlists are a few tens of MiB).
+pub const MAX_PLAYLIST_BYTES: u64 = 256 << 20;
+
+/// Reads a file of at most `max` bytes; a larger one is an error, not a memory hog.
+pub fn read_bounded(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// At most this many playlist warnings are printed; all of them are in the JSON report.
+const PRINTED_WARNINGS: usize = 20;
+
+/// Prints the playlist's warnings on stderr (line numbers and reasons, never whole lines).
+fn print_warnings(warnings: &[report::PlaylistWarning]) {
+    for w in warnings.iter().take(PRINTED_WARNINGS) {
+        eprintln!("streamguard: playlist line {}: {}", w.line, w.message);
+    }
+    if warnings.len() > PRINTED_WARNINGS {
+        eprintln!(
+            "streamguard: {} more playlist warnings in the JSON report",
+            warnings.len() - PRINTED_WARNINGS
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +348,16 @@ mod tests {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn files_over_the_bound_are_refused() {
+        let path = std::env::temp_dir().join(format!("sg-bounded-{}", std::process::id()));
+        std::fs::write(&path, b"0123456789").unwrap();
+        assert_eq!(read_bounded(&path, 10).unwrap(), b"0123456789");
+        let e = read_bounded(&path, 9).unwrap_err();
+        assert_eq!(e.to_string(), "larger than 9 bytes");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!     [--redis redis://127.0.0.1:6379/] [--concurrency 100]
 //! ```
 //!
-//! The accounts file format is described in [`accounts`].
+//! The accounts file format is described in [`accounts`], what is read from a playlist in
+//! [`m3u`], and how entries with the same stream share one probe in [`plan`].
 
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod accounts;
 pub mod backend;
 pub mod cli;
 pub mod m3u;
+pub mod plan;
 pub mod probe;
 pub mod queue;
 pub mod report;

@@ -1,6 +1,7 @@
 //! Probing one URL with ffprobe (or a stand-in with the same arguments) as a child process,
 //! bounded by a timeout after which the child is killed, and reading its JSON answer.
 
+use crate::m3u::{self, StreamOptions};
 use serde::Serialize;
 use std::process::Stdio;
 use std::time::Duration;
@@ -40,13 +41,46 @@ pub enum Outcome {
     Dead(String),
     /// No answer within the timeout; the child was killed.
     TimedOut,
+    /// ffprobe gave up by itself on a connection that went silent (its `-rw_timeout`: a
+    /// server that accepts and never answers, or sends headers and stalls); its error line.
+    Stalled(String),
 }
 
-/// Runs the probe program on `url` with the fast-probe options and [`FFPROBE_OUTPUT_ARGS`].
-/// `Err` only when the program could not be started at all (which no retry can fix).
-pub async fn probe(program: &str, url: &str, timeout: Duration) -> Result<Outcome, String> {
+/// ffprobe's input options for a stream's HTTP options: `-user_agent UA` and
+/// `-headers "Name: value\r\n..."`. Only for `http`/`https` URLs (the options of ffmpeg's HTTP
+/// protocol; HLS goes through it too); other protocols get none.
+pub fn option_args(url: &str, options: &StreamOptions) -> Vec<String> {
+    let mut args = Vec::new();
+    if !matches!(m3u::scheme(url).as_deref(), Some("http" | "https")) {
+        return args;
+    }
+    if let Some(ua) = &options.user_agent {
+        args.extend(["-user_agent".to_string(), ua.clone()]);
+    }
+    if !options.headers.is_empty() {
+        let headers: String = options
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        args.extend(["-headers".to_string(), headers]);
+    }
+    args
+}
+
+/// Runs the probe program on `url` with the fast-probe options, the stream's [`option_args`]
+/// and [`FFPROBE_OUTPUT_ARGS`]. `Err` only when the program could not be started at all
+/// (which no retry can fix). An error message never holds the URL's query string or
+/// credentials ([`m3u::redact`]).
+pub async fn probe(
+    program: &str,
+    url: &str,
+    options: &StreamOptions,
+    timeout: Duration,
+) -> Result<Outcome, String> {
     let mut child = Command::new(program)
         .args(streamguard::rtmp::FFPROBE_FAST_ARGS)
+        .args(option_args(url, options))
         .args(FFPROBE_OUTPUT_ARGS)
         .arg(url)
         .stdin(Stdio::null())
@@ -81,7 +115,7 @@ pub async fn probe(program: &str, url: &str, timeout: Duration) -> Result<Outcom
     };
     let status = status.map_err(|e| format!("probe I/O: {e}"))?;
     let reason = || {
-        let text = String::from_utf8_lossy(&err);
+        let text = String::from_utf8_lossy(&err).replace(url, &m3u::redact(url));
         let last = text.lines().rev().find(|l| !l.trim().is_empty());
         last.map_or_else(
             || format!("probe exited with {status}"),
@@ -89,7 +123,11 @@ pub async fn probe(program: &str, url: &str, timeout: Duration) -> Result<Outcom
         )
     };
     if !status.success() {
-        return Ok(Outcome::Dead(reason()));
+        let reason = reason();
+        if reason.to_ascii_lowercase().ends_with("timed out") {
+            return Ok(Outcome::Stalled(reason));
+        }
+        return Ok(Outcome::Dead(reason));
     }
     Ok(match parse(&out) {
         Some(info) => Outcome::Alive(info),
@@ -178,9 +216,61 @@ mod tests {
         assert_eq!(rate("x"), None);
     }
 
+    #[test]
+    fn http_options_become_user_agent_and_headers_arguments() {
+        let mut o = StreamOptions::default();
+        assert!(option_args("http://h/a", &o).is_empty());
+        o.set("User-Agent", "UA/1");
+        o.set("Referer", "https://r/");
+        o.set("Origin", "https://o");
+        assert_eq!(
+            option_args("HTTPS://h/a", &o),
+            [
+                "-user_agent",
+                "UA/1",
+                "-headers",
+                "Referer: https://r/\r\nOrigin: https://o\r\n"
+            ]
+        );
+        assert!(option_args("rtmp://h/live/a", &o).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failing_probe_reports_its_error_without_the_query_string_and_stalls_apart() {
+        let dir = std::env::temp_dir().join(format!("sg-probe-err-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = "http://user:pw@h/live.ts?token=SECRET";
+        let cases = [
+            (
+                "Server returned 403 Forbidden (access denied)",
+                Outcome::Dead(
+                    "http://h/live.ts?...: Server returned 403 Forbidden (access denied)".into(),
+                ),
+            ),
+            (
+                "Connection timed out",
+                Outcome::Stalled("http://h/live.ts?...: Connection timed out".into()),
+            ),
+        ];
+        for (n, (error, want)) in cases.into_iter().enumerate() {
+            let script = dir.join(format!("fail{n}.sh"));
+            let body = format!("#!/bin/sh\nfor u; do :; done\necho \"$u: {error}\" >&2\nexit 1\n");
+            std::fs::write(&script, body).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let none = StreamOptions::default();
+            let got = probe(script.to_str().unwrap(), url, &none, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(got, want);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_missing_program_is_an_error_and_a_hang_is_killed() {
-        let e = probe("/nonexistent/ffprobe", "x", Duration::from_secs(1)).await;
+        let none = StreamOptions::default();
+        let e = probe("/nonexistent/ffprobe", "x", &none, Duration::from_secs(1)).await;
         assert!(e.unwrap_err().contains("cannot run probe program"));
         // A stand-in that ignores ffprobe's arguments, records its PID and hangs.
         let dir = std::env::temp_dir().join(format!("sg-probe-{}", std::process::id()));
@@ -190,9 +280,14 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let start = std::time::Instant::now();
-        let got = probe(script.to_str().unwrap(), "x", Duration::from_millis(300))
-            .await
-            .unwrap();
+        let got = probe(
+            script.to_str().unwrap(),
+            "x",
+            &none,
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap();
         assert_eq!(got, Outcome::TimedOut);
         assert!(start.elapsed() < Duration::from_secs(5));
         let pid: i32 = std::fs::read_to_string(dir.join("hang.sh.pid"))

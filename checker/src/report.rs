@@ -2,6 +2,7 @@
 //! CSV. Files are written to a temporary name and renamed, so a reader (or a crash) never
 //! sees half a report.
 
+use crate::m3u::{Entry, Playlist};
 use crate::probe::StreamInfo;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -22,6 +23,8 @@ pub enum Status {
     NoSlot,
     /// The check itself failed (lease lost, probe I/O).
     Error,
+    /// Not probed: the URL's scheme is not one the checker probes (`pipe://`, `plugin://`...).
+    Unsupported,
 }
 
 impl Status {
@@ -33,6 +36,7 @@ impl Status {
             Status::Timeout => "timeout",
             Status::NoSlot => "no_slot",
             Status::Error => "error",
+            Status::Unsupported => "unsupported",
         }
     }
 }
@@ -65,6 +69,64 @@ pub struct StreamResult {
     pub elapsed_ms: u64,
     /// Why it is not `ok`.
     pub error: Option<String>,
+    /// The `tvg-id` attribute.
+    pub tvg_id: Option<String>,
+    /// The `tvg-name` attribute.
+    pub tvg_name: Option<String>,
+    /// `group-title`, else `#EXTGRP`.
+    pub group: Option<String>,
+    /// The `tvg-logo` attribute.
+    pub logo: Option<String>,
+    /// Line of the URL in the playlist, from 1.
+    pub line: usize,
+    /// When another entry before this one has the same URL (and options): its index. The URL
+    /// was probed once, for that entry, and this one has its result.
+    pub same_url_as: Option<usize>,
+}
+
+impl StreamResult {
+    /// A result for `entry` before any probe: `dead`, nothing tried.
+    pub fn new(entry: &Entry) -> Self {
+        let attribute = |name| entry.attribute(name).map(str::to_string);
+        Self {
+            index: entry.index,
+            name: entry.name.clone(),
+            url: entry.url.clone(),
+            status: Status::Dead,
+            profile: None,
+            probed_url: None,
+            info: StreamInfo::default(),
+            resolution: None,
+            attempts: 0,
+            profiles_tried: Vec::new(),
+            elapsed_ms: 0,
+            error: None,
+            tvg_id: attribute("tvg-id"),
+            tvg_name: attribute("tvg-name"),
+            group: entry.group.clone(),
+            logo: attribute("tvg-logo"),
+            line: entry.line,
+            same_url_as: None,
+        }
+    }
+
+    /// This result given to another entry with the same stream: the entry's own index, name,
+    /// URL, attributes and line, the probe's findings.
+    pub fn for_entry(self, entry: &Entry) -> Self {
+        let own = Self::new(entry);
+        Self {
+            index: own.index,
+            name: own.name,
+            url: own.url,
+            tvg_id: own.tvg_id,
+            tvg_name: own.tvg_name,
+            group: own.group,
+            logo: own.logo,
+            line: own.line,
+            same_url_as: None,
+            ..self
+        }
+    }
 }
 
 /// Facts about the run as a whole.
@@ -86,6 +148,10 @@ pub struct Summary {
     pub interrupted: bool,
     /// Set if the run stopped on an error (the capacity backend failed closed...).
     pub error: Option<String>,
+    /// Distinct URLs (with their options) among the checked streams: each was probed once.
+    pub unique_urls: usize,
+    /// Checked streams per group (`""`: no group) and status.
+    pub groups: BTreeMap<String, BTreeMap<&'static str, usize>>,
 }
 
 /// The whole report.
@@ -95,16 +161,65 @@ pub struct Report {
     pub summary: Summary,
     /// Checked streams, in playlist order.
     pub streams: Vec<StreamResult>,
+    /// What the reader found in the playlist file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub playlist: Option<PlaylistInfo>,
+}
+
+/// The playlist file as read: encoding, header attributes and the lines it could not use.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlaylistInfo {
+    /// The encoding the file was decoded with.
+    pub encoding: &'static str,
+    /// The `#EXTM3U` header's attributes (`x-tvg-url`...).
+    pub attributes: BTreeMap<String, String>,
+    /// Entries (URL lines) read.
+    pub entries: usize,
+    /// Lines that were not used, with their line numbers.
+    pub warnings: Vec<PlaylistWarning>,
+}
+
+/// A playlist line that was not used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlaylistWarning {
+    /// Line number, from 1.
+    pub line: usize,
+    /// Why.
+    pub message: String,
+}
+
+impl PlaylistInfo {
+    /// The facts of `playlist` (its entries are counted, not copied).
+    pub fn of(playlist: &Playlist) -> Self {
+        Self {
+            encoding: playlist.encoding,
+            attributes: playlist.attributes.iter().cloned().collect(),
+            entries: playlist.entries.len(),
+            warnings: playlist
+                .warnings
+                .iter()
+                .map(|w| PlaylistWarning {
+                    line: w.line,
+                    message: w.message.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Counts results per status, every status present (0 if none).
 pub fn count(results: &[StreamResult]) -> BTreeMap<&'static str, usize> {
+    count_of(results.iter())
+}
+
+fn count_of<'a>(results: impl Iterator<Item = &'a StreamResult>) -> BTreeMap<&'static str, usize> {
     let mut counts: BTreeMap<&'static str, usize> = [
         Status::Ok,
         Status::Dead,
         Status::Timeout,
         Status::NoSlot,
         Status::Error,
+        Status::Unsupported,
     ]
     .iter()
     .map(|s| (s.as_str(), 0))
@@ -113,6 +228,21 @@ pub fn count(results: &[StreamResult]) -> BTreeMap<&'static str, usize> {
         *counts.entry(r.status.as_str()).or_default() += 1;
     }
     counts
+}
+
+/// Counts results per group (`""` for none) and status.
+pub fn count_by_group(results: &[StreamResult]) -> BTreeMap<String, BTreeMap<&'static str, usize>> {
+    let mut groups: BTreeMap<String, Vec<&StreamResult>> = BTreeMap::new();
+    for r in results {
+        groups
+            .entry(r.group.clone().unwrap_or_default())
+            .or_default()
+            .push(r);
+    }
+    groups
+        .into_iter()
+        .map(|(g, rs)| (g, count_of(rs.into_iter())))
+        .collect()
 }
 
 /// `out` → (`out.json`, `out.csv`); a `.json` or `.csv` extension given by the user is dropped.
@@ -151,7 +281,7 @@ fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
 }
 
 /// The CSV columns, in order.
-pub const CSV_HEADER: &str = "index,name,url,status,profile,probed_url,video_codec,resolution,fps,bitrate,audio_codec,attempts,profiles_tried,elapsed_ms,error";
+pub const CSV_HEADER: &str = "index,name,url,status,profile,probed_url,video_codec,resolution,fps,bitrate,audio_codec,attempts,profiles_tried,elapsed_ms,error,tvg_id,tvg_name,group,logo,line,same_url_as";
 
 /// The results as RFC 4180 CSV (quoted where needed), with [`CSV_HEADER`].
 pub fn to_csv(results: &[StreamResult]) -> String {
@@ -175,6 +305,12 @@ pub fn to_csv(results: &[StreamResult]) -> String {
             r.profiles_tried.join(";"),
             r.elapsed_ms.to_string(),
             opt(&r.error),
+            opt(&r.tvg_id),
+            opt(&r.tvg_name),
+            opt(&r.group),
+            opt(&r.logo),
+            r.line.to_string(),
+            r.same_url_as.map(|i| i.to_string()).unwrap_or_default(),
         ];
         let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
         out.push_str(&line.join(","));
@@ -216,6 +352,12 @@ mod tests {
             profiles_tried: vec!["a/main".into(), "a/backup".into()],
             elapsed_ms: 1500,
             error: None,
+            tvg_id: Some("news.uk".into()),
+            tvg_name: None,
+            group: Some("News".into()),
+            logo: Some("http://l/n.png".into()),
+            line: 7,
+            same_url_as: Some(1),
         }
     }
 
@@ -226,7 +368,7 @@ mod tests {
         assert_eq!(lines.next(), Some(CSV_HEADER));
         assert_eq!(
             lines.next(),
-            Some("3,\"News, \"\"HD\"\"\",http://x/1,ok,a/main,http://x/1,h264,320x240,15,1000,,2,a/main;a/backup,1500,")
+            Some("3,\"News, \"\"HD\"\"\",http://x/1,ok,a/main,http://x/1,h264,320x240,15,1000,,2,a/main;a/backup,1500,,news.uk,,News,http://l/n.png,7,1")
         );
         assert_eq!(lines.next(), None);
     }
@@ -237,6 +379,13 @@ mod tests {
         assert_eq!(c["ok"], 2);
         assert_eq!(c["dead"], 1);
         assert_eq!(c["no_slot"], 0);
+        assert_eq!(c["unsupported"], 0);
+        let mut other = result(Status::Unsupported);
+        other.group = None;
+        let g = count_by_group(&[result(Status::Ok), other, result(Status::Dead)]);
+        assert_eq!(g.keys().collect::<Vec<_>>(), ["", "News"]);
+        assert_eq!((g["News"]["ok"], g["News"]["dead"]), (1, 1));
+        assert_eq!((g[""]["unsupported"], g[""]["ok"]), (1, 0));
         let (j, c) = paths(Path::new("/tmp/out.json"));
         assert_eq!(
             (j.to_str().unwrap(), c.to_str().unwrap()),

@@ -234,8 +234,11 @@ impl Run {
                 elapsed_ms: start.elapsed().as_millis() as u64,
                 interrupted: ctx.interrupted.load(Ordering::SeqCst),
                 error,
+                unique_urls: streams.len(),
+                groups: report::count_by_group(&streams),
             },
             streams,
+            playlist: None,
         }
     }
 }
@@ -375,20 +378,12 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
     let start = Instant::now();
     let s = &ctx.settings;
     let routes = ctx.job.accounts.routes(&entry.url);
-    let mut result = StreamResult {
-        index: entry.index,
-        name: entry.name.clone(),
-        url: entry.url.clone(),
-        status: Status::Dead,
-        profile: None,
-        probed_url: None,
-        info: StreamInfo::default(),
-        resolution: None,
-        attempts: 0,
-        profiles_tried: Vec::new(),
-        elapsed_ms: 0,
-        error: None,
-    };
+    let mut result = StreamResult::new(entry);
+    if let Some(why) = &entry.unsupported {
+        result.status = Status::Unsupported;
+        result.error = Some(why.clone());
+        return Checked::Done(Box::new(result));
+    }
     let holder = format!("{}-s{}", ctx.holder_prefix, entry.index);
     let candidates = routes.iter().map(Route::candidate).collect();
     let mut selection = match TwoPhaseSelection::new(holder, s.lease_ttl, candidates, s.policy) {
@@ -438,7 +433,7 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
         result.profiles_tried.push(route.key.clone());
         result.profile = Some(route.key.clone());
         result.probed_url = Some(route.url.clone());
-        let end = probe_route(ctx, route, &lease, &mut result.attempts).await;
+        let end = probe_route(ctx, entry, route, &lease, &mut result.attempts).await;
         // Released on every path (retried while the backend is unreachable); past the grace
         // the lease expires on its own, and the run stops (fail closed), keeping a result
         // that is already final.
@@ -482,7 +477,13 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
 
 /// Probes one profile up to `1 + retries` times while holding its lease. Stops at once when
 /// the run is cancelled or the lease is lost (the slot may belong to someone else by then).
-async fn probe_route(ctx: &Ctx, route: &Route, lease: &Lease, attempts: &mut u32) -> ProbeEnd {
+async fn probe_route(
+    ctx: &Ctx,
+    entry: &Entry,
+    route: &Route,
+    lease: &Lease,
+    attempts: &mut u32,
+) -> ProbeEnd {
     let s = &ctx.settings;
     let heartbeat = Heartbeat::start_riding_out(ctx.job.ledger.clone(), lease.clone());
     let mut last = ProbeEnd::Failed(Status::Dead, "not probed".into());
@@ -500,12 +501,13 @@ async fn probe_route(ctx: &Ctx, route: &Route, lease: &Lease, attempts: &mut u32
             biased;
             _ = ctx.cancel.cancelled() => return ProbeEnd::Interrupted,
             e = heartbeat.lost() => return ProbeEnd::LeaseLost(e),
-            o = probe::probe(&s.probe_program, &route.url, s.probe_timeout) => o,
+            o = probe::probe(&s.probe_program, &route.url, &entry.options, s.probe_timeout) => o,
         };
         last = match outcome {
             Err(m) => return ProbeEnd::Fatal(m),
             Ok(Outcome::Alive(info)) => return ProbeEnd::Alive(info),
             Ok(Outcome::Dead(m)) => ProbeEnd::Failed(Status::Dead, m),
+            Ok(Outcome::Stalled(m)) => ProbeEnd::Failed(Status::Timeout, m),
             Ok(Outcome::TimedOut) => ProbeEnd::Failed(
                 Status::Timeout,
                 format!("no answer within {:?}", s.probe_timeout),

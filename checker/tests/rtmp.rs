@@ -5,129 +5,17 @@
 
 mod common;
 
+use common::media::{wait_live, Nginx, Publisher};
 use common::*;
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Nginx {
-    port: u16,
-    child: Option<Child>,
-    _dir: TempDir,
-}
-
-impl Nginx {
-    fn start() -> Self {
-        let dir = TempDir::new("nginx");
-        let port = free_port();
-        let root = dir.0.display().to_string();
-        let conf = format!(
-            "daemon off;\nmaster_process on;\nworker_processes 1;\npid {root}/nginx.pid;\n\
-             error_log {root}/error.log warn;\n\
-             load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
-             events {{ worker_connections 128; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
-               application live {{ live on; record off; }}\n\
-               application backup {{ live on; record off; }} }} }}\n"
-        );
-        let conf_path = dir.write("nginx.conf", &conf);
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&dir.0)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.path("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx must be installed (checker/test.sh installs nginx-light + libnginx-mod-rtmp)");
-        let nginx = Self {
-            port,
-            child: Some(child),
-            _dir: dir,
-        };
-        wait_until(Duration::from_secs(10), "nginx-rtmp to listen", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        nginx
-    }
-
-    fn url(&self, app: &str, key: &str) -> String {
-        format!("rtmp://127.0.0.1:{}/{app}/{key}", self.port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SIGTERM to the master stops its workers too (SIGKILL would orphan them).
-        signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-/// ffmpeg publishing a 320x240, 15 fps test pattern with a keyframe every second.
-struct Publisher(Child);
-
-impl Publisher {
-    fn start(url: &str) -> Self {
-        let child = Command::new("ffmpeg")
-            .args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i"])
-            .arg("testsrc=size=320x240:rate=15")
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "15",
-                "-f",
-                "flv",
-            ])
-            .arg(url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ffmpeg must be installed");
-        Self(child)
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits (bounded) until ffprobe sees the published stream.
-fn wait_live(url: &str) {
-    wait_until(Duration::from_secs(30), url, || {
-        Command::new("ffprobe")
-            .args(streamguard::rtmp::FFPROBE_FAST_ARGS)
-            .args(streamguard_checker::probe::FFPROBE_OUTPUT_ARGS)
-            .arg(url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-}
+use std::time::Duration;
 
 #[test]
 fn live_dead_and_backup_only_rtmp_streams_are_reported_correctly() {
-    let nginx = Nginx::start();
+    let nginx = Nginx::start(
+        "application live { live on; record off; }\n\
+         application backup { live on; record off; }",
+        "",
+    );
     let _s1 = Publisher::start(&nginx.url("live", "s1"));
     let _s2 = Publisher::start(&nginx.url("live", "s2"));
     // s3 is only published through the backup profile's path.

@@ -149,6 +149,20 @@ pub enum BackendError {
     /// The backend does not know this provider (HTTP 404 on its health endpoint).
     #[error("backend does not know provider {0:?}")]
     UnknownProvider(String),
+    /// The backend refused a write that conflicts with its state (HTTP 409), e.g. a placement
+    /// claim with a stale epoch (`stale_epoch`) or of a stream another client owns
+    /// (`owned_by_other`).
+    #[error("refused by the registry ({code}): {message}")]
+    Conflict {
+        /// The registry's machine-readable error code.
+        code: String,
+        /// Its explanation.
+        message: String,
+    },
+    /// The backend has no such feature (e.g. an older registry without the placement
+    /// directory): the engine carries on without it.
+    #[error("the registry has no {0}")]
+    Unsupported(String),
 }
 
 /// The one public error of the manager.

@@ -31,6 +31,7 @@ pub mod health;
 mod lane;
 mod manager;
 pub mod ordering;
+pub mod placement;
 pub mod planning;
 mod provider;
 pub mod registry;
@@ -49,6 +50,7 @@ pub use events::{
 };
 pub use health::HealthStatus;
 pub use manager::{ManagerBuilder, StreamingProviderManager};
+pub use placement::{Placement, PlacementClaim};
 pub use provider::{ErrorSink, ProviderAdapter, ProviderInfo};
 pub use registry::{
     HttpRegistry, LiveSession, ProviderList, ProviderRegistry, PushEvent, RegistryHealth,

@@ -3,6 +3,7 @@
 //! [`BackendError`], never a panic or an unbounded allocation.
 
 use crate::error::BackendError;
+use crate::placement::{error_code, parse_placement, placement_from, Placement, PlacementClaim};
 use crate::provider::ProviderInfo;
 use async_trait::async_trait;
 use serde_json::Value;
@@ -44,6 +45,9 @@ pub enum PushEvent {
         /// Its new verdict.
         healthy: bool,
     },
+    /// A stream this client follows was placed, moved, or ended (`event: placement`; sent only
+    /// to clients that asked for the stream with `?streams=`).
+    Placement(Placement),
 }
 
 /// What a session report says happened (registry session telemetry).
@@ -109,6 +113,37 @@ pub trait ProviderRegistry: Send + Sync + 'static {
         _on_event: &(dyn Fn(PushEvent) + Send + Sync),
     ) -> Result<(), BackendError> {
         Err(BackendError::PushUnsupported)
+    }
+    /// Follow the push channel like [`follow`](Self::follow), also receiving the placement
+    /// changes of `streams`. The default ignores `streams`.
+    async fn follow_streams(
+        &self,
+        _streams: &[String],
+        on_event: &(dyn Fn(PushEvent) + Send + Sync),
+    ) -> Result<(), BackendError> {
+        self.follow(on_event).await
+    }
+    /// Where `stream_id` is published; `Ok(None)` if it never was. The default has no
+    /// placement directory: [`BackendError::Unsupported`].
+    async fn placement(&self, _stream_id: &str) -> Result<Option<Placement>, BackendError> {
+        Err(BackendError::Unsupported("placement directory".into()))
+    }
+    /// Claim `stream_id`'s placement for `claim.client_id`; the stored placement on success,
+    /// [`BackendError::Conflict`] (`stale_epoch`, `owned_by_other`) when refused.
+    async fn claim_placement(
+        &self,
+        _stream_id: &str,
+        _claim: &PlacementClaim,
+    ) -> Result<Placement, BackendError> {
+        Err(BackendError::Unsupported("placement directory".into()))
+    }
+    /// End `client_id`'s claim of `stream_id` (the stream stopped).
+    async fn release_placement(
+        &self,
+        _stream_id: &str,
+        _client_id: &str,
+    ) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported("placement directory".into()))
     }
     /// Send one session-telemetry report. The default drops it.
     async fn report(&self, _report: &SessionReport) -> Result<(), BackendError> {
@@ -199,8 +234,12 @@ impl HttpRegistry {
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        // Read in chunks and stop at the limit: a lying or missing Content-Length must not let
-        // the backend make us buffer gigabytes.
+        Ok(Some((etag, self.read_bounded(&mut resp).await?)))
+    }
+
+    /// Read a body in chunks and stop at the limit: a lying or missing Content-Length must not
+    /// let the backend make us buffer gigabytes.
+    async fn read_bounded(&self, resp: &mut reqwest::Response) -> Result<Vec<u8>, BackendError> {
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(map_reqwest)? {
             if body.len() + chunk.len() > self.max_bytes {
@@ -210,7 +249,15 @@ impl HttpRegistry {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Some((etag, body)))
+        Ok(body)
+    }
+
+    /// Send `req` with the token; the status and the size-bounded body, whatever the status
+    /// (error answers carry a JSON code the caller may need).
+    async fn exchange(&self, req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), BackendError> {
+        let mut resp = self.authorized(req).send().await.map_err(map_reqwest)?;
+        let status = resp.status().as_u16();
+        Ok((status, self.read_bounded(&mut resp).await?))
     }
 }
 
@@ -254,7 +301,71 @@ impl ProviderRegistry for HttpRegistry {
         &self,
         on_event: &(dyn Fn(PushEvent) + Send + Sync),
     ) -> Result<(), BackendError> {
-        self.follow_sse(on_event).await
+        self.follow_sse(&[], on_event).await
+    }
+
+    async fn follow_streams(
+        &self,
+        streams: &[String],
+        on_event: &(dyn Fn(PushEvent) + Send + Sync),
+    ) -> Result<(), BackendError> {
+        self.follow_sse(streams, on_event).await
+    }
+
+    async fn placement(&self, stream_id: &str) -> Result<Option<Placement>, BackendError> {
+        let url = format!(
+            "{}/streaming/streams/{}",
+            self.base,
+            encode_segment(stream_id)
+        );
+        let (status, body) = self.exchange(self.client.get(url)).await?;
+        match status {
+            200 => parse_placement(&body).map(Some),
+            404 if error_code(&body).is_some_and(|(c, _)| c == "unknown_stream") => Ok(None),
+            404 | 405 | 501 => Err(BackendError::Unsupported("placement directory".into())),
+            s => Err(BackendError::Status(s)),
+        }
+    }
+
+    async fn claim_placement(
+        &self,
+        stream_id: &str,
+        claim: &PlacementClaim,
+    ) -> Result<Placement, BackendError> {
+        let url = format!(
+            "{}/streaming/streams/{}/placement",
+            self.base,
+            encode_segment(stream_id)
+        );
+        let json = serde_json::to_vec(claim).map_err(|e| BackendError::Schema(e.to_string()))?;
+        let req = self
+            .client
+            .put(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json);
+        let (status, body) = self.exchange(req).await?;
+        match status {
+            200 => parse_placement(&body),
+            s => Err(write_refused(s, &body)),
+        }
+    }
+
+    async fn release_placement(
+        &self,
+        stream_id: &str,
+        client_id: &str,
+    ) -> Result<(), BackendError> {
+        let url = format!(
+            "{}/streaming/streams/{}/placement",
+            self.base,
+            encode_segment(stream_id)
+        );
+        let req = self.client.delete(url).query(&[("clientId", client_id)]);
+        let (status, body) = self.exchange(req).await?;
+        match status {
+            200 | 204 => Ok(()),
+            s => Err(write_refused(s, &body)),
+        }
     }
 
     async fn report(&self, report: &SessionReport) -> Result<(), BackendError> {
@@ -307,14 +418,15 @@ impl HttpRegistry {
 
     async fn follow_sse(
         &self,
+        streams: &[String],
         on_event: &(dyn Fn(PushEvent) + Send + Sync),
     ) -> Result<(), BackendError> {
         let url = format!("{}/streaming/providers/events", self.base);
-        let req = self.authorized(
-            self.stream_client
-                .get(url)
-                .header(reqwest::header::ACCEPT, "text/event-stream"),
-        );
+        let mut req = self.stream_client.get(url);
+        if !streams.is_empty() {
+            req = req.query(&[("streams", streams.join(","))]);
+        }
+        let req = self.authorized(req.header(reqwest::header::ACCEPT, "text/event-stream"));
         let mut resp = tokio::time::timeout(self.request_timeout, req.send())
             .await
             .map_err(|_| BackendError::Timeout)?
@@ -432,7 +544,27 @@ fn push_event(ev: &SseEvent) -> Option<PushEvent> {
                 healthy: v.get("healthy")?.as_bool()?,
             })
         }
+        "placement" => {
+            let v: Value = serde_json::from_str(&ev.data).ok()?;
+            placement_from(&v).ok().map(PushEvent::Placement)
+        }
         _ => None,
+    }
+}
+
+/// Why the registry refused a write: a conflict (409 with its code), no such route (an older
+/// registry), or another status.
+fn write_refused(status: u16, body: &[u8]) -> BackendError {
+    match status {
+        409 => {
+            let (code, message) =
+                error_code(body).unwrap_or_else(|| ("conflict".into(), String::new()));
+            BackendError::Conflict { code, message }
+        }
+        404 | 405 | 501 if error_code(body).is_none() => {
+            BackendError::Unsupported("placement directory".into())
+        }
+        s => BackendError::Status(s),
     }
 }
 
@@ -449,7 +581,7 @@ fn encode_segment(s: &str) -> String {
     out
 }
 
-fn envelope(body: &[u8]) -> Result<Value, BackendError> {
+pub(crate) fn envelope(body: &[u8]) -> Result<Value, BackendError> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| BackendError::NotJson(e.to_string()))?;
     let obj = v
@@ -694,6 +826,20 @@ mod tests {
                 healthy: false
             })
         );
+        assert_eq!(
+            push_event(&ev(
+                "placement",
+                r#"{"streamId":"s1","provider":"zegocloud","epoch":2,"standby":[],"live":true}"#
+            )),
+            Some(PushEvent::Placement(Placement {
+                stream_id: "s1".into(),
+                provider: "zegocloud".into(),
+                epoch: 2,
+                standby: vec![],
+                live: true,
+            }))
+        );
+        assert_eq!(push_event(&ev("placement", r#"{"streamId":"s1"}"#)), None);
         assert_eq!(push_event(&ev("health", "not json")), None);
         assert_eq!(push_event(&ev("other", "{}")), None);
     }

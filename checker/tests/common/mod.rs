@@ -10,6 +10,8 @@ mod redis_server;
 #[allow(unused_imports)] // each test binary uses a different part
 pub use redis_server::{free_port, LossyProxy, RedisServer};
 
+pub mod media;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -239,4 +241,48 @@ pub fn is_dead(pid: u32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
+}
+
+/// The argument lists the probe stub was called with (one per probe, from `STUB_ARGV`).
+pub fn stub_argv(dir: &Path) -> Vec<Vec<String>> {
+    let mut calls: Vec<Vec<String>> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|f| std::fs::read(f.ok()?.path()).ok())
+                .map(|bytes| {
+                    bytes
+                        .split(|b| *b == 0)
+                        .filter(|a| !a.is_empty())
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    calls.sort_by(|a: &Vec<String>, b| a.last().cmp(&b.last()));
+    calls
+}
+
+/// The value after `flag` in one probe's arguments.
+pub fn arg_after<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+    let i = argv.iter().position(|a| a == flag)?;
+    argv.get(i + 1).map(String::as_str)
+}
+
+/// `streamguard check --playlist LIST --report OUT` plus `extra` arguments (not yet started).
+pub fn check_cmd(list: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = checker(&[
+        "--playlist",
+        list.to_str().unwrap(),
+        "--report",
+        out.to_str().unwrap(),
+    ]);
+    c.args(extra);
+    c
+}
+
+/// A directory for [`stub_argv`] under `dir`, made.
+pub fn argv_dir(dir: &TempDir) -> PathBuf {
+    let p = dir.path("argv");
+    std::fs::create_dir_all(&p).unwrap();
+    p
 }

@@ -101,6 +101,8 @@ impl Shared {
                 self.wake.notify_one();
             }
             PushEvent::HealthChanged { .. } => {}
+            // Placement is not followed by the engine yet (the stream-placement issue).
+            PushEvent::Placement(_) => {}
         }
     }
 }

@@ -22,11 +22,6 @@ impl Shared {
         s.info.state = to;
         s.info.provider = provider.clone();
         if to.is_finished() && !from.is_finished() {
-            st.finished_seq += 1;
-            let seq = st.finished_seq;
-            if let Some(s) = st.session_mut(stream_id, gen) {
-                s.finished_seq = seq;
-            }
             prune_finished(st);
         }
         self.push_wake.notify_one();
@@ -92,7 +87,6 @@ impl Shared {
             gen,
             op_lock: Arc::new(tokio::sync::Mutex::new(())),
             cancel,
-            finished_seq: 0,
             slot: None,
         };
         let lock = session.op_lock.clone();

@@ -10,7 +10,8 @@ pub(super) const EWMA_ALPHA: f64 = 0.2;
 /// hold up the engine).
 pub(super) const REPORT_QUEUE: usize = 256;
 
-/// How many finished sessions are remembered for `session()` before the oldest are dropped.
+/// How many finished sessions are remembered for `session()` before the oldest (the earliest
+/// started, by generation) are dropped.
 pub(super) const FINISHED_SESSIONS_KEPT: usize = 256;
 
 pub(super) struct AdapterSlot {
@@ -65,7 +66,6 @@ pub(super) struct Session {
     pub(super) op_lock: Arc<tokio::sync::Mutex<()>>,
     /// Cancelled by `end_stream` (and, as a child of the manager's token, by shutdown).
     pub(super) cancel: CancellationToken,
-    pub(super) finished_seq: u64,
     /// The capacity lease of the provider the stream runs on (during a make-before-break
     /// migration: of the provider it is leaving). `None` while it runs nowhere.
     pub(super) slot: Option<HeldSlot>,
@@ -98,7 +98,6 @@ pub(super) struct State {
     pub(super) sessions: HashMap<String, Session>,
     pub(super) next_refresh: Option<Instant>,
     pub(super) shut_down: bool,
-    pub(super) finished_seq: u64,
     /// Every lease held, by lease id, for the lease keeper.
     pub(super) kept: HashMap<String, Kept>,
     /// The generation of the last session created.
@@ -381,7 +380,7 @@ pub(super) fn prune_finished(st: &mut State) {
         .sessions
         .values()
         .filter(|s| s.info.state.is_finished())
-        .min_by_key(|s| s.finished_seq)
+        .min_by_key(|s| s.gen)
         .map(|s| s.info.stream_id.clone())
     {
         st.sessions.remove(&oldest);

@@ -1,20 +1,9 @@
-//! RTMP failover benchmark: runs the real-media scenarios of `tests/rtmp.rs` several times and
-//! prints detection time, recovery time and planned-migration gaps (median and range).
+//! RTMP failover benchmark: runs the real-media scenarios of `tests/rtmp.rs` and
+//! `tests/rtmp_viewer.rs` several times and prints detection time, recovery time, migration
+//! durations, planned-migration gaps and the gap a viewer sees (median and range).
 //! `cargo run --release -p streamguard-e2e --example rtmp_bench -- [runs]` (default 5).
 
-use std::time::Duration;
 use streamguard_e2e::*;
-
-fn stats(mut v: Vec<Duration>) -> String {
-    v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    format!(
-        "{:.0} ms ({:.0}–{:.0})",
-        ms(v[v.len() / 2]),
-        ms(v[0]),
-        ms(v[v.len() - 1])
-    )
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -22,34 +11,60 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5);
-    let (mut kd, mut kp, mut fd, mut fp, mut bbb, mut mbb) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut killed = vec![];
+    let mut frozen = vec![];
+    let (mut bbb, mut mbb) = (vec![], vec![]);
+    let mut viewer = [vec![], vec![], vec![]];
+    let faults = [Fault::Planned, Fault::Killed, Fault::Frozen];
     for i in 0..runs {
         eprintln!("run {}/{runs}", i + 1);
-        let k = scenario_killed().await;
-        kd.push(k.detected);
-        kp.push(k.playable);
-        let f = scenario_frozen().await;
-        fd.push(f.detected);
-        fp.push(f.playable);
-        bbb.push(scenario_planned(false).await.0);
-        mbb.push(scenario_planned(true).await.0);
+        killed.push(scenario_killed().await);
+        frozen.push(scenario_frozen().await);
+        bbb.push(scenario_planned(false).await);
+        mbb.push(scenario_planned(true).await);
+        for (f, v) in faults.iter().zip(viewer.iter_mut()) {
+            v.push(scenario_viewer(*f, true).await);
+        }
     }
-    println!("| scenario ({runs} runs, median (min–max)) | detection (fault → failover decision) | recovery (fault → playable on backup) | target |");
-    println!("|---|---|---|---|");
-    println!(
-        "| primary killed (SIGKILL) | {} | {} | detected < 2 s |",
-        stats(kd),
-        stats(kp)
-    );
-    println!(
-        "| primary frozen (SIGSTOP), 3 s checks | {} | {} | detected < 10 s |",
-        stats(fd),
-        stats(fp)
-    );
+    println!("| scenario ({runs} runs, median (min–max)) | detection (fault → failover decision) | recovery (fault → playable on backup) | migration (`MigrationFinished.duration`) | target |");
+    println!("|---|---|---|---|---|");
+    for (name, r, target) in [
+        ("primary killed (SIGKILL)", &killed, "detected < 2 s"),
+        (
+            "primary frozen (SIGSTOP), 3 s checks",
+            &frozen,
+            "detected < 10 s",
+        ),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {target} |",
+            median_ms(r.iter().map(|r| r.detected).collect()),
+            median_ms(r.iter().map(|r| r.playable).collect()),
+            median_ms(r.iter().map(|r| r.migration).collect()),
+        );
+    }
     println!();
-    println!("| planned migration (admin priority switch) | gap without a provider |  target |");
-    println!("|---|---|---|");
-    println!("| break-before-make | {} | |", stats(bbb));
-    println!("| make-before-break | {} | < 1 s |", stats(mbb));
+    println!("| planned migration (admin priority switch) | gap without a provider | migration (`MigrationFinished.duration`) | target |");
+    println!("|---|---|---|---|");
+    for (name, p, target) in [
+        ("break-before-make", &bbb, ""),
+        ("make-before-break", &mbb, "gap < 1 s"),
+    ] {
+        println!(
+            "| {name} | {} | {} | {target} |",
+            median_ms(p.iter().map(|p| p.gap).collect()),
+            median_ms(p.iter().map(|p| p.duration).collect()),
+        );
+    }
+    println!();
+    println!("| viewer engine (make-before-break), fault on primary | viewer's failover decision | gap the viewer saw (last frame on primary → first on backup) | fault → first frame on backup |");
+    println!("|---|---|---|---|");
+    for (f, v) in faults.iter().zip(viewer) {
+        println!(
+            "| {f:?} | {} | {} | {} |",
+            median_ms(v.iter().map(|g| g.viewer_detected).collect()),
+            median_ms(v.iter().map(|g| g.gap).collect()),
+            median_ms(v.iter().map(|g| g.recovered).collect()),
+        );
+    }
 }

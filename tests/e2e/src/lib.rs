@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use streamguard::rtmp::{RtmpAdapter, RtmpSettings};
+use streamguard::rtmp::{ProcessKind, RtmpAdapter, RtmpSettings, StopReport};
 use streamguard::{
     EventKind, FailoverReason, ManagerConfig, MigrationStrategy, ProviderAdapter, ProviderError,
     ProviderInfo, StreamEvent, StreamingProviderManager,
@@ -180,13 +180,89 @@ impl Drop for Nginx {
 
 /// ffmpeg processes publishing to `port` right now.
 pub fn publishers_to(port: u16) -> usize {
+    ffmpegs_matching(&format!("ffmpeg .*-f flv rtmp://127.0.0.1:{port}/"))
+}
+
+/// ffmpeg processes pulling a stream from `port` right now (RTMP viewers).
+pub fn viewers_of(port: u16) -> usize {
+    ffmpegs_matching(&format!("ffmpeg .*-i rtmp://127.0.0.1:{port}/"))
+}
+
+fn ffmpegs_matching(pattern: &str) -> usize {
     let out = Command::new("pgrep")
-        .args(["-f", &format!("ffmpeg .*rtmp://127.0.0.1:{port}/")])
+        .args(["-f", pattern])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .count()
+}
+
+/// An RTMP adapter initialized for `server` alone (no manager): for tests of the adapter's
+/// own processes.
+pub async fn adapter_for(server: &Nginx, settings: RtmpSettings) -> Arc<RtmpAdapter> {
+    let a = RtmpAdapter::new(settings);
+    let mut p = ProviderInfo::new("primary", 1);
+    p.config.insert("ingestUrl".into(), server.url().into());
+    a.initialize(&p).await.unwrap();
+    a
+}
+
+/// An error sink that records what adapters report, with when.
+#[derive(Default)]
+pub struct Reports(Mutex<Vec<(Instant, String, ProviderError)>>);
+
+impl Reports {
+    /// A sink into `self`.
+    pub fn sink(self: &Arc<Self>) -> streamguard::ErrorSink {
+        let me = self.clone();
+        Arc::new(move |stream: &str, e: ProviderError| {
+            me.0.lock()
+                .unwrap()
+                .push((Instant::now(), stream.to_string(), e));
+        })
+    }
+
+    /// Everything reported so far.
+    pub fn all(&self) -> Vec<(Instant, String, ProviderError)> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The first report (bounded wait, polled every 10 ms).
+    pub async fn first(&self, within: Duration) -> (Instant, String, ProviderError) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(r) = self.0.lock().unwrap().first().cloned() {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing reported within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Poll `cond` every 20 ms until it holds; panics with `what` after `within`.
+pub async fn until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Median and range of `v`, in milliseconds: "153 ms (146–218)".
+pub fn median_ms(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "{:.0} ms ({:.0}–{:.0})",
+        ms(v[v.len() / 2]),
+        ms(v[0]),
+        ms(v[v.len() - 1])
+    )
 }
 
 /// A registry with the given `(name, priority, config)` providers.
@@ -244,25 +320,7 @@ impl RtmpWorld {
             {"name": "backup", "priority": 2, "config": {"ingestUrl": backup.url()}}
         ]))
         .await;
-        let mut c = ManagerConfig::new(format!("{}/api", registry.url()));
-        // Seed 003's RTMP monitor checks every 3 s.
-        c.health_check_interval = Duration::from_secs(3);
-        c.suspect_recheck_delay = Duration::from_millis(500);
-        c.adapter_timeout = Duration::from_secs(15);
-        c.cooldown_base = Duration::from_secs(5);
-        let manager = StreamingProviderManager::new(c).unwrap();
-        let settings = RtmpSettings {
-            parallel,
-            ..RtmpSettings::default()
-        };
-        let adapters = [
-            RtmpAdapter::new(settings.clone()),
-            RtmpAdapter::new(settings),
-        ];
-        for (name, a) in ["primary", "backup"].iter().zip(adapters.iter()) {
-            a.set_error_sink(manager.error_sink());
-            manager.register_adapter(name, a.clone()).unwrap();
-        }
+        let (manager, adapters) = rtmp_engine(&registry, parallel);
         Self {
             primary,
             backup,
@@ -295,6 +353,33 @@ impl RtmpWorld {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// An engine on `registry` with RTMP adapters for "primary" and "backup" (in that order) that
+/// report to it; health checks every 3 s, like seed 003's RTMP monitor.
+pub fn rtmp_engine(
+    registry: &RunningRegistry,
+    parallel: bool,
+) -> (StreamingProviderManager, [Arc<RtmpAdapter>; 2]) {
+    let mut c = ManagerConfig::new(format!("{}/api", registry.url()));
+    c.health_check_interval = Duration::from_secs(3);
+    c.suspect_recheck_delay = Duration::from_millis(500);
+    c.adapter_timeout = Duration::from_secs(15);
+    c.cooldown_base = Duration::from_secs(5);
+    let manager = StreamingProviderManager::new(c).unwrap();
+    let settings = RtmpSettings {
+        parallel,
+        ..RtmpSettings::default()
+    };
+    let adapters = [
+        RtmpAdapter::new(settings.clone()),
+        RtmpAdapter::new(settings),
+    ];
+    for (name, a) in ["primary", "backup"].iter().zip(adapters.iter()) {
+        a.set_error_sink(manager.error_sink());
+        manager.register_adapter(name, a.clone()).unwrap();
+    }
+    (manager, adapters)
 }
 
 /// A simulated SDK (no media) that records which streams it carries.
@@ -372,6 +457,29 @@ pub struct Recovery {
     pub detected: Duration,
     /// Fault to the stream playable on the backup.
     pub playable: Duration,
+    /// The migration as the engine timed it (`MigrationFinished::duration`): starting and
+    /// verifying the new publisher, and stopping the old one.
+    pub migration: Duration,
+    /// How the old publisher on primary stopped.
+    pub old_publisher: Option<StopReport>,
+}
+
+/// What a planned migration measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Planned {
+    /// Time without a provider, as measured by the engine.
+    pub gap: Duration,
+    /// How it migrated.
+    pub strategy: MigrationStrategy,
+    /// The whole migration (`MigrationFinished::duration`).
+    pub duration: Duration,
+}
+
+fn migration_duration(e: &StreamEvent) -> Duration {
+    match e.kind {
+        EventKind::MigrationFinished { duration, .. } => duration,
+        _ => unreachable!("not a MigrationFinished"),
+    }
 }
 
 /// Primary killed (SIGKILL of master and worker) while publishing.
@@ -385,7 +493,7 @@ pub async fn scenario_killed() -> Recovery {
     w.primary.kill();
     next(&mut rx, Duration::from_secs(20), health_failover).await;
     let detected = fault.elapsed();
-    next(&mut rx, Duration::from_secs(20), |e| {
+    let done = next(&mut rx, Duration::from_secs(20), |e| {
         matches!(e, EventKind::MigrationFinished { .. })
     })
     .await;
@@ -401,7 +509,12 @@ pub async fn scenario_killed() -> Recovery {
         0,
         "no ffmpeg left"
     );
-    Recovery { detected, playable }
+    Recovery {
+        detected,
+        playable,
+        migration: migration_duration(&done),
+        old_publisher: w.adapters[0].last_stop("cam", ProcessKind::Publisher),
+    }
 }
 
 /// Primary frozen (SIGSTOP): only the probe can tell.
@@ -413,7 +526,7 @@ pub async fn scenario_frozen() -> Recovery {
     w.primary.freeze();
     next(&mut rx, Duration::from_secs(30), health_failover).await;
     let detected = fault.elapsed();
-    next(&mut rx, Duration::from_secs(30), |e| {
+    let done = next(&mut rx, Duration::from_secs(30), |e| {
         matches!(e, EventKind::MigrationFinished { .. })
     })
     .await;
@@ -427,12 +540,16 @@ pub async fn scenario_frozen() -> Recovery {
         0,
         "no ffmpeg left"
     );
-    Recovery { detected, playable }
+    Recovery {
+        detected,
+        playable,
+        migration: migration_duration(&done),
+        old_publisher: w.adapters[0].last_stop("cam", ProcessKind::Publisher),
+    }
 }
 
-/// Admin makes backup preferred: a planned migration. Returns the gap without a provider as
-/// measured by the engine and the strategy used.
-pub async fn scenario_planned(parallel: bool) -> (Duration, MigrationStrategy) {
+/// Admin makes backup preferred: a planned migration.
+pub async fn scenario_planned(parallel: bool) -> Planned {
     let w = RtmpWorld::start(parallel).await;
     w.manager.start_stream("cam").await.unwrap();
     let mut rx = w.manager.subscribe();
@@ -441,6 +558,7 @@ pub async fn scenario_planned(parallel: bool) -> (Duration, MigrationStrategy) {
         matches!(e, EventKind::MigrationFinished { .. })
     })
     .await;
+    let duration = migration_duration(&done);
     let EventKind::MigrationFinished {
         gap, strategy, to, ..
     } = done.kind
@@ -460,5 +578,81 @@ pub async fn scenario_planned(parallel: bool) -> (Duration, MigrationStrategy) {
         0,
         "no ffmpeg left"
     );
-    (gap, strategy)
+    Planned {
+        gap,
+        strategy,
+        duration,
+    }
+}
+
+/// The fault of a viewer scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Admin makes backup preferred (a planned migration of publisher and viewer).
+    Planned,
+    /// Primary killed (SIGKILL of master and worker).
+    Killed,
+    /// Primary frozen (SIGSTOP).
+    Frozen,
+}
+
+/// What a viewer saw across a provider switch, from its own frames.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewerGap {
+    /// Last frame on the old provider to first frame on the new one (zero if they overlap).
+    pub gap: Duration,
+    /// Fault (or admin change) to the viewer engine's failover decision.
+    pub viewer_detected: Duration,
+    /// Fault (or admin change) to the first frame on the new provider.
+    pub recovered: Duration,
+}
+
+/// The publishing engine of [`RtmpWorld`] and a second engine watching the stream (a viewer
+/// app: RTMP adapters whose `join_stream` runs a real viewer) on the same registry; `fault`
+/// hits primary; returns the gap the viewer saw, measured from its own frames.
+pub async fn scenario_viewer(fault: Fault, parallel: bool) -> ViewerGap {
+    let mut w = RtmpWorld::start(parallel).await;
+    w.manager.start_stream("cam").await.unwrap();
+    let (viewer, viewers) = rtmp_engine(&w.registry, parallel);
+    let s = viewer.join_stream("cam").await.unwrap();
+    assert_eq!(s.provider.as_deref(), Some("primary"));
+    let mut rx = viewer.subscribe();
+    let at = Instant::now();
+    match fault {
+        Fault::Planned => admin_put(&w.registry, "backup", r#"{"priority":0}"#).await,
+        Fault::Killed => w.primary.kill(),
+        Fault::Frozen => w.primary.freeze(),
+    }
+    let failover =
+        |e: &EventKind| matches!(e, EventKind::MigrationStarted { .. }) || health_failover(e);
+    next(&mut rx, Duration::from_secs(60), failover).await;
+    let viewer_detected = at.elapsed();
+    let done = next(&mut rx, Duration::from_secs(60), |e| {
+        matches!(e, EventKind::MigrationFinished { .. })
+    })
+    .await;
+    let EventKind::MigrationFinished { to, .. } = done.kind else {
+        unreachable!()
+    };
+    assert_eq!(to, "backup");
+    let old = viewers[0].viewer_stats("cam").expect("viewed on primary");
+    let new = viewers[1].viewer_stats("cam").expect("viewing on backup");
+    assert!(
+        old.ended_at.is_some() && new.ended_at.is_none(),
+        "{old:?} {new:?}"
+    );
+    let (last, first) = (old.last_frame_at.unwrap(), new.first_frame_at.unwrap());
+    let gap = first.saturating_duration_since(last);
+    viewer.shutdown().await.unwrap();
+    w.manager.shutdown().await.unwrap();
+    assert_eq!(
+        viewers_of(w.backup.port) + viewers_of(w.primary.port),
+        0,
+        "no viewer ffmpeg left"
+    );
+    ViewerGap {
+        gap,
+        viewer_detected,
+        recovered: first.saturating_duration_since(at),
+    }
 }

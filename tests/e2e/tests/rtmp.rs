@@ -29,20 +29,21 @@ async fn frozen_primary_is_detected_by_the_probe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_priority_switch_migrates_make_before_break_without_a_gap() {
     let _one = serial().await;
-    let (gap, strategy) = scenario_planned(true).await;
-    assert_eq!(strategy, MigrationStrategy::MakeBeforeBreak);
-    assert_eq!(gap, Duration::ZERO);
+    let p = scenario_planned(true).await;
+    println!("make-before-break: {p:?}");
+    assert_eq!(p.strategy, MigrationStrategy::MakeBeforeBreak);
+    assert_eq!(p.gap, Duration::ZERO);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn break_before_make_has_a_measured_gap() {
     let _one = serial().await;
-    let (gap, strategy) = scenario_planned(false).await;
-    println!("break-before-make gap {gap:?}");
-    assert_eq!(strategy, MigrationStrategy::BreakBeforeMake);
+    let p = scenario_planned(false).await;
+    println!("break-before-make: {p:?}");
+    assert_eq!(p.strategy, MigrationStrategy::BreakBeforeMake);
     assert!(
-        gap > Duration::ZERO && gap < Duration::from_secs(10),
-        "{gap:?}"
+        p.gap > Duration::ZERO && p.gap < Duration::from_secs(10),
+        "{p:?}"
     );
 }
 
