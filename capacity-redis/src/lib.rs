@@ -19,7 +19,23 @@
 //! slot, but not declared in `KEYS`).
 //!
 //! Every Redis failure is a [`CapacityError::Unavailable`] after a few bounded retries: the
-//! ledger fails closed and never lets work start without a slot.
+//! ledger fails closed and never lets work start without a slot. The connection reconnects by
+//! itself (with backoff) on the next call, so a caller that retries rides out an outage.
+//!
+//! Releases and renewals name the lease id, so a release retried after a lost reply frees
+//! exactly one slot, and an acquire retried after a lost reply reports the lease its first try
+//! took. An acquire that returns no lease (it failed, or its caller stopped waiting) releases
+//! in the background, by id, whatever Redis may have granted it, as soon as Redis answers; at
+//! the latest such a lease expires after its TTL.
+//!
+//! **Redis coming back empty** (a restart without persistence, a failover to a replica that
+//! had not got the keys): an epoch key, set when a ledger connects, disappears with the rest.
+//! The first script call that misses it starts a *rebuild window* of `rebuild_window` (set it
+//! to the longest lease TTL in use): during it no new lease is granted (waiters wait, `try`
+//! answers "blocked by the global limit"), while holders that renew a lease this ledger
+//! granted and Redis no longer has take it back (*reclaim*), within every limit. A holder
+//! renews every third of its TTL, so by the end of the window every live holder has
+//! reclaimed its slot and counting is exact again.
 
 #![warn(missing_docs)]
 
@@ -64,15 +80,20 @@ pub struct RedisLedgerConfig {
     pub op_timeout: Duration,
     /// Extra attempts after a connection error or timeout, before failing closed.
     pub retries: u32,
-    /// Wait before the first retry; doubles with each one.
+    /// Wait before the first retry; doubles with each one, up to `op_timeout`.
     pub retry_delay: Duration,
     /// A waiter re-checks at least this often, in case a release message was lost.
     pub poll_interval: Duration,
+    /// After Redis lost its keys (restart, failover), no new lease is granted for this long,
+    /// while live holders reclaim theirs at their next renewal. Must be at least the longest
+    /// lease TTL used on this prefix (a holder renews every third of it).
+    pub rebuild_window: Duration,
 }
 
 impl RedisLedgerConfig {
     /// Defaults for `url`: prefix [`DEFAULT_PREFIX`], no global limit, 2 s per round trip,
-    /// 2 retries from 50 ms, a 1 s poll fallback.
+    /// 2 retries from 50 ms, a 1 s poll fallback, a rebuild window of the default lease TTL
+    /// (60 s).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -82,6 +103,7 @@ impl RedisLedgerConfig {
             retries: 2,
             retry_delay: Duration::from_millis(50),
             poll_interval: Duration::from_secs(1),
+            rebuild_window: streamguard::capacity::DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -111,12 +133,36 @@ impl Keys {
     pub(crate) fn waiters(&self) -> String {
         format!("{}:waiters", self.prefix)
     }
+    /// Exists while Redis has this ledger's state; gone after a restart that lost it.
+    pub(crate) fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+    /// Lives for the rebuild window after the state was found lost.
+    pub(crate) fn rebuild(&self) -> String {
+        format!("{}:rebuild", self.prefix)
+    }
 }
 
 /// Redis server time in ms; the one clock every process agrees on. Shared by every script.
 const NOW_MS: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"#;
+
+/// Lua: `rebuilding(kepoch, krebuild, window)` returns the ms left of the rebuild window (0 if
+/// none). A missing epoch key means Redis lost this ledger's state: it is set again and the
+/// window starts.
+const REBUILDING: &str = r#"
+local function rebuilding(kepoch, krebuild, window)
+  if redis.call('EXISTS', kepoch) == 0 then
+    redis.call('SET', kepoch, '1')
+    redis.call('SET', krebuild, '1', 'PX', window)
+    return window
+  end
+  local left = redis.call('PTTL', krebuild)
+  if left > 0 then return left end
+  return 0
+end
 "#;
 
 /// Lua: `promise(...)` walks the live waiters in queue order (up to `stop_id`, exclusive),
@@ -165,10 +211,10 @@ end
 /// of a ledger and approximate behind them; it bounds the work of one script call.
 const MAX_AHEAD: usize = 100;
 
-/// KEYS: global set, waiter queue, waiter table, then one set per candidate (best first).
-/// ARGV: lease id, ttl ms, global limit (0 = none), mode (`try` or `wait`), waiter liveness ms,
-/// account key prefix, release channel, the candidates as JSON `[[name, limit], ...]`, then one
-/// limit per candidate (0 = none).
+/// KEYS: global set, waiter queue, waiter table, epoch, rebuild flag, then one set per candidate
+/// (best first). ARGV: lease id, ttl ms, global limit (0 = none), mode (`try` or `wait`), waiter
+/// liveness ms, account key prefix, release channel, the candidates as JSON
+/// `[[name, limit], ...]`, rebuild window ms, then one limit per candidate (0 = none).
 ///
 /// Waiters queue in arrival order (score = Redis time in µs). A slot is taken only if it is
 /// left over after the earlier live waiters have been promised theirs (`promise`), so a
@@ -176,11 +222,14 @@ const MAX_AHEAD: usize = 100;
 /// newcomer (`try`) never takes a slot a waiter could use. A waiter that stops calling (its
 /// process died) drops out after its liveness runs out.
 ///
+/// During a rebuild window nothing is granted: a waiter queues, a `try` reports every
+/// candidate as blocked by the global limit, and the wake-up time is the window's end.
+///
 /// Returns {granted candidate (1-based, 0 = none), ms until the earliest blocking lease
 /// expires (-1 = unknown), candidates blocked only by the global limit...}.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{NOW_MS}local MAX_AHEAD = {MAX_AHEAD}\n{PROMISE}{}",
+        "{NOW_MS}local MAX_AHEAD = {MAX_AHEAD}\n{REBUILDING}{PROMISE}{}",
         r#"
 local id = ARGV[1]
 local ttl = tonumber(ARGV[2])
@@ -189,7 +238,8 @@ local wait = ARGV[4] == 'wait'
 local live_ms = tonumber(ARGV[5])
 local acct_prefix = ARGV[6]
 local channel = ARGV[7]
-local nc = #KEYS - 3
+local nc = #KEYS - 5
+local window = tonumber(ARGV[9])
 local function leave_queue()
   if redis.call('ZREM', KEYS[2], id) == 1 then
     redis.call('HDEL', KEYS[3], id)
@@ -199,7 +249,7 @@ local function leave_queue()
 end
 -- A retried call whose first try went through: report the lease it already took.
 for i = 1, nc do
-  local s = redis.call('ZSCORE', KEYS[i + 3], id)
+  local s = redis.call('ZSCORE', KEYS[i + 5], id)
   if s and tonumber(s) > now then
     if wait then leave_queue() end
     return {i, -1}
@@ -211,14 +261,22 @@ if wait then
   end
   redis.call('HSET', KEYS[3], id, cjson.encode({exp = now + live_ms, c = cjson.decode(ARGV[8])}))
 end
+local rebuild_left = rebuilding(KEYS[4], KEYS[5], window)
+if rebuild_left > 0 then
+  local out = {0, rebuild_left}
+  if not wait then
+    for i = 1, nc do table.insert(out, i) end
+  end
+  return out
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local gcount = redis.call('ZCARD', KEYS[1])
 local used = {}
 local any_room = false
 for i = 1, nc do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i + 3], '-inf', now)
-  used[i] = redis.call('ZCARD', KEYS[i + 3])
-  local limit = tonumber(ARGV[i + 8])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i + 5], '-inf', now)
+  used[i] = redis.call('ZCARD', KEYS[i + 5])
+  local limit = tonumber(ARGV[i + 9])
   if limit == 0 or used[i] < limit then any_room = true end
 end
 -- The slots promised to the live waiters ahead of this caller (all of them, for a newcomer).
@@ -238,8 +296,8 @@ local function earliest(key)
 end
 local room = {}
 for i = 1, nc do
-  local key = KEYS[i + 3]
-  local limit = tonumber(ARGV[i + 8])
+  local key = KEYS[i + 5]
+  local limit = tonumber(ARGV[i + 9])
   local taken = used[i] + (ahead[string.sub(key, #acct_prefix + 1)] or 0)
   if limit == 0 or taken < limit then
     if not gfull then
@@ -293,21 +351,38 @@ return removed
     ))
 });
 
-/// KEYS: global set, account set. ARGV: lease id, ttl ms. Returns 1 if renewed, 0 if lost.
+/// KEYS: global set, account set, epoch, rebuild flag. ARGV: lease id, ttl ms, the account's
+/// limit if the lease may be reclaimed (-1 = not), global limit, rebuild window ms.
+///
+/// Returns 1 if renewed, 2 if reclaimed, 0 if lost. A lease Redis no longer has (it lost its
+/// keys, or the lease expired while Redis was stalled and its holder's renewals queued) is
+/// reclaimed under the same id if its account and the global count leave room for it, waiters
+/// notwithstanding: its holder never stopped using the slot.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{NOW_MS}{}",
+        "{NOW_MS}{REBUILDING}{}",
         r#"
-local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if (not s) or tonumber(s) <= now then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  return 0
-end
+rebuilding(KEYS[3], KEYS[4], tonumber(ARGV[5]))
 local exp = now + tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], exp, ARGV[1])
-redis.call('ZADD', KEYS[2], exp, ARGV[1])
-return 1
+local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if s and tonumber(s) > now then
+  redis.call('ZADD', KEYS[1], exp, ARGV[1])
+  redis.call('ZADD', KEYS[2], exp, ARGV[1])
+  return 1
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+local limit, glimit = tonumber(ARGV[3]), tonumber(ARGV[4])
+if limit < 0 then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if (limit == 0 or redis.call('ZCARD', KEYS[2]) < limit)
+    and (glimit == 0 or redis.call('ZCARD', KEYS[1]) < glimit) then
+  redis.call('ZADD', KEYS[1], exp, ARGV[1])
+  redis.call('ZADD', KEYS[2], exp, ARGV[1])
+  return 2
+end
+return 0
 "#
     ))
 });
@@ -340,6 +415,9 @@ struct Shared {
     /// This process's waiters by id: a release wakes only the one it names.
     waiting: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
     listener: Mutex<Option<Listener>>,
+    /// Leases granted here and not released, with their account's limit (0 = none): what a
+    /// renewal needs to reclaim a lease Redis lost.
+    held: Mutex<HashMap<String, u32>>,
     /// Makes lease ids unique across processes without a round trip.
     nonce: u64,
     counter: AtomicU64,
@@ -400,17 +478,32 @@ impl RedisLedger {
         .await
         .map_err(|_| unavailable("connect", "timed out"))?
         .map_err(|e| unavailable("connect", e))?;
+        let keys = Keys {
+            prefix: config.prefix.clone(),
+        };
+        // Marks the state as present. (A Redis that lost its keys before this first call is
+        // indistinguishable from a new one: see the crate docs.)
+        let mut c = conn.clone();
+        let cmd = redis::cmd("SET")
+            .arg(keys.epoch())
+            .arg(1)
+            .arg("NX")
+            .to_owned();
+        let set = cmd.exec_async(&mut c);
+        tokio::time::timeout(config.op_timeout, set)
+            .await
+            .map_err(|_| unavailable("connect", "timed out"))?
+            .map_err(|e| unavailable("connect", e))?;
         Ok(Self {
             shared: Arc::new(Shared {
-                keys: Keys {
-                    prefix: config.prefix.clone(),
-                },
+                keys,
                 config,
                 client,
                 conn,
                 released: Arc::new(Notify::new()),
                 waiting: Arc::default(),
                 listener: Mutex::new(None),
+                held: Mutex::default(),
                 nonce: new_nonce(),
                 counter: AtomicU64::new(0),
             }),
@@ -437,6 +530,9 @@ impl RedisLedger {
             let result = tokio::time::timeout(cfg.op_timeout, op(self.shared.conn.clone())).await;
             let (message, transient) = match result {
                 Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if e.is_timeout() => {
+                    (format!("no answer within {:?}", cfg.op_timeout), true)
+                }
                 Ok(Err(e)) => (e.to_string(), is_transient(&e)),
                 Err(_) => (format!("no answer within {:?}", cfg.op_timeout), true),
             };
@@ -447,7 +543,10 @@ impl RedisLedger {
             attempt += 1;
             debug!(what, attempt, error = %message, "retrying redis");
             tokio::time::sleep(delay).await;
-            delay = delay.saturating_mul(2);
+            // Backoff capped at one round trip's bound: the connection reconnects by itself.
+            delay = delay
+                .saturating_mul(2)
+                .min(cfg.op_timeout.max(cfg.retry_delay));
         }
     }
 
@@ -477,10 +576,28 @@ impl RedisLedger {
                 .collect::<Vec<_>>(),
         )
         .map_err(|e| CapacityError::Invalid(e.to_string()))?;
+        // Until a reply is in hand, Redis may have granted a lease nobody will know of (the
+        // reply was lost, the caller gave up, or a stalled Redis runs the call later): if this
+        // call does not return a lease, that one is given back in the background.
+        let mut orphan = Orphan {
+            ledger: self.clone(),
+            id: id.to_string(),
+            accounts: request
+                .candidates
+                .iter()
+                .map(|c| c.account.clone())
+                .collect(),
+            ttl: request.ttl,
+            armed: true,
+        };
         let reply: Vec<i64> = self
             .run("acquire", |mut conn| {
                 let mut inv = ACQUIRE.prepare_invoke();
-                inv.key(keys.global()).key(keys.queue()).key(keys.waiters());
+                inv.key(keys.global())
+                    .key(keys.queue())
+                    .key(keys.waiters())
+                    .key(keys.epoch())
+                    .key(keys.rebuild());
                 for c in &request.candidates {
                     inv.key(keys.account(&c.account));
                 }
@@ -491,7 +608,8 @@ impl RedisLedger {
                     .arg(liveness)
                     .arg(keys.account_prefix())
                     .arg(keys.channel())
-                    .arg(&candidates);
+                    .arg(&candidates)
+                    .arg(ttl_ms(cfg.rebuild_window));
                 for c in &request.candidates {
                     inv.arg(c.limit().unwrap_or(0));
                 }
@@ -499,6 +617,8 @@ impl RedisLedger {
             })
             .await?;
         let bad = || unavailable("acquire", format!("unexpected script reply {reply:?}"));
+        // Answered: whatever Redis holds under this id, the reply says.
+        orphan.armed = false;
         let (&granted, rest) = reply.split_first().ok_or_else(bad)?;
         let (&wake, room) = rest.split_first().ok_or_else(bad)?;
         if granted > 0 {
@@ -506,6 +626,11 @@ impl RedisLedger {
                 .candidates
                 .get(granted as usize - 1)
                 .ok_or_else(bad)?;
+            self.shared
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_string(), c.limit().unwrap_or(0));
             return Ok((
                 Grant::Leased(Lease {
                     id: id.to_string(),
@@ -551,8 +676,9 @@ impl RedisLedger {
 }
 
 /// Follows the release channel, where each message names the waiter that may take a slot now,
-/// and wakes that waiter if it is one of ours; reconnects after `pause` when the connection
-/// drops (waking every local waiter once back, for what was missed). Holds no reference to
+/// and wakes that waiter if it is one of ours; reconnects with backoff (50 ms doubling up to
+/// `pause`) when the connection drops (waking every local waiter once back, for what was
+/// missed). Holds no reference to
 /// the ledger, so dropping the ledger (which aborts this task) is never blocked by it.
 async fn listen(
     client: redis::Client,
@@ -563,6 +689,7 @@ async fn listen(
     connect_timeout: Duration,
     pause: Duration,
 ) {
+    let mut backoff = RECONNECT_FIRST;
     loop {
         let connect = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -572,6 +699,7 @@ async fn listen(
         match tokio::time::timeout(connect_timeout, connect).await {
             Ok(Ok(mut pubsub)) => {
                 subscribed.send_replace(true);
+                backoff = RECONNECT_FIRST;
                 // Releases may have happened while we were not listening.
                 released.notify_waiters();
                 let mut messages = pubsub.on_message();
@@ -595,9 +723,13 @@ async fn listen(
             Ok(Err(e)) => debug!(error = %e, "redis release channel unavailable"),
             Err(_) => debug!("redis release channel: connect timed out"),
         }
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(backoff.min(pause)).await;
+        backoff = backoff.saturating_mul(2);
     }
 }
+
+/// First wait before the release channel reconnects.
+const RECONNECT_FIRST: Duration = Duration::from_millis(50);
 
 /// How an acquire call asks: once (phase 1), or as a queued waiter.
 #[derive(Clone, Copy)]
@@ -612,6 +744,60 @@ impl Mode {
             Self::Try => "try",
             Self::Wait => "wait",
         }
+    }
+}
+
+/// A lease an acquire may have taken although its caller never learnt of it. When dropped
+/// armed, it is released in the background (on every candidate account, by id, so a lease
+/// that was never taken costs nothing), retried with backoff while it could still be alive:
+/// such a slot is free again as soon as Redis answers, not only when its TTL runs out.
+struct Orphan {
+    ledger: RedisLedger,
+    id: String,
+    accounts: Vec<String>,
+    ttl: Duration,
+    armed: bool,
+}
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // No runtime (the process is going down): the lease expires with its TTL instead.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let leases: Vec<Lease> = self
+            .accounts
+            .drain(..)
+            .map(|account| Lease {
+                id: self.id.clone(),
+                account,
+                holder: String::new(),
+                ttl: self.ttl,
+            })
+            .collect();
+        let ledger = self.ledger.clone();
+        let deadline = Instant::now() + self.ttl;
+        rt.spawn(async move {
+            let cfg = &ledger.shared.config;
+            let mut delay = cfg.retry_delay;
+            let mut left = leases;
+            while !left.is_empty() && Instant::now() < deadline {
+                let mut failed = Vec::new();
+                for lease in left {
+                    if ledger.release(&lease).await.is_err() {
+                        failed.push(lease);
+                    }
+                }
+                left = failed;
+                if !left.is_empty() {
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2).min(cfg.poll_interval);
+                }
+            }
+        });
     }
 }
 
@@ -764,6 +950,13 @@ impl SlotLedger for RedisLedger {
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool, CapacityError> {
+        // Not to be reclaimed any more, whatever the outcome: a release that fails is retried
+        // by id, or the lease expires.
+        self.shared
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&lease.id);
         let keys = &self.shared.keys;
         let global = self.shared.config.global_limit.unwrap_or(0);
         let removed: i64 = self
@@ -785,19 +978,40 @@ impl SlotLedger for RedisLedger {
 
     async fn renew(&self, lease: &Lease) -> Result<(), CapacityError> {
         let keys = &self.shared.keys;
+        let cfg = &self.shared.config;
+        let reclaim_limit = self
+            .shared
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&lease.id)
+            .map_or(-1, |&l| i64::from(l));
         let renewed: i64 = self
             .run("renew", |mut conn| {
                 let mut inv = RENEW.prepare_invoke();
                 inv.key(keys.global())
                     .key(keys.account(&lease.account))
+                    .key(keys.epoch())
+                    .key(keys.rebuild())
                     .arg(&lease.id)
-                    .arg(ttl_ms(lease.ttl));
+                    .arg(ttl_ms(lease.ttl))
+                    .arg(reclaim_limit)
+                    .arg(cfg.global_limit.unwrap_or(0))
+                    .arg(ttl_ms(cfg.rebuild_window));
                 async move { inv.invoke_async(&mut conn).await }
             })
             .await?;
-        if renewed == 1 {
+        if renewed == 2 {
+            warn!(account = %lease.account, lease = %lease.id, "lease missing from redis (restart or stall); reclaimed");
+        }
+        if renewed >= 1 {
             Ok(())
         } else {
+            self.shared
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&lease.id);
             Err(CapacityError::LeaseLost {
                 account: lease.account.clone(),
                 lease: lease.id.clone(),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::RedisServer;
+use common::{wait_for_subscriber, RedisServer};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -213,25 +213,6 @@ async fn a_release_in_another_process_wakes_a_waiter_without_polling() {
         latency < Duration::from_millis(500),
         "woke after {latency:?}"
     );
-}
-
-async fn wait_for_subscriber(url: &str, channel: &str) {
-    let client = redis::Client::open(url).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: Vec<(String, i64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        if n.first().is_some_and(|(_, n)| *n > 0) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the waiter never subscribed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

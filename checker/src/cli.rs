@@ -2,6 +2,7 @@
 //! or Redis), Ctrl-C, report writing and exit codes (0 done, 2 error, 130 interrupted).
 
 use crate::accounts::Accounts;
+use crate::backend::{Backoff, Outage, Stop};
 use crate::m3u;
 use crate::plan::Plan;
 use crate::queue::WorkSource;
@@ -12,8 +13,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use streamguard::capacity::{InMemoryLedger, SelectionPolicy, SlotLedger};
+use streamguard::capacity::{CapacityError, InMemoryLedger, SelectionPolicy, SlotLedger};
 use streamguard_redis::{RedisLedger, RedisLedgerConfig};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(name = "streamguard", version, about = "Streamguard tools")]
@@ -68,9 +70,15 @@ pub struct CheckArgs {
     /// Skip profiles that are full instead of waiting for them (phase 1 only).
     #[arg(long)]
     pub no_wait_for_full: bool,
-    /// Lease time to live (renewed every third of it while a probe runs).
+    /// Lease time to live (renewed every third of it while a probe runs). Also how long new
+    /// probes wait after Redis came back empty, while the run and its leases are rebuilt.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
+    /// How long Redis may stay unreachable (down, stalled, dropping connections) before the
+    /// run stops with its partial report; meanwhile nothing new starts and running probes
+    /// finish.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub backend_grace: Duration,
     /// Run id shared by the processes that split one playlist (--redis). Default: derived
     /// from the playlist and accounts files; pass a new one to check the same files again.
     #[arg(long)]
@@ -100,6 +108,31 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("not a duration: {s:?}"));
     }
     Ok(Duration::from_secs_f64(v * scale))
+}
+
+/// A failure worth retrying (the backend could not be asked).
+struct Retry(String);
+
+/// Runs `op` until it succeeds, retrying with backoff while it fails with [`Retry`], for at
+/// most `grace`.
+async fn within_grace<T, F, Fut>(grace: Duration, mut op: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Retry>>,
+{
+    let outage = Outage::new(grace);
+    let mut backoff = Backoff::default();
+    let never = CancellationToken::new();
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(Retry(m)) => {
+                if let Err(Stop::PastGrace(m)) = outage.pause(&mut backoff, &never, &m).await {
+                    return Err(m);
+                }
+            }
+        }
+    }
 }
 
 /// FNV-1a over the inputs: processes given the same files agree on a run id without talking.
@@ -175,6 +208,7 @@ async fn check_inner(args: CheckArgs) -> Result<ExitCode, String> {
         },
         lease_ttl: args.lease_ttl,
         progress: !args.no_progress,
+        backend_grace: args.backend_grace,
     };
     let (ledger, source, run_id): (Arc<dyn SlotLedger>, WorkSource, Option<String>) =
         match &args.redis {
@@ -190,10 +224,26 @@ async fn check_inner(args: CheckArgs) -> Result<ExitCode, String> {
                     .unwrap_or_else(|| default_run_id(&[&playlist_text, accounts_text.as_bytes()]));
                 let mut config = RedisLedgerConfig::new(url.clone());
                 config.global_limit = Some(args.concurrency);
-                let ledger = RedisLedger::connect(config)
-                    .await
-                    .map_err(|e| format!("capacity ledger: {e}"))?;
-                let (source, created) = WorkSource::redis(url, &run_id, playlist.len()).await?;
+                config.rebuild_window = args.lease_ttl;
+                // A stalled Redis is reported (and the backend grace starts) within ~2 s; the
+                // run's own retries take over from there.
+                config.op_timeout = Duration::from_secs(1);
+                config.retries = 1;
+                // A Redis that is down or stalled at start is waited for, within the grace.
+                let grace = args.backend_grace;
+                let ledger = within_grace(grace, || async {
+                    match RedisLedger::connect(config.clone()).await {
+                        Err(CapacityError::Unavailable(m)) => Err(Retry(m)),
+                        other => Ok(other.map_err(|e| e.to_string())),
+                    }
+                })
+                .await??;
+                let (source, created) = within_grace(grace, || async {
+                    WorkSource::redis(url, &run_id, playlist.len(), args.lease_ttl)
+                        .await
+                        .map_err(Retry)
+                })
+                .await?;
                 if !created && source.remaining().await == Some(0) {
                     eprintln!(
                         "streamguard: run {run_id} has no streams left (already checked?); \
@@ -338,6 +388,7 @@ mod tests {
         let Command::Check(a) = cli.command;
         assert_eq!(a.concurrency, 100);
         assert_eq!(a.max_wait, Duration::from_secs(600));
+        assert_eq!(a.backend_grace, Duration::from_secs(60));
         assert_eq!(a.redis.as_deref(), Some("redis://127.0.0.1:6379"));
     }
 }

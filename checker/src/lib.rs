@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod backend;
 pub mod cli;
 pub mod m3u;
 pub mod plan;

@@ -1,9 +1,12 @@
 //! One check run: workers take streams from the work source, pick a profile through the
 //! capacity ledger (free profiles first, then wait for full ones), probe it with retries while
-//! a heartbeat keeps the lease, release it, and record the result. Ctrl-C or a failing
-//! capacity backend stops every worker cleanly; what was checked is kept.
+//! a lease keeper renews the lease, release it, and record the result. Ctrl-C, or a capacity
+//! backend unreachable for longer than the backend grace, stops every worker cleanly; what was
+//! checked is kept. A shorter outage pauses the run: nothing new starts, running probes finish
+//! while their leases are valid, and every backend call is retried with backoff.
 
 use crate::accounts::{Accounts, Route};
+use crate::backend::{Backoff, Outage, Stop};
 use crate::m3u::Entry;
 use crate::probe::{self, Outcome, StreamInfo};
 use crate::queue::WorkSource;
@@ -37,6 +40,8 @@ pub struct Settings {
     pub lease_ttl: Duration,
     /// Print a progress line on stderr.
     pub progress: bool,
+    /// Longest the backend (Redis) may stay unreachable before the run stops.
+    pub backend_grace: Duration,
 }
 
 /// What a run works on.
@@ -58,6 +63,9 @@ struct Ctx {
     job: Job,
     holder_prefix: String,
     cancel: CancellationToken,
+    outage: Outage,
+    /// This process's share is done; it waits for the rest of the run.
+    lingering: AtomicBool,
     interrupted: AtomicBool,
     error: Mutex<Option<String>>,
     results: Mutex<Vec<StreamResult>>,
@@ -77,6 +85,9 @@ impl Ctx {
     }
 
     fn record(&self, r: StreamResult) {
+        if let Some(q) = self.job.source.redis_queue() {
+            q.finished(r.index);
+        }
         self.done.fetch_add(1, Ordering::Relaxed);
         if r.status == Status::Ok {
             self.ok.fetch_add(1, Ordering::Relaxed);
@@ -111,6 +122,8 @@ pub struct Run {
 
 enum Checked {
     Done(Box<StreamResult>),
+    /// The lease was given up while the backend was unreachable: check the stream again.
+    Again,
     /// A finished check whose slot could not be given back: keep the result, stop the run.
     DoneThenFatal(Box<StreamResult>, String),
     Interrupted,
@@ -130,10 +143,12 @@ impl Run {
     pub fn new(settings: Settings, job: Job) -> Self {
         Self {
             ctx: Arc::new(Ctx {
+                outage: Outage::new(settings.backend_grace),
                 settings,
                 job,
                 holder_prefix: format!("pid{}", std::process::id()),
                 cancel: CancellationToken::new(),
+                lingering: AtomicBool::new(false),
                 interrupted: AtomicBool::new(false),
                 error: Mutex::new(None),
                 results: Mutex::new(Vec::new()),
@@ -161,6 +176,24 @@ impl Run {
             let ctx = ctx.clone();
             tasks.spawn(async move { worker(&ctx).await });
         }
+        // Notices a Redis that came back without the run (and registers this process's streams
+        // with the rebuilt run) even while every worker is busy probing or waiting for a slot.
+        let keeper = ctx.job.source.redis_queue().is_some().then(|| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let q = ctx.job.source.redis_queue().expect("checked");
+                loop {
+                    match q.sync().await {
+                        Ok(()) => ctx.outage.recovered(),
+                        // Seen by a lingering process (its workers no longer ask Redis).
+                        Err(e) => {
+                            let _ = ctx.outage.failed(&e);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        });
         let progress = ctx.settings.progress.then(|| {
             let ctx = ctx.clone();
             tokio::spawn(async move { progress(&ctx, start).await })
@@ -169,6 +202,18 @@ impl Run {
             if let Err(e) = r {
                 ctx.fail(format!("a worker crashed: {e}"));
             }
+        }
+        if let Some(q) = ctx.job.source.redis_queue() {
+            q.stop_working();
+            let stopped = ctx.cancel.is_cancelled();
+            if !stopped {
+                ctx.lingering.store(true, Ordering::Relaxed);
+                linger(&ctx, q).await;
+            }
+        }
+        if let Some(k) = keeper {
+            k.abort();
+            let _ = k.await;
         }
         if let Some(p) = progress {
             p.abort();
@@ -198,17 +243,104 @@ impl Run {
     }
 }
 
-async fn worker(ctx: &Ctx) {
+impl Ctx {
+    /// After a failed backend call: backs off and returns `Ok` (retry), or stops the run
+    /// once the backend has been unreachable for longer than the grace.
+    async fn pause(&self, backoff: &mut Backoff, message: &str) -> Result<(), Stop> {
+        let r = self.outage.pause(backoff, &self.cancel, message).await;
+        if let Err(Stop::PastGrace(m)) = &r {
+            self.fail(m.clone());
+        }
+        r
+    }
+
+    /// The next stream index, retried (same pop token, so a lost reply loses no index) while
+    /// the backend is unreachable; `None` when the work is done or the run stops.
+    async fn next_index(&self) -> Option<usize> {
+        let token = self.job.source.token();
+        let mut backoff = Backoff::default();
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return None,
+                n = self.job.source.next(&token) => n,
+            };
+            match next {
+                Ok(n) => {
+                    self.outage.recovered();
+                    return n;
+                }
+                Err(e) => self.pause(&mut backoff, &e).await.ok()?,
+            }
+        }
+    }
+
+    /// Gives a lease back, retried (by lease id: a retry after a lost reply frees exactly one
+    /// slot) while the backend is unreachable. `Err` once past the grace; a stopped run gives
+    /// up at once (the lease expires after its TTL).
+    async fn release(&self, lease: &Lease) -> Result<(), String> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.job.ledger.release(lease).await {
+                Ok(_) => {
+                    self.outage.recovered();
+                    return Ok(());
+                }
+                Err(CapacityError::Unavailable(m)) => match self.pause(&mut backoff, &m).await {
+                    Ok(()) => {}
+                    Err(Stop::Cancelled) => return Ok(()),
+                    Err(Stop::PastGrace(m)) => return Err(m),
+                },
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+/// How long no process may be seen working (outside a rebuild) before a lingering process
+/// concludes the rest of the run died with its streams.
+const NOBODY_WORKING_FOR: Duration = Duration::from_secs(2);
+
+/// Once this process's share is done, waits until every stream of the run is done (by any
+/// process), while the keeper registers this process's streams again should Redis lose the
+/// run: so a restart of Redis cannot have them checked twice. Ends early when no process has
+/// been working for [`NOBODY_WORKING_FOR`] (one died with streams in hand), when Redis has
+/// been unreachable for longer than the grace, or on Ctrl-C.
+async fn linger(ctx: &Ctx, q: &crate::queue::RedisQueue) {
+    let mut nobody_since: Option<Instant> = None;
     loop {
-        let next = tokio::select! {
+        tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => return,
-            n = ctx.job.source.next() => n,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        if ctx
+            .outage
+            .down_for()
+            .is_some_and(|d| d > ctx.outage.grace())
+        {
+            return;
+        }
+        let Some(state) = q.run_state() else {
+            continue;
         };
-        let index = match next {
-            Ok(Some(i)) => i,
-            Ok(None) => return,
-            Err(e) => return ctx.fail(e),
+        if state.done >= q.len() {
+            return;
+        }
+        if state.working == 0 && !state.rebuilding {
+            if nobody_since.get_or_insert_with(Instant::now).elapsed() >= NOBODY_WORKING_FOR {
+                return;
+            }
+        } else {
+            nobody_since = None;
+        }
+    }
+}
+
+async fn worker(ctx: &Ctx) {
+    loop {
+        let Some(index) = ctx.next_index().await else {
+            return;
         };
         let Some(entry) = ctx.job.playlist.get(index) else {
             // Only possible when processes sharing a run id read different playlists.
@@ -218,7 +350,12 @@ async fn worker(ctx: &Ctx) {
                 ctx.job.playlist.len()
             ));
         };
-        match check_stream(ctx, entry).await {
+        let mut checked = check_stream(ctx, entry).await;
+        while let Checked::Again = checked {
+            checked = check_stream(ctx, entry).await;
+        }
+        match checked {
+            Checked::Again => unreachable!("checked again above"),
             Checked::Done(r) => ctx.record(*r),
             Checked::DoneThenFatal(r, m) => {
                 ctx.record(*r);
@@ -229,8 +366,9 @@ async fn worker(ctx: &Ctx) {
                 return;
             }
             Checked::Fatal(m) => {
+                ctx.fail(m);
                 let _ = ctx.job.source.give_back(index).await;
-                return ctx.fail(m);
+                return;
             }
         }
     }
@@ -253,12 +391,22 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
         Err(e) => return Checked::Fatal(e.to_string()),
     };
     let mut failure: Option<(Status, String)> = None;
+    let mut backoff = Backoff::default();
     loop {
         let pick = tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => return Checked::Interrupted,
             p = selection.next(&*ctx.job.ledger) => p,
         };
+        match &pick {
+            // Nothing starts without a slot: wait for the backend, within the grace.
+            Err(CapacityError::Unavailable(m)) => match ctx.pause(&mut backoff, m).await {
+                Ok(()) => continue,
+                Err(Stop::Cancelled) => return Checked::Interrupted,
+                Err(Stop::PastGrace(m)) => return Checked::Fatal(m),
+            },
+            _ => ctx.outage.recovered(),
+        }
         let lease = match pick {
             Ok(Pick::Leased { lease, .. }) => lease,
             Ok(Pick::Exhausted) => break,
@@ -268,9 +416,6 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
                     format!("every profile left is full: {}", accounts.join(", ")),
                 ));
                 break;
-            }
-            Err(CapacityError::Unavailable(m)) => {
-                return Checked::Fatal(format!("capacity backend unavailable: {m}"))
             }
             Err(e @ CapacityError::Timeout { .. }) => {
                 failure.get_or_insert((Status::NoSlot, e.to_string()));
@@ -289,14 +434,10 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
         result.profile = Some(route.key.clone());
         result.probed_url = Some(route.url.clone());
         let end = probe_route(ctx, entry, route, &lease, &mut result.attempts).await;
-        // Released on every path; if Redis is gone the lease expires on its own, and the run
-        // stops (fail closed), keeping a result that is already final.
-        let released = ctx
-            .job
-            .ledger
-            .release(&lease)
-            .await
-            .map_err(|e| format!("capacity backend unavailable: {e}"));
+        // Released on every path (retried while the backend is unreachable); past the grace
+        // the lease expires on its own, and the run stops (fail closed), keeping a result
+        // that is already final.
+        let released = ctx.release(&lease).await;
         let last_profile = selection.remaining().is_empty();
         match end {
             ProbeEnd::Alive(info) => {
@@ -319,9 +460,9 @@ async fn check_stream(ctx: &Ctx, entry: &Entry) -> Checked {
             _ if released.is_err() => return Checked::Fatal(released.unwrap_err()),
             ProbeEnd::Failed(status, m) => failure = Some((status, m)),
             ProbeEnd::Interrupted => return Checked::Interrupted,
-            ProbeEnd::LeaseLost(CapacityError::Unavailable(m)) => {
-                return Checked::Fatal(format!("capacity backend unavailable: {m}"))
-            }
+            // Stopped because the lease may have expired while the backend was unreachable:
+            // the stream is checked again from the start once a slot can be had.
+            ProbeEnd::LeaseLost(CapacityError::Unavailable(_)) => return Checked::Again,
             ProbeEnd::LeaseLost(e) => failure = Some((Status::Error, e.to_string())),
             ProbeEnd::Fatal(m) => return Checked::Fatal(m),
         }
@@ -344,7 +485,7 @@ async fn probe_route(
     attempts: &mut u32,
 ) -> ProbeEnd {
     let s = &ctx.settings;
-    let heartbeat = Heartbeat::start(ctx.job.ledger.clone(), lease.clone());
+    let heartbeat = Heartbeat::start_riding_out(ctx.job.ledger.clone(), lease.clone());
     let mut last = ProbeEnd::Failed(Status::Dead, "not probed".into());
     for attempt in 0..=s.retries {
         if attempt > 0 {
@@ -385,6 +526,19 @@ async fn progress(ctx: &Ctx, start: Instant) {
     }
 }
 
+/// The progress line's note on a paused run (empty while it runs).
+fn pause_note(down_for: Option<Duration>, grace: Duration, rebuilding: bool) -> String {
+    match down_for {
+        Some(d) => format!(
+            " | PAUSED: Redis unreachable for {:.0}s (grace {:.0}s)",
+            d.as_secs_f64(),
+            grace.as_secs_f64()
+        ),
+        None if rebuilding => " | PAUSED: rebuilding the run after Redis lost it".to_string(),
+        None => String::new(),
+    }
+}
+
 /// One `\r`-refreshed status line: counts, rate and time left.
 fn print_progress(ctx: &Ctx, start: Instant, remaining: Option<usize>, last: bool) {
     let done = ctx.done.load(Ordering::Relaxed);
@@ -409,13 +563,37 @@ fn print_progress(ctx: &Ctx, start: Instant, remaining: Option<usize>, last: boo
     } else {
         format!("{done}/{total} checked")
     };
+    let rebuilding = ctx.job.source.redis_queue().is_some_and(|q| q.rebuilding());
+    let mut pause = pause_note(ctx.outage.down_for(), ctx.outage.grace(), rebuilding);
+    if pause.is_empty() && ctx.lingering.load(Ordering::Relaxed) {
+        pause = " | done here, waiting for the other processes".to_string();
+    }
     let mut err = std::io::stderr().lock();
     let _ = write!(
         err,
-        "\r[streamguard] {scope} | ok {ok} | failed {failed} | {rate:.1}/s | ETA {eta}   "
+        "\r[streamguard] {scope} | ok {ok} | failed {failed} | {rate:.1}/s | ETA {eta}{pause}   "
     );
     if last {
         let _ = writeln!(err);
     }
     let _ = err.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_shows_a_pause() {
+        let grace = Duration::from_secs(60);
+        assert_eq!(pause_note(None, grace, false), "");
+        assert_eq!(
+            pause_note(Some(Duration::from_millis(4400)), grace, false),
+            " | PAUSED: Redis unreachable for 4s (grace 60s)"
+        );
+        assert_eq!(
+            pause_note(None, grace, true),
+            " | PAUSED: rebuilding the run after Redis lost it"
+        );
+    }
 }

@@ -572,14 +572,53 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Starts renewing `lease` on `ledger`. Must be called inside a tokio runtime.
     pub fn start(ledger: Arc<dyn SlotLedger>, lease: Lease) -> Self {
+        Self::spawn(ledger, lease, false)
+    }
+
+    /// Like [`start`](Self::start), but rides out a backend that cannot be reached: a renewal
+    /// failing with [`CapacityError::Unavailable`] is retried (every ninth of the TTL) while
+    /// the lease is still valid by its last successful renewal, and only reported once another
+    /// try would come too late. A renewal still unanswered when the lease may expire counts as
+    /// failed. The lease was just granted.
+    pub fn start_riding_out(ledger: Arc<dyn SlotLedger>, lease: Lease) -> Self {
+        Self::spawn(ledger, lease, true)
+    }
+
+    fn spawn(ledger: Arc<dyn SlotLedger>, lease: Lease, ride_out: bool) -> Self {
         let every = (lease.ttl / 3).max(Duration::from_millis(1));
+        let retry = (every / 3).max(Duration::from_millis(1));
         let (tx, lost) = watch::channel(None);
         let task = tokio::spawn(async move {
+            let mut valid_until = Instant::now() + lease.ttl;
+            let mut wait = every;
             loop {
-                tokio::time::sleep(every).await;
-                if let Err(e) = ledger.renew(&lease).await {
-                    let _ = tx.send(Some(e));
-                    return;
+                tokio::time::sleep(wait).await;
+                let asked = Instant::now();
+                let renewed = if ride_out {
+                    tokio::time::timeout_at(valid_until, ledger.renew(&lease))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(CapacityError::Unavailable(
+                                "no answer to a renewal before the lease could expire".into(),
+                            ))
+                        })
+                } else {
+                    ledger.renew(&lease).await
+                };
+                match renewed {
+                    Ok(()) => {
+                        valid_until = asked + lease.ttl;
+                        wait = every;
+                    }
+                    Err(CapacityError::Unavailable(_))
+                        if ride_out && Instant::now() + retry < valid_until =>
+                    {
+                        wait = retry;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Some(e));
+                        return;
+                    }
                 }
             }
         });

@@ -8,7 +8,7 @@
 mod redis_server;
 
 #[allow(unused_imports)] // each test binary uses a different part
-pub use redis_server::{free_port, RedisServer};
+pub use redis_server::{free_port, LossyProxy, RedisServer};
 
 pub mod media;
 
@@ -63,10 +63,66 @@ pub fn playlist(entries: &[(String, String)]) -> String {
     s
 }
 
+/// The binary under test, pinned when first asked for: a hard link (a copy across file
+/// systems) taken once per test process, so a build in another worktree sharing the target
+/// directory, which replaces `BIN`, cannot swap the binary in the middle of a test run.
+pub fn bin() -> &'static Path {
+    static PINNED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PINNED.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sg-checker-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pinned = dir.join("streamguard");
+        let _ = std::fs::remove_file(&pinned);
+        if std::fs::hard_link(BIN, &pinned).is_err() {
+            std::fs::copy(BIN, &pinned).unwrap();
+        }
+        pinned
+    })
+}
+
 /// `streamguard check` with the given extra arguments (not yet started).
 pub fn checker(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(bin());
     c.arg("check").args(args).stdin(Stdio::null());
+    c
+}
+
+/// `streamguard check` on Redis at `url` (run id `split-test`, global limit 3, probe stub with
+/// a 50 ms delay logging to `log`, no progress line), writing report `name` in `dir`; `extra`
+/// arguments come last. Not yet started; its output is piped.
+pub fn redis_checker(
+    dir: &TempDir,
+    url: &str,
+    list: &Path,
+    accounts: &Path,
+    name: &str,
+    log: &Path,
+    extra: &[&str],
+) -> Command {
+    let out = dir.path(name);
+    let mut args = vec![
+        "--playlist",
+        list.to_str().unwrap(),
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--report",
+        out.to_str().unwrap(),
+        "--redis",
+        url,
+        "--concurrency",
+        "3",
+        "--run-id",
+        "split-test",
+        "--no-progress",
+        "--probe-cmd",
+        STUB,
+    ];
+    args.extend_from_slice(extra);
+    let mut c = checker(&args);
+    c.env("STUB_DELAY", "0.05")
+        .env("STUB_LOG", log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 
