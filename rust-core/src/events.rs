@@ -70,6 +70,9 @@ pub enum FailoverReason {
     /// The stream's capacity lease could not be renewed (it expired, or the shared ledger was
     /// unreachable for longer than its time to live): its slot may belong to someone else now.
     CapacityLost,
+    /// A viewer follows its publisher, which moved to another provider (the placement
+    /// directory's new epoch).
+    PlacementChanged,
 }
 
 impl FailoverReason {

@@ -20,8 +20,9 @@
 use crate::error::BackendError;
 use serde_json::Value;
 
-/// Most standby providers a placement may list (more are a schema error).
-pub const MAX_STANDBY: usize = 8;
+/// Most standby providers a placement may list (the reference registry's limit; more are a
+/// schema error).
+pub const MAX_STANDBY: usize = 4;
 
 /// Where a stream is published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +141,7 @@ mod tests {
             br#"{"success":true,"data":{"streamId":"s1","provider":"","epoch":1,"live":true}}"#,
             br#"{"success":true,"data":{"streamId":"s1","provider":"a","epoch":1,"live":"yes"}}"#,
             br#"{"success":true,"data":{"streamId":"s1","provider":"a","epoch":1,"live":true,"standby":[1]}}"#,
-            br#"{"success":true,"data":{"streamId":"s1","provider":"a","epoch":1,"live":true,"standby":["a","b","c","d","e","f","g","h","i"]}}"#,
+            br#"{"success":true,"data":{"streamId":"s1","provider":"a","epoch":1,"live":true,"standby":["a","b","c","d","e"]}}"#,
             br#"{"success":true,"data":{"provider":"a","epoch":1,"live":true}}"#,
         ];
         for body in bad {

@@ -322,6 +322,7 @@ impl ProviderRegistry for HttpRegistry {
         match status {
             200 => parse_placement(&body).map(Some),
             404 if error_code(&body).is_some_and(|(c, _)| c == "unknown_stream") => Ok(None),
+            // Any other 404 (bare, or the JSON `not_found` of an older registry): no such route.
             404 | 405 | 501 => Err(BackendError::Unsupported("placement directory".into())),
             s => Err(BackendError::Status(s)),
         }
@@ -561,7 +562,8 @@ fn write_refused(status: u16, body: &[u8]) -> BackendError {
                 error_code(body).unwrap_or_else(|| ("conflict".into(), String::new()));
             BackendError::Conflict { code, message }
         }
-        404 | 405 | 501 if error_code(body).is_none() => {
+        // An older registry: no such route (a bare 404, or its JSON `not_found`).
+        404 | 405 | 501 if error_code(body).is_none_or(|(c, _)| c == "not_found") => {
             BackendError::Unsupported("placement directory".into())
         }
         s => BackendError::Status(s),

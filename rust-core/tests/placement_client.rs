@@ -99,10 +99,13 @@ async fn placement_calls_follow_the_contract() {
 
 #[tokio::test]
 async fn a_registry_without_the_directory_is_unsupported() {
-    let app = Router::new().route(
-        "/api/streaming/providers",
-        get(|| async { Json(json!({"success": true, "data": {"providers": []}})) }),
-    );
+    // An older reference registry answers unknown routes with its JSON `not_found`.
+    let app = Router::new()
+        .route(
+            "/api/streaming/providers",
+            get(|| async { Json(json!({"success": true, "data": {"providers": []}})) }),
+        )
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found") });
     let r = client(&serve(app).await);
     assert!(matches!(
         r.placement("s1").await,

@@ -413,6 +413,9 @@ macro_rules! plain_enums {
                 /// ledger was unreachable for longer than its time to live): its slot may
                 /// belong to someone else now.
                 CapacityLost,
+                /// A viewer follows its publisher, which moved to another provider (the
+                /// placement directory's new epoch).
+                PlacementChanged,
             }
         }
         $crate::__plain_enum! { [$(#[$attr])*] from_core

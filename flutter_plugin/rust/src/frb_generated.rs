@@ -1137,6 +1137,7 @@ impl SseDecode for crate::api::types::FailoverReason {
             5 => crate::api::types::FailoverReason::PriorityChanged,
             6 => crate::api::types::FailoverReason::Failback,
             7 => crate::api::types::FailoverReason::CapacityLost,
+            8 => crate::api::types::FailoverReason::PlacementChanged,
             _ => unreachable!("Invalid variant for FailoverReason: {}", inner),
         };
     }
@@ -1924,6 +1925,7 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::FailoverReason {
             Self::PriorityChanged => 5.into_dart(),
             Self::Failback => 6.into_dart(),
             Self::CapacityLost => 7.into_dart(),
+            Self::PlacementChanged => 8.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -2443,6 +2445,7 @@ impl SseEncode for crate::api::types::FailoverReason {
                 crate::api::types::FailoverReason::PriorityChanged => 5,
                 crate::api::types::FailoverReason::Failback => 6,
                 crate::api::types::FailoverReason::CapacityLost => 7,
+                crate::api::types::FailoverReason::PlacementChanged => 8,
                 _ => {
                     unimplemented!("");
                 }

@@ -239,12 +239,23 @@ impl Shared {
             list_rx.borrow_and_update();
             let (candidates, reported_full) = {
                 let st = self.state();
-                let ranked: Vec<_> = st
+                let allowed = |p: &String| req.only.as_ref().is_none_or(|o| o.contains(p));
+                let mut ranked: Vec<_> = st
                     .ranked(Instant::now(), excluded, req.only_parallel)
                     .iter()
+                    .filter(|p| allowed(p))
                     .filter_map(|p| st.usable(p))
                     .collect();
-                (ranked, st.reported_full(excluded, req.only_parallel))
+                // A viewer tries the publisher's provider before its standbys.
+                if let Some(first) = req.only.as_ref().and_then(|o| o.first()) {
+                    if let Some(i) = ranked.iter().position(|c| &c.0 == first) {
+                        let c = ranked.remove(i);
+                        ranked.insert(0, c);
+                    }
+                }
+                let mut full = st.reported_full(excluded, req.only_parallel);
+                full.retain(|p| allowed(p));
+                (ranked, full)
             };
             if candidates.is_empty() && reported_full.is_empty() {
                 return Ok(Choice::NoneUsable);

@@ -75,9 +75,21 @@ impl Shared {
             return;
         };
         let _op: OwnedMutexGuard<()> = op_lock.lock_owned().await;
-        let Some((strategy, target)) = self.plan_move(&job, &cancel) else {
+        let Some(MovePlan {
+            strategy,
+            target,
+            only,
+        }) = self.plan_move(&job, &cancel)
+        else {
             return;
         };
+        let stays = !matches!(
+            job.reason,
+            FailoverReason::PlacementChanged | FailoverReason::CapacityLost
+        );
+        if target.is_none() && only.is_some() && stays {
+            return self.stay_with_publisher(&job);
+        }
         self.emit(EventKind::Failover {
             stream_id: job.stream_id.clone(),
             from: job.from.clone(),
@@ -92,7 +104,7 @@ impl Shared {
         });
         info!(stream_id = job.stream_id, from = job.from, reason = ?job.reason, ?strategy, "migration started");
         let started = Instant::now();
-        let moved = self.move_stream(&job, strategy, role, &cancel).await;
+        let moved = self.move_stream(&job, strategy, role, only, &cancel).await;
         let timing = (started, Instant::now());
         match moved.result {
             Ok((to, slot)) => self.moved(job, to, slot, moved.strategy, moved.gap_start, timing),
@@ -112,25 +124,26 @@ impl Shared {
     }
 
     /// Is the move still wanted (the session still migrating off `from`, not ended)? Then its
-    /// strategy ([`planning::strategy`]) and the provider it is expected to land on.
-    fn plan_move(
-        &self,
-        job: &MigrationJob,
-        cancel: &CancellationToken,
-    ) -> Option<(MigrationStrategy, Option<String>)> {
+    /// strategy ([`planning::strategy`]), the provider it is expected to land on, and, for a
+    /// viewer that follows a placement, the only providers it may use.
+    fn plan_move(&self, job: &MigrationJob, cancel: &CancellationToken) -> Option<MovePlan> {
         let st = self.state();
-        let still_ours = st.session(&job.stream_id, job.gen).is_some_and(|s| {
-            s.info.state == SessionState::Migrating
-                && s.info.provider.as_deref() == Some(job.from.as_str())
-        });
+        let s = st.session(&job.stream_id, job.gen)?;
+        let still_ours = s.info.state == SessionState::Migrating
+            && s.info.provider.as_deref() == Some(job.from.as_str());
         if !still_ours || cancel.is_cancelled() {
             return None;
         }
+        let only: Option<Vec<String>> = s.placement.as_ref().map(|p| {
+            std::iter::once(p.provider.clone())
+                .chain(p.standby.iter().cloned())
+                .collect()
+        });
         let excluded = HashSet::from([job.from.clone()]);
         let target = st
             .ranked(Instant::now(), &excluded, false)
             .into_iter()
-            .next();
+            .find(|t| only.as_ref().is_none_or(|o| o.contains(t)));
         let parallel = |p: &str| {
             st.adapters
                 .get(p)
@@ -141,7 +154,37 @@ impl Shared {
             parallel(&job.from),
             target.as_deref().is_some_and(parallel),
         );
-        Some((strategy, target))
+        Some(MovePlan {
+            strategy,
+            target,
+            only,
+        })
+    }
+
+    /// A viewer whose provider failed while its publisher is still there (and no standby can
+    /// take it) stays: the stream is nowhere else, so moving would show nothing. It keeps being
+    /// checked and follows the publisher's move when the placement changes.
+    fn stay_with_publisher(&self, job: &MigrationJob) {
+        let mut st = self.state();
+        self.set_state(
+            &mut st,
+            &job.stream_id,
+            job.gen,
+            SessionState::Live,
+            Some(job.from.clone()),
+        );
+        let error = format!(
+            "{} failed, but the publisher is still there and no standby can take the stream; staying until the placement changes",
+            job.from
+        );
+        warn!(stream_id = job.stream_id, from = job.from, "{error}");
+        Self::set_last_error(&mut st, &job.stream_id, job.gen, error.clone());
+        self.emit(EventKind::MigrationFailed {
+            stream_id: job.stream_id.clone(),
+            from: job.from.clone(),
+            error,
+            still_on: Some(job.from.clone()),
+        });
     }
 
     /// Carry the move out. Make-before-break: connect elsewhere (parallel-capable providers
@@ -153,6 +196,7 @@ impl Shared {
         job: &MigrationJob,
         strategy: MigrationStrategy,
         role: Role,
+        only: Option<Vec<String>>,
         cancel: &CancellationToken,
     ) -> Moved {
         let (stream_id, gen, from) = (job.stream_id.as_str(), job.gen, job.from.as_str());
@@ -166,6 +210,7 @@ impl Shared {
                 operation: Operation::Migrate,
                 exclude,
                 only_parallel,
+                only: only.clone(),
                 cancel,
             })
         };
@@ -186,6 +231,7 @@ impl Shared {
                 HashSet::new()
             };
             let result = reconnect(exclude, false).await;
+            self.claim_moved(stream_id, gen, role, &result).await;
             return Moved {
                 result,
                 strategy,
@@ -195,6 +241,8 @@ impl Shared {
         let result = reconnect(from_only(), true).await;
         let fall_back = match &result {
             Ok(_) => {
+                // Viewers move while both providers carry the stream.
+                self.claim_moved(stream_id, gen, role, &result).await;
                 self.vacate(from, stream_id, gen).await;
                 false
             }
@@ -232,10 +280,28 @@ impl Shared {
             "no parallel-capable provider took the stream; trying the others break-before-make"
         );
         let gap_start = Some(Instant::now());
+        let result = reconnect(from_only(), false).await;
+        self.claim_moved(stream_id, gen, role, &result).await;
         Moved {
-            result: reconnect(from_only(), false).await,
+            result,
             strategy: MigrationStrategy::BreakBeforeMake,
             gap_start,
+        }
+    }
+
+    /// A publisher that moved claims its new provider (next epoch), so its viewers follow. A
+    /// refusal (another client took the stream over meanwhile) is logged; the stream stays.
+    async fn claim_moved(
+        &self,
+        stream_id: &str,
+        gen: u64,
+        role: Role,
+        result: &Result<(String, HeldSlot), StreamguardError>,
+    ) {
+        if let (Role::Publisher, Ok((to, _))) = (role, result) {
+            if let Err(e) = self.claim(stream_id, gen, to).await {
+                warn!(stream_id, to, error = %e, "placement not claimed after the move");
+            }
         }
     }
 

@@ -48,6 +48,7 @@ mod leases;
 mod list;
 mod migrate;
 mod monitor;
+mod placement;
 mod push;
 mod session;
 mod state;

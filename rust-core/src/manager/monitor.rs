@@ -20,6 +20,14 @@ impl Shared {
                 let me = self.clone();
                 self.tracker.spawn(async move {
                     let _ = me.refresh(false).await;
+                    // Placement: viewers poll where their publishers are (push is faster and
+                    // this is its fallback); publishers retry claims that failed and, without
+                    // session telemetry, keep their claims alive themselves.
+                    me.poll_placements().await;
+                    me.reclaim_pending().await;
+                    if !me.config.report_sessions {
+                        me.send_alive(true).await;
+                    }
                 });
             }
             let sleep = async {

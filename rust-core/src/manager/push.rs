@@ -26,16 +26,19 @@ impl Shared {
             }
             let me = self.clone();
             let on_event = move |ev: PushEvent| me.on_push(ev);
+            // Placement changes come only for the streams asked for: reconnect when the set of
+            // watched streams changes.
+            let streams = self.viewed_streams();
             let idle = async {
                 loop {
                     self.push_wake.notified().await;
-                    if !self.any_live() {
+                    if !self.any_live() || self.viewed_streams() != streams {
                         break;
                     }
                 }
             };
             let outcome = tokio::select! {
-                r = self.registry.follow(&on_event) => Some(r),
+                r = self.registry.follow_streams(&streams, &on_event) => Some(r),
                 _ = idle => None,
                 _ = self.cancel.cancelled() => return,
             };
@@ -101,8 +104,7 @@ impl Shared {
                 self.wake.notify_one();
             }
             PushEvent::HealthChanged { .. } => {}
-            // Placement is not followed by the engine yet (the stream-placement issue).
-            PushEvent::Placement(_) => {}
+            PushEvent::Placement(p) => self.placement_seen(p),
         }
     }
 }

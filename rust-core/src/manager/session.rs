@@ -49,6 +49,43 @@ impl Shared {
         }
     }
 
+    /// Before the first attempt: a usable provider list, and for a viewer the providers its
+    /// stream is placed on (`None`: any).
+    async fn prepare(
+        self: &Arc<Self>,
+        stream_id: &str,
+        gen: u64,
+        role: Role,
+    ) -> Result<Option<Vec<String>>, StreamguardError> {
+        self.ensure_list().await?;
+        if role == Role::Publisher {
+            return Ok(None);
+        }
+        match self.viewer_target(stream_id).await? {
+            placement::Target::Any => Ok(None),
+            placement::Target::Placed(p) => {
+                let only: Vec<String> = std::iter::once(p.provider.clone())
+                    .chain(p.standby.iter().cloned())
+                    .collect();
+                let has_adapter = {
+                    let st = self.state();
+                    only.iter().any(|name| st.adapters.contains_key(name))
+                };
+                if !has_adapter {
+                    return Err(StreamguardError::NoProviderAvailable {
+                        reason: format!(
+                            "stream {stream_id:?} is published on {only:?}: no adapter registered for any of them"
+                        ),
+                    });
+                }
+                if let Some(s) = self.state().session_mut(stream_id, gen) {
+                    s.placement = Some(Box::new(p));
+                }
+                Ok(Some(only))
+            }
+        }
+    }
+
     /// Create the session of `stream_id` (generation `gen`), or return the live one of the same
     /// role, or refuse if another operation owns it.
     pub(super) fn create_session(
@@ -87,6 +124,9 @@ impl Shared {
             gen,
             op_lock: Arc::new(tokio::sync::Mutex::new(())),
             cancel,
+            epoch: 0,
+            claim_pending: false,
+            placement: None,
             slot: None,
         };
         let lock = session.op_lock.clone();
@@ -116,15 +156,15 @@ impl Shared {
             Role::Publisher => Operation::Start,
             Role::Viewer => Operation::Join,
         };
-        // List reads count against the deadline like everything else.
-        let listed = tokio::select! {
-            r = tokio::time::timeout_at(deadline, self.ensure_list()) => {
+        // List and placement reads count against the deadline like everything else.
+        let prepared = tokio::select! {
+            r = tokio::time::timeout_at(deadline, self.prepare(stream_id, gen, role)) => {
                 r.unwrap_or(Err(StreamguardError::DeadlineExceeded { attempts: Vec::new() }))
             }
             _ = cancel.cancelled() => Err(self.stop_error(stream_id)),
         };
-        let result = match listed {
-            Ok(()) => {
+        let result = match prepared {
+            Ok(only) => {
                 self.connect(ConnectRequest {
                     stream_id,
                     gen,
@@ -133,11 +173,27 @@ impl Shared {
                     operation,
                     exclude: HashSet::new(),
                     only_parallel: false,
+                    only,
                     cancel: &cancel,
                 })
                 .await
             }
             Err(e) => Err(e),
+        };
+        // A publisher claims its placement before it counts as live, so viewers can find it;
+        // if another client owns the stream, it leaves again.
+        let result = match (result, role) {
+            (Ok((provider, slot)), Role::Publisher) => {
+                match self.claim(stream_id, gen, &provider).await {
+                    Ok(()) => Ok((provider, slot)),
+                    Err(e) => {
+                        self.leave(&provider, stream_id).await;
+                        self.release_slot(slot).await;
+                        Err(e)
+                    }
+                }
+            }
+            (r, _) => r,
         };
         let mut st = self.state();
         match result {
@@ -212,7 +268,7 @@ impl Shared {
     /// Stop monitoring the session at once, then leave its provider. The caller holds the
     /// session's op lock.
     pub(super) async fn finish(self: &Arc<Self>, stream_id: &str, gen: u64, to: SessionState) {
-        let (provider, slot) = {
+        let (provider, slot, epoch) = {
             let mut st = self.state();
             let Some(s) = st.session_mut(stream_id, gen) else {
                 return;
@@ -222,12 +278,14 @@ impl Shared {
             }
             let p = s.info.provider.take();
             let slot = s.slot.take();
+            let epoch = std::mem::take(&mut s.epoch);
             self.set_state(&mut st, stream_id, gen, to, None);
             // From here a new session of the same id may start: queued behind this ticket, its
             // attempts on this provider come after our leave.
             let ticket = p.as_ref().map(|p| self.ticket(&mut st, p, stream_id));
-            (p.zip(ticket), slot)
+            (p.zip(ticket), slot, epoch)
         };
+        self.release_claim(stream_id, epoch);
         if let Some((p, ticket)) = provider {
             self.report(ReportKind::End, &p, stream_id, None, None);
             ticket.turn().await;

@@ -66,6 +66,12 @@ pub(super) struct Session {
     pub(super) op_lock: Arc<tokio::sync::Mutex<()>>,
     /// Cancelled by `end_stream` (and, as a child of the manager's token, by shutdown).
     pub(super) cancel: CancellationToken,
+    /// Publisher: the epoch of its last placement claim (0: none yet).
+    pub(super) epoch: u64,
+    /// Publisher: a claim that could not be made is retried with the next keep-alive round.
+    pub(super) claim_pending: bool,
+    /// Viewer: the placement it follows (boxed: most sessions have none).
+    pub(super) placement: Option<Box<crate::placement::Placement>>,
     /// The capacity lease of the provider the stream runs on (during a make-before-break
     /// migration: of the provider it is leaving). `None` while it runs nowhere.
     pub(super) slot: Option<HeldSlot>,
@@ -110,6 +116,8 @@ pub(super) struct State {
     pub(super) last_read: Option<(u64, ReadOutcome)>,
     /// Adapter calls per (provider, stream id) run one at a time, in order (see `lane.rs`).
     pub(super) lanes: Lanes,
+    /// The registry answered that it has no placement directory.
+    pub(super) placement_unsupported: bool,
 }
 
 /// The outcome of one provider-list read: whether the list changed, or why it failed.
@@ -313,7 +321,19 @@ pub(super) struct ConnectRequest<'a> {
     pub(super) operation: Operation,
     pub(super) exclude: HashSet<String>,
     pub(super) only_parallel: bool,
+    /// Only these providers may be tried (a viewer: where the stream is placed), the first
+    /// before the others.
+    pub(super) only: Option<Vec<String>>,
     pub(super) cancel: &'a CancellationToken,
+}
+
+/// How a migration will go.
+pub(super) struct MovePlan {
+    pub(super) strategy: MigrationStrategy,
+    /// Where it is expected to land.
+    pub(super) target: Option<String>,
+    /// A viewer following a placement: the only providers it may use.
+    pub(super) only: Option<Vec<String>>,
 }
 
 /// What a migration's move did.

@@ -45,7 +45,7 @@ impl Shared {
                 },
                 _ = tokio::time::sleep_until(next_alive) => {
                     next_alive = Instant::now() + every;
-                    self.send_alive().await;
+                    self.send_alive(false).await;
                     continue;
                 }
                 _ = self.telemetry_done.cancelled() => {
@@ -60,12 +60,16 @@ impl Shared {
         }
     }
 
-    pub(super) async fn send_alive(&self) {
+    /// Confirm live sessions to the registry (`claims_only`: just the publishers' placement
+    /// claims, for an engine without session telemetry). Nothing is sent when there is nothing
+    /// to confirm.
+    pub(super) async fn send_alive(&self, claims_only: bool) {
         let live: Vec<LiveSession> = {
             let st = self.state();
             st.sessions
                 .values()
                 .filter(|s| matches!(s.info.state, SessionState::Live | SessionState::Migrating))
+                .filter(|s| !claims_only || s.epoch > 0)
                 .filter_map(|s| {
                     Some(LiveSession {
                         provider: s.info.provider.clone()?,

@@ -45,6 +45,9 @@ struct BackendState {
     mode: Option<Mode>,
 }
 
+/// Called with (stream, provider, epoch) of each accepted placement claim.
+pub type ClaimHook = Box<dyn Fn(&str, &str, u64) + Send>;
+
 /// Shared, inspectable state of the loopback backend.
 pub struct BackendCtl {
     state: Mutex<BackendState>,
@@ -63,6 +66,14 @@ pub struct BackendCtl {
     pub reports: Mutex<Vec<Value>>,
     /// Keep-alive reports received, as JSON.
     pub alive: Mutex<Vec<Value>>,
+    /// Serve the placement directory (off: answers 404 like an older registry).
+    pub placement_enabled: AtomicBool,
+    /// Stored placements by stream id: (provider, epoch, live, client id).
+    pub placements: Mutex<HashMap<String, (String, u64, bool, String)>>,
+    /// Every claim accepted, as (stream, provider, epoch).
+    pub claims: Mutex<Vec<(String, String, u64)>>,
+    /// Called with each accepted claim (tests look at the adapters at that instant).
+    pub on_claim: Mutex<Option<ClaimHook>>,
 }
 
 impl BackendCtl {
@@ -88,6 +99,20 @@ impl BackendCtl {
     /// Announce an event on the push channel.
     pub fn push(&self, event: &str, data: &str) {
         let _ = self.push.send(format!("event: {event}\ndata: {data}\n\n"));
+    }
+    /// The publisher (some other client) moved `stream` to `provider` with `epoch`.
+    pub fn set_placement(&self, stream: &str, provider: &str, epoch: u64) {
+        self.placements.lock().unwrap().insert(
+            stream.into(),
+            (provider.into(), epoch, true, "another-client".into()),
+        );
+    }
+    pub fn placement_of(&self, stream: &str) -> Option<(String, u64, bool)> {
+        self.placements
+            .lock()
+            .unwrap()
+            .get(stream)
+            .map(|(p, e, l, _)| (p.clone(), *e, *l))
     }
     pub fn health_count(&self, name: &str) -> u64 {
         *self.health_requests.lock().unwrap().get(name).unwrap_or(&0)
@@ -116,6 +141,10 @@ impl Backend {
             push_open: tokio::sync::watch::channel(0).0,
             reports: Mutex::new(Vec::new()),
             alive: Mutex::new(Vec::new()),
+            placement_enabled: AtomicBool::new(false),
+            placements: Mutex::new(HashMap::new()),
+            claims: Mutex::new(Vec::new()),
+            on_claim: Mutex::new(None),
         });
         ctl.set_providers(list);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -137,6 +166,11 @@ impl Backend {
             .route(
                 "/api/streaming/sessions/alive",
                 axum::routing::post(alive_handler),
+            )
+            .route("/api/streaming/streams/{id}", get(placement_get))
+            .route(
+                "/api/streaming/streams/{id}/placement",
+                axum::routing::put(placement_put).delete(placement_delete),
             )
             .with_state(ctl.clone());
         // Bound with std: tests construct the backend from inside their own runtime, where
@@ -323,6 +357,79 @@ async fn health_handler(State(ctl): State<Arc<BackendCtl>>, Path(name): Path<Str
     (StatusCode::OK, body.to_string()).into_response()
 }
 
+fn placement_json(id: &str, provider: &str, epoch: u64, live: bool) -> Value {
+    json!({"success": true, "data": {"streamId": id, "provider": provider, "epoch": epoch, "standby": [], "live": live}})
+}
+
+fn api_error(status: StatusCode, code: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"success": false, "error": {"code": code, "message": code}})),
+    )
+        .into_response()
+}
+
+async fn placement_get(State(ctl): State<Arc<BackendCtl>>, Path(id): Path<String>) -> Response {
+    if !ctl.placement_enabled.load(Ordering::SeqCst) {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    }
+    match ctl.placements.lock().unwrap().get(&id) {
+        Some((p, e, live, _)) => axum::Json(placement_json(&id, p, *e, *live)).into_response(),
+        None => api_error(StatusCode::NOT_FOUND, "unknown_stream"),
+    }
+}
+
+async fn placement_put(
+    State(ctl): State<Arc<BackendCtl>>,
+    Path(id): Path<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if !ctl.placement_enabled.load(Ordering::SeqCst) {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    }
+    let provider = body["provider"].as_str().unwrap_or_default().to_string();
+    let epoch = body["epoch"].as_u64().unwrap_or(0);
+    let client = body["clientId"].as_str().unwrap_or_default().to_string();
+    {
+        let mut all = ctl.placements.lock().unwrap();
+        if let Some((_, stored, live, owner)) = all.get(&id) {
+            if *live && *owner != client {
+                return api_error(StatusCode::CONFLICT, "owned_by_other");
+            }
+            if epoch <= *stored {
+                return api_error(StatusCode::CONFLICT, "stale_epoch");
+            }
+        }
+        all.insert(id.clone(), (provider.clone(), epoch, true, client));
+    }
+    ctl.claims
+        .lock()
+        .unwrap()
+        .push((id.clone(), provider.clone(), epoch));
+    if let Some(hook) = ctl.on_claim.lock().unwrap().as_ref() {
+        hook(&id, &provider, epoch);
+    }
+    axum::Json(placement_json(&id, &provider, epoch, true)).into_response()
+}
+
+async fn placement_delete(
+    State(ctl): State<Arc<BackendCtl>>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    if !ctl.placement_enabled.load(Ordering::SeqCst) {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    }
+    let mut all = ctl.placements.lock().unwrap();
+    if let Some(entry) = all.get_mut(&id) {
+        if q.get("clientId") != Some(&entry.3) && entry.2 {
+            return api_error(StatusCode::CONFLICT, "owned_by_other");
+        }
+        entry.2 = false;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 struct Bridged {
     inner: Arc<HttpRegistry>,
     rt: tokio::runtime::Handle,
@@ -351,6 +458,41 @@ impl ProviderRegistry for Bridged {
         let rt = self.rt.clone();
         let (c, s) = (client_id.to_string(), sessions.to_vec());
         tokio::task::spawn_blocking(move || rt.block_on(inner.alive(&c, &s)))
+            .await
+            .unwrap()
+    }
+    async fn placement(
+        &self,
+        stream_id: &str,
+    ) -> Result<Option<streamguard::Placement>, BackendError> {
+        let inner = self.inner.clone();
+        let rt = self.rt.clone();
+        let id = stream_id.to_string();
+        tokio::task::spawn_blocking(move || rt.block_on(inner.placement(&id)))
+            .await
+            .unwrap()
+    }
+    async fn claim_placement(
+        &self,
+        stream_id: &str,
+        claim: &streamguard::PlacementClaim,
+    ) -> Result<streamguard::Placement, BackendError> {
+        let inner = self.inner.clone();
+        let rt = self.rt.clone();
+        let (id, c) = (stream_id.to_string(), claim.clone());
+        tokio::task::spawn_blocking(move || rt.block_on(inner.claim_placement(&id, &c)))
+            .await
+            .unwrap()
+    }
+    async fn release_placement(
+        &self,
+        stream_id: &str,
+        client_id: &str,
+    ) -> Result<(), BackendError> {
+        let inner = self.inner.clone();
+        let rt = self.rt.clone();
+        let (id, c) = (stream_id.to_string(), client_id.to_string());
+        tokio::task::spawn_blocking(move || rt.block_on(inner.release_placement(&id, &c)))
             .await
             .unwrap()
     }

@@ -95,6 +95,9 @@ failback,
 /// ledger was unreachable for longer than its time to live): its slot may
 /// belong to someone else now.
 capacityLost,
+/// A viewer follows its publisher, which moved to another provider (the
+/// placement directory's new epoch).
+placementChanged,
                     ;
                     
                 }

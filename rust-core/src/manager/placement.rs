@@ -1,0 +1,260 @@
+//! Stream placement in the engine: a publisher claims where it publishes (next epoch, after
+//! going live and after every move, before leaving the old provider), keeps the claim alive and
+//! releases it on end; a viewer joins where the publisher is and follows it when it moves, and
+//! never wanders to a provider the stream is not on. A registry without the placement
+//! directory leaves the engine as it was (said once in the log).
+
+use super::*;
+use crate::placement::{Placement, PlacementClaim};
+
+/// What the viewer's join may use.
+pub(super) enum Target {
+    /// No placement directory (or it could not be read): choose as before.
+    Any,
+    /// The publisher's provider first, then its standbys.
+    Placed(Placement),
+}
+
+impl Shared {
+    /// Is the placement directory worth asking? False once the registry said it has none.
+    fn placement_supported(&self) -> bool {
+        !self.state().placement_unsupported
+    }
+
+    /// The registry has no placement directory: remember it, and say so once.
+    fn placement_missing(&self) {
+        let mut st = self.state();
+        if !std::mem::replace(&mut st.placement_unsupported, true) {
+            info!("the registry has no placement directory: publishers and viewers choose providers on their own");
+        }
+    }
+
+    /// A registry call bounded by `request_timeout`.
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        tokio::time::timeout(self.config.request_timeout, fut)
+            .await
+            .unwrap_or(Err(BackendError::Timeout))
+    }
+
+    /// Claim `stream_id`'s placement on `provider` with the next epoch. `Ok` also when the
+    /// registry has no directory or could not be reached (the claim is retried with the next
+    /// keep-alive round); `Err` only when another client owns the stream.
+    pub(super) async fn claim(
+        &self,
+        stream_id: &str,
+        gen: u64,
+        provider: &str,
+    ) -> Result<(), StreamguardError> {
+        if !self.placement_supported() {
+            return Ok(());
+        }
+        let known = self.state().session(stream_id, gen).map_or(0, |s| s.epoch);
+        // The first claim of a session starts above whatever an earlier run left.
+        let mut floor = known;
+        if known == 0 {
+            floor = match self.bounded(self.registry.placement(stream_id)).await {
+                Ok(p) => p.map_or(0, |p| p.epoch),
+                Err(BackendError::Unsupported(_)) => {
+                    self.placement_missing();
+                    return Ok(());
+                }
+                Err(e) => return self.claim_failed(stream_id, gen, e),
+            };
+        }
+        for round in 0..2 {
+            let claim = PlacementClaim {
+                provider: provider.to_string(),
+                epoch: floor + 1,
+                standby: Vec::new(),
+                client_id: self.client_id.clone(),
+            };
+            match self
+                .bounded(self.registry.claim_placement(stream_id, &claim))
+                .await
+            {
+                Ok(p) => {
+                    if let Some(s) = self.state().session_mut(stream_id, gen) {
+                        s.epoch = p.epoch;
+                        s.claim_pending = false;
+                    }
+                    info!(stream_id, provider, epoch = p.epoch, "placement claimed");
+                    return Ok(());
+                }
+                Err(BackendError::Conflict { code, .. }) if code == "stale_epoch" && round == 0 => {
+                    // Claimed meanwhile (an earlier run of ours): read it and go above.
+                    floor = match self.bounded(self.registry.placement(stream_id)).await {
+                        Ok(p) => p.map_or(floor, |p| p.epoch.max(floor)),
+                        Err(e) => return self.claim_failed(stream_id, gen, e),
+                    };
+                }
+                Err(BackendError::Unsupported(_)) => {
+                    self.placement_missing();
+                    return Ok(());
+                }
+                Err(e) if conflict_code(&e) == "owned_by_other" => {
+                    warn!(stream_id, provider, error = %e, "another client publishes this stream");
+                    return Err(StreamguardError::Backend(e));
+                }
+                Err(e) => return self.claim_failed(stream_id, gen, e),
+            }
+        }
+        Ok(())
+    }
+
+    /// A claim that could not be made now: keep streaming, retry at the next keep-alive round.
+    fn claim_failed(
+        &self,
+        stream_id: &str,
+        gen: u64,
+        e: BackendError,
+    ) -> Result<(), StreamguardError> {
+        warn!(stream_id, error = %e, "placement claim failed; retrying with the next keep-alive");
+        self.emit(EventKind::BackendError {
+            error: format!("placement of {stream_id}: {e}"),
+        });
+        if let Some(s) = self.state().session_mut(stream_id, gen) {
+            s.claim_pending = true;
+        }
+        Ok(())
+    }
+
+    /// Claims that failed earlier, tried again (each keep-alive round).
+    pub(super) async fn reclaim_pending(&self) {
+        let pending: Vec<(String, u64, String)> = {
+            let st = self.state();
+            st.sessions
+                .values()
+                .filter(|s| s.claim_pending && s.info.state == SessionState::Live)
+                .filter_map(|s| Some((s.info.stream_id.clone(), s.gen, s.info.provider.clone()?)))
+                .collect()
+        };
+        for (id, gen, provider) in pending {
+            let _ = self.claim(&id, gen, &provider).await;
+        }
+    }
+
+    /// The publisher stopped: end its claim (in the background; a claim left behind expires).
+    pub(super) fn release_claim(self: &Arc<Self>, stream_id: &str, epoch: u64) {
+        if epoch == 0 || !self.placement_supported() {
+            return;
+        }
+        let me = self.clone();
+        let id = stream_id.to_string();
+        self.tracker.spawn(async move {
+            let r = me
+                .bounded(me.registry.release_placement(&id, &me.client_id))
+                .await;
+            match r {
+                Ok(()) => debug!(stream_id = id, "placement released"),
+                Err(e) => warn!(stream_id = id, error = %e, "placement release failed; it expires"),
+            }
+        });
+    }
+
+    /// Where a viewer may join `stream_id`: the placement's providers, or anywhere when the
+    /// registry has no directory (or cannot be read: the join goes on as before, with a
+    /// `BackendError` event). Errors when the stream is not live.
+    pub(super) async fn viewer_target(&self, stream_id: &str) -> Result<Target, StreamguardError> {
+        if !self.placement_supported() {
+            return Ok(Target::Any);
+        }
+        match self.bounded(self.registry.placement(stream_id)).await {
+            Ok(Some(p)) if p.live => Ok(Target::Placed(p)),
+            Ok(_) => Err(StreamguardError::NoProviderAvailable {
+                reason: format!("stream {stream_id:?} is not live (no publisher placement)"),
+            }),
+            Err(BackendError::Unsupported(_)) => {
+                self.placement_missing();
+                Ok(Target::Any)
+            }
+            Err(e) => {
+                warn!(stream_id, error = %e, "placement unreadable; joining by priority");
+                self.emit(EventKind::BackendError {
+                    error: format!("placement of {stream_id}: {e}"),
+                });
+                Ok(Target::Any)
+            }
+        }
+    }
+
+    /// A placement seen for a live viewer (poll or push): move to the publisher's provider if
+    /// it is elsewhere now.
+    pub(super) fn placement_seen(self: &Arc<Self>, p: Placement) {
+        let mut st = self.state();
+        let Some(s) = st.sessions.get_mut(&p.stream_id) else {
+            return;
+        };
+        if s.info.role != Role::Viewer || s.info.state.is_finished() {
+            return;
+        }
+        let newer = s.placement.as_ref().is_none_or(|old| p.epoch > old.epoch);
+        if !newer {
+            return;
+        }
+        let (gen, on) = (s.gen, s.info.provider.clone());
+        info!(
+            stream_id = p.stream_id,
+            provider = p.provider,
+            epoch = p.epoch,
+            live = p.live,
+            "placement changed"
+        );
+        let follow = p.live
+            && on
+                .as_deref()
+                .is_some_and(|cur| cur != p.provider && !p.standby.iter().any(|x| x == cur));
+        let from = on.unwrap_or_default();
+        s.placement = Some(Box::new(p));
+        if follow {
+            let job = MigrationJob {
+                stream_id: s.info.stream_id.clone(),
+                gen,
+                from,
+                reason: FailoverReason::PlacementChanged,
+            };
+            self.start_migrations(&mut st, vec![job]);
+        }
+    }
+
+    /// Poll the placements of live viewers (the fallback when push is off or broken).
+    pub(super) async fn poll_placements(self: &Arc<Self>) {
+        if !self.placement_supported() {
+            return;
+        }
+        let viewed: Vec<String> = self.viewed_streams();
+        for id in viewed {
+            match self.bounded(self.registry.placement(&id)).await {
+                Ok(Some(p)) => self.placement_seen(p),
+                Ok(None) => {}
+                Err(BackendError::Unsupported(_)) => return self.placement_missing(),
+                Err(e) => debug!(stream_id = id, error = %e, "placement poll failed"),
+            }
+        }
+    }
+
+    /// Streams with a live (or moving) viewer session.
+    pub(super) fn viewed_streams(&self) -> Vec<String> {
+        let st = self.state();
+        let mut v: Vec<String> = st
+            .sessions
+            .values()
+            .filter(|s| {
+                s.info.role == Role::Viewer
+                    && matches!(s.info.state, SessionState::Live | SessionState::Migrating)
+            })
+            .map(|s| s.info.stream_id.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn conflict_code(e: &BackendError) -> &str {
+    match e {
+        BackendError::Conflict { code, .. } => code,
+        _ => "",
+    }
+}

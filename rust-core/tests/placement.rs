@@ -1,0 +1,221 @@
+//! Stream placement in the engine, on paused time against the loopback registry with its
+//! placement directory on: publishers claim where they publish (next epoch, after every move,
+//! before leaving the old provider), a second client cannot take a live stream, viewers join
+//! where the publisher is, follow it, and do not wander. Without the directory (the other test
+//! files), the engine behaves as before.
+
+mod common;
+
+use common::*;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use streamguard::ProviderErrorKind::Unauthorized;
+use streamguard::{
+    BackendError, EventKind, FailoverReason, ProviderError, SessionState, StreamguardError,
+};
+
+fn directory(list: &[(&str, bool, u32)]) -> Backend {
+    let b = Backend::start(list);
+    b.ctl.placement_enabled.store(true, Ordering::SeqCst);
+    b
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publisher_claims_where_it_publishes_and_after_every_move() {
+    let b = directory(SEED_LIST);
+    let m = b.manager(b.config());
+    let t = Trio::register(&m, false);
+    m.start_stream("S").await.unwrap();
+    assert_eq!(b.ctl.placement_of("S"), Some(("agora".into(), 1, true)));
+    let mut rx = m.subscribe();
+    m.record_error("S", ProviderError::new(Unauthorized, "revoked"))
+        .unwrap();
+    wait_for(&mut rx, secs(5), |e| {
+        matches!(e, EventKind::MigrationFinished { .. })
+    })
+    .await;
+    assert_eq!(b.ctl.placement_of("S"), Some(("zegocloud".into(), 2, true)));
+    m.end_stream("S").await.unwrap();
+    // The release runs in the background.
+    tokio::time::sleep(ms(10)).await;
+    assert_eq!(
+        b.ctl.placement_of("S"),
+        Some(("zegocloud".into(), 2, false))
+    );
+    assert!(!t.zego.is_carrying("S"));
+    m.shutdown().await.unwrap();
+}
+
+/// Make-before-break: the new provider is claimed while both carry the stream, so viewers
+/// move before the old provider is left.
+#[tokio::test(start_paused = true)]
+async fn a_make_before_break_move_is_claimed_before_the_old_provider_is_left() {
+    let b = directory(SEED_LIST);
+    let m = b.manager(b.config());
+    let t = Trio::register(&m, true);
+    m.start_stream("S").await.unwrap();
+    let seen: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    {
+        let (seen, agora) = (seen.clone(), t.agora.clone());
+        *b.ctl.on_claim.lock().unwrap() = Some(Box::new(move |_, provider, _| {
+            seen.lock()
+                .unwrap()
+                .push((provider.to_string(), agora.is_carrying("S")));
+        }));
+    }
+    let mut rx = m.subscribe();
+    b.ctl.set_providers(&[
+        ("agora", true, 3),
+        ("zegocloud", true, 1),
+        ("webrtc", true, 2),
+    ]);
+    m.refresh_providers().await.unwrap();
+    wait_for(&mut rx, secs(5), |e| {
+        matches!(e, EventKind::MigrationFinished { .. })
+    })
+    .await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("zegocloud".to_string(), true)],
+        "claimed while agora still carried the stream"
+    );
+    assert!(!t.agora.is_carrying("S"));
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_client_publishing_a_live_stream_gets_a_typed_error() {
+    let b = directory(SEED_LIST);
+    let first = b.manager(b.config());
+    let _t1 = Trio::register(&first, false);
+    first.start_stream("S").await.unwrap();
+    let second = b.manager(b.config());
+    let t2 = Trio::register(&second, false);
+    let r = second.start_stream("S").await;
+    assert!(
+        matches!(&r, Err(StreamguardError::Backend(BackendError::Conflict { code, .. })) if code == "owned_by_other"),
+        "{r:?}"
+    );
+    assert_eq!(second.session("S").unwrap().state, SessionState::Failed);
+    assert!(
+        t2.all().iter().all(|a| !a.is_carrying("S")),
+        "nothing left running"
+    );
+    assert_eq!(b.ctl.placement_of("S"), Some(("agora".into(), 1, true)));
+    first.shutdown().await.unwrap();
+    second.shutdown().await.unwrap();
+}
+
+/// A publisher that starts again after an earlier run claims above that run's epoch.
+#[tokio::test(start_paused = true)]
+async fn a_new_run_claims_above_the_stored_epoch() {
+    let b = directory(SEED_LIST);
+    b.ctl.placements.lock().unwrap().insert(
+        "S".into(),
+        ("webrtc".into(), 7, false, "an-earlier-run".into()),
+    );
+    let m = b.manager(b.config());
+    let _t = Trio::register(&m, false);
+    m.start_stream("S").await.unwrap();
+    assert_eq!(b.ctl.placement_of("S"), Some(("agora".into(), 8, true)));
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_viewer_joins_where_the_publisher_is() {
+    let b = directory(SEED_LIST);
+    // agora is preferred, but the publisher is on zegocloud (agora was full for it).
+    b.ctl.set_placement("S", "zegocloud", 3);
+    let m = b.manager(b.config());
+    let t = Trio::register(&m, false);
+    let v = m.join_stream("S").await.unwrap();
+    assert_eq!(v.provider.as_deref(), Some("zegocloud"));
+    assert_eq!(t.agora.connects(), 0);
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_viewer_of_a_stream_that_is_not_live_or_not_reachable_gets_a_typed_error() {
+    let b = directory(SEED_LIST);
+    let m = b.manager(b.config());
+    let t = Trio::register(&m, false);
+    let r = m.join_stream("nobody-publishes").await;
+    assert!(
+        matches!(&r, Err(StreamguardError::NoProviderAvailable { reason }) if reason.contains("not live")),
+        "{r:?}"
+    );
+    b.ctl.set_placement("S", "livekit", 1);
+    let r = m.join_stream("S").await;
+    assert!(
+        matches!(&r, Err(StreamguardError::NoProviderAvailable { reason }) if reason.contains("no adapter")),
+        "{r:?}"
+    );
+    assert!(t.all().iter().all(|a| a.connects() == 0));
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_viewer_follows_its_publisher() {
+    let b = directory(SEED_LIST);
+    b.ctl.set_placement("S", "zegocloud", 1);
+    let m = b.manager(b.config());
+    let t = Trio::register(&m, false);
+    m.join_stream("S").await.unwrap();
+    let mut rx = m.subscribe();
+    b.ctl.set_placement("S", "webrtc", 2);
+    // Push is off in this harness: the viewer polls every provider_refresh_interval (30 s).
+    let moved = wait_for(&mut rx, secs(31), |e| {
+        matches!(
+            e,
+            EventKind::Failover {
+                reason: FailoverReason::PlacementChanged,
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(moved.at <= secs(31));
+    wait_for(&mut rx, secs(5), |e| {
+        matches!(e, EventKind::MigrationFinished { .. })
+    })
+    .await;
+    assert_eq!(m.session("S").unwrap().provider.as_deref(), Some("webrtc"));
+    assert!(t.webrtc.is_carrying("S") && !t.zego.is_carrying("S"));
+    m.shutdown().await.unwrap();
+}
+
+/// The viewer's own provider fails while the publisher stays there: it does not wander to a
+/// provider the stream is not on; it reports, stays, and follows the publisher's move.
+#[tokio::test(start_paused = true)]
+async fn a_viewer_does_not_wander_and_follows_the_move_when_it_comes() {
+    let b = directory(SEED_LIST);
+    b.ctl.set_placement("S", "zegocloud", 1);
+    let m = b.manager(b.config());
+    let t = Trio::register(&m, false);
+    m.join_stream("S").await.unwrap();
+    let mut rx = m.subscribe();
+    m.record_error("S", ProviderError::new(Unauthorized, "viewer-side failure"))
+        .unwrap();
+    wait_for(
+        &mut rx,
+        secs(5),
+        |e| matches!(e, EventKind::MigrationFailed { still_on: Some(p), .. } if p == "zegocloud"),
+    )
+    .await;
+    let s = m.session("S").unwrap();
+    assert_eq!(
+        (s.state, s.provider.as_deref()),
+        (SessionState::Live, Some("zegocloud"))
+    );
+    assert_eq!(t.agora.connects() + t.webrtc.connects(), 0, "wandered");
+    // The publisher moves: the viewer follows.
+    b.ctl.set_placement("S", "agora", 2);
+    wait_for(
+        &mut rx,
+        secs(31),
+        |e| matches!(e, EventKind::MigrationFinished { to, .. } if to == "agora"),
+    )
+    .await;
+    assert!(t.agora.is_carrying("S"));
+    m.shutdown().await.unwrap();
+}
