@@ -25,6 +25,8 @@ impl Shared {
             CapacityError::Invalid(m) => {
                 StreamguardError::Internal(format!("capacity request: {m}"))
             }
+            // The ledger's own message already says what could not be reached: one prefix.
+            CapacityError::Unavailable(m) => StreamguardError::CapacityUnavailable(m),
             other => StreamguardError::CapacityUnavailable(other.to_string()),
         }
     }
@@ -53,6 +55,10 @@ impl Shared {
     /// (fail closed).
     pub(super) async fn lease_keeper(self: Arc<Self>) {
         let every = (self.config.capacity_lease_ttl / 3).max(Duration::from_millis(10));
+        // After a round that could not reach the ledger, the next comes sooner, so a stall
+        // shorter than the lease is ridden out with more tries before any lease may lapse.
+        let retry = every / 3;
+        let mut wait = every;
         loop {
             while self.state().kept.is_empty() {
                 tokio::select! {
@@ -61,7 +67,7 @@ impl Shared {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = self.cancel.cancelled() => return,
             }
             let due: Vec<Arc<Lease>> = self
@@ -87,8 +93,9 @@ impl Shared {
                 if let Err(CapacityError::Unavailable(e)) = &result {
                     unreachable = Some(e.clone());
                 }
-                self.renewed(&lease, asked, every, result);
+                self.renewed(&lease, asked, retry, result);
             }
+            wait = if unreachable.is_some() { retry } else { every };
         }
     }
 
