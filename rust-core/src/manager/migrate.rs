@@ -134,10 +134,10 @@ impl Shared {
         if !still_ours || cancel.is_cancelled() {
             return None;
         }
+        // A viewer goes only where its publisher is; nowhere while the publisher is not live.
         let only: Option<Vec<String>> = s.placement.as_ref().map(|p| {
-            std::iter::once(p.provider.clone())
-                .chain(p.standby.iter().cloned())
-                .collect()
+            let placed = std::iter::once(p.provider.clone()).chain(p.standby.iter().cloned());
+            placed.filter(|_| p.live).collect()
         });
         let excluded = HashSet::from([job.from.clone()]);
         let target = st

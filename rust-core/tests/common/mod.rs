@@ -650,7 +650,12 @@ pub struct FakeAdapter {
     /// Keyed by stream id, like `RtmpAdapter` and most vendor SDKs: a start of a stream already
     /// carried changes nothing, and one leave stops it, however many starts there were.
     keyed: AtomicBool,
+    /// Called with (provider, operation, stream) when a start or join succeeds.
+    pub on_connected: Mutex<Option<ConnectHook>>,
 }
+
+/// See [`FakeAdapter::on_connected`].
+pub type ConnectHook = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
 
 /// How many providers carry each stream.
 #[derive(Default)]
@@ -714,6 +719,7 @@ impl FakeAdapter {
             global_log,
             carriers,
             keyed: AtomicBool::new(false),
+            on_connected: Mutex::new(None),
         })
     }
     /// Make this adapter keyed by stream id (see `keyed`).
@@ -801,6 +807,10 @@ impl FakeAdapter {
         self.log(format!("{what}({stream_id})"));
         let r = Self::run(step, down).await;
         if r.is_ok() {
+            let hook = self.on_connected.lock().unwrap().clone();
+            if let Some(hook) = hook {
+                hook(&self.name, what, stream_id);
+            }
             let mut c = self.calls.lock().unwrap();
             c.connect_ok += 1;
             let keyed = self.keyed.load(Ordering::SeqCst);
