@@ -219,3 +219,94 @@ async fn a_viewer_does_not_wander_and_follows_the_move_when_it_comes() {
     assert!(t.agora.is_carrying("S"));
     m.shutdown().await.unwrap();
 }
+
+/// A registry whose push channel the test drives: placement events are sent when the test
+/// says, whatever the engine is doing.
+struct Pushed {
+    inner: std::sync::Arc<dyn streamguard::ProviderRegistry>,
+    events: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<streamguard::PushEvent>>,
+}
+
+#[async_trait::async_trait]
+impl streamguard::ProviderRegistry for Pushed {
+    async fn providers(
+        &self,
+        etag: Option<&str>,
+    ) -> Result<streamguard::ProviderList, BackendError> {
+        self.inner.providers(etag).await
+    }
+    async fn health(&self, p: &str) -> Result<streamguard::RegistryHealth, BackendError> {
+        self.inner.health(p).await
+    }
+    async fn follow_streams(
+        &self,
+        _streams: &[String],
+        on_event: &(dyn Fn(streamguard::PushEvent) + Send + Sync),
+    ) -> Result<(), BackendError> {
+        let mut rx = self.events.lock().await;
+        while let Some(ev) = rx.recv().await {
+            on_event(ev);
+        }
+        Ok(())
+    }
+    async fn placement(&self, id: &str) -> Result<Option<streamguard::Placement>, BackendError> {
+        self.inner.placement(id).await
+    }
+}
+
+fn placed(provider: &str, epoch: u64) -> streamguard::PushEvent {
+    streamguard::PushEvent::Placement(streamguard::Placement {
+        stream_id: "S".into(),
+        provider: provider.into(),
+        epoch,
+        standby: vec![],
+        live: true,
+    })
+}
+
+/// The publisher moves again while the viewer is still moving after its first move (a push
+/// event arrives mid-move): the second change is not lost (found by review: it was stored and
+/// never acted on, since a moving session cannot start another move and no later event is
+/// newer).
+#[tokio::test(start_paused = true)]
+async fn a_placement_change_seen_while_moving_is_followed_when_the_move_ends() {
+    let b = directory(SEED_LIST);
+    b.ctl.set_placement("S", "zegocloud", 1);
+    let (tx, rx_events) = tokio::sync::mpsc::unbounded_channel();
+    let c = b.config();
+    let registry = std::sync::Arc::new(Pushed {
+        inner: b.registry(&c),
+        events: tokio::sync::Mutex::new(rx_events),
+    });
+    let m = streamguard::StreamingProviderManager::builder(c)
+        .registry(registry)
+        .jitter(Box::new(FixedJitter(0.5)))
+        .build()
+        .unwrap();
+    let t = Trio::register(&m, false);
+    m.join_stream("S").await.unwrap();
+    t.webrtc.script_connect(vec![Step::Delay(secs(8))]);
+    let mut rx = m.subscribe();
+    tx.send(placed("webrtc", 2)).unwrap();
+    wait_for(
+        &mut rx,
+        secs(1),
+        |e| matches!(e, EventKind::AttemptStarted { provider, .. } if provider == "webrtc"),
+    )
+    .await;
+    // Mid-move (the join on webrtc takes 8 s), the publisher moves on.
+    tx.send(placed("agora", 3)).unwrap();
+    let moved = wait_for(
+        &mut rx,
+        secs(20),
+        |e| matches!(e, EventKind::MigrationFinished { to, .. } if to == "agora"),
+    )
+    .await;
+    assert!(
+        moved.at < secs(10),
+        "followed as soon as the first move ended"
+    );
+    assert_eq!(m.session("S").unwrap().provider.as_deref(), Some("agora"));
+    assert!(t.agora.is_carrying("S") && !t.webrtc.is_carrying("S"));
+    m.shutdown().await.unwrap();
+}

@@ -205,6 +205,9 @@ impl Shared {
                 provider, "provider left the list while connecting; moving"
             );
             FailoverReason::ProviderDisabled
+        } else if st.follows_elsewhere(stream_id, gen, provider) {
+            // A viewer whose publisher moved while this session was connecting or moving.
+            FailoverReason::PlacementChanged
         } else {
             return;
         };

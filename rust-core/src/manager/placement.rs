@@ -194,7 +194,7 @@ impl Shared {
         if !newer {
             return;
         }
-        let (gen, on) = (s.gen, s.info.provider.clone());
+        let gen = s.gen;
         info!(
             stream_id = p.stream_id,
             provider = p.provider,
@@ -202,17 +202,23 @@ impl Shared {
             live = p.live,
             "placement changed"
         );
-        let follow = p.live
-            && on
-                .as_deref()
-                .is_some_and(|cur| cur != p.provider && !p.standby.iter().any(|x| x == cur));
-        let from = on.unwrap_or_default();
+        let id = p.stream_id.clone();
         s.placement = Some(Box::new(p));
-        if follow {
+        // A session that is connecting or moving now is checked again when that ends
+        // (`install_slot`), so a change seen meanwhile is not lost.
+        let Some(on) = s
+            .info
+            .provider
+            .clone()
+            .filter(|_| s.info.state == SessionState::Live)
+        else {
+            return;
+        };
+        if st.follows_elsewhere(&id, gen, &on) {
             let job = MigrationJob {
-                stream_id: s.info.stream_id.clone(),
+                stream_id: id,
                 gen,
-                from,
+                from: on,
                 reason: FailoverReason::PlacementChanged,
             };
             self.start_migrations(&mut st, vec![job]);

@@ -215,6 +215,16 @@ impl State {
         Some((name.to_string(), info.clone(), slot.clone()))
     }
 
+    /// A viewer session on `provider` whose known placement is live and elsewhere (neither
+    /// the publisher's provider nor a standby): it must follow.
+    pub(super) fn follows_elsewhere(&self, stream_id: &str, gen: u64, provider: &str) -> bool {
+        self.session(stream_id, gen)
+            .and_then(|s| s.placement.as_ref())
+            .is_some_and(|p| {
+                p.live && p.provider != provider && !p.standby.iter().any(|x| x == provider)
+            })
+    }
+
     /// Is `provider` in the list and active? Sessions on any other provider must move off it.
     pub(super) fn is_listed_active(&self, provider: &str) -> bool {
         self.providers

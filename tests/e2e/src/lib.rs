@@ -362,6 +362,8 @@ pub fn rtmp_engine(
     parallel: bool,
 ) -> (StreamingProviderManager, [Arc<RtmpAdapter>; 2]) {
     let mut c = ManagerConfig::new(format!("{}/api", registry.url()));
+    // Placement claims (publishers) are authenticated like session telemetry.
+    c.auth_token = Some(TELEMETRY.into());
     c.health_check_interval = Duration::from_secs(3);
     c.suspect_recheck_delay = Duration::from_millis(500);
     c.adapter_timeout = Duration::from_secs(15);
