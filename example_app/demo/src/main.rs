@@ -1,13 +1,21 @@
 //! Streamguard demo: the reference registry (`streamguard-registry`, in-process, on loopback)
-//! with three SIMULATED providers ("agora", "zegocloud", "webrtc") and the real engine. The
-//! preferred provider goes down part-way, an admin changes priorities through the registry's
-//! admin API, and a viewer's SDK reports a fatal error; the timeline of detection, failover and
+//! with three SIMULATED providers ("agora", "zegocloud", "webrtc") and the real engine.
+//!
+//! Part 1, stream placement (`placement.rs`): a publisher engine and a viewer engine (two
+//! clients) on the same registry. The publisher goes live on zegocloud (its agora account is
+//! refused) and claims the stream's placement; the viewer joins zegocloud, not its preferred
+//! agora; the publisher moves twice and the viewer follows each time (pushed placement
+//! change); a failure only the viewer sees makes it stay, not wander.
+//!
+//! Part 2, one engine with two publishers: the preferred provider goes down part-way, an admin
+//! changes priorities through the registry's admin API, an SDK reports a fatal error, and
+//! capacity limits make a start queue for a slot; the timeline of detection, failover and
 //! migration is printed with times, then the registry's own view (streams, failover history).
 //!
 //! No media flows: the adapters are in-process simulations with realistic latencies, and each
 //! provider's "edge" is a loopback HTTP endpoint the registry probes.
 //!
-//! `--interactive` keeps both sessions live after the script until Ctrl-C, so you can flip
+//! `--interactive` keeps part 2's sessions live after its script until Ctrl-C, so you can flip
 //! providers with curl (the commands are printed) and watch the engine react.
 
 use async_trait::async_trait;
@@ -17,7 +25,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streamguard::{
@@ -25,6 +33,8 @@ use streamguard::{
     StreamingProviderManager,
 };
 use streamguard_registry::{Config as RegistryConfig, Secret, Seed};
+
+mod placement;
 
 /// The providers' simulated edges: `GET /edge/{name}` answers 200, or 503 while down.
 #[derive(Default)]
@@ -78,6 +88,10 @@ struct SimulatedProvider {
     name: &'static str,
     latency: Duration,
     down: AtomicBool,
+    /// This client's account is refused (e.g. over its publishing quota): starts fail with it.
+    refusal: Mutex<Option<ProviderError>>,
+    /// Starts and joins asked of it.
+    connects: AtomicU32,
 }
 
 impl SimulatedProvider {
@@ -86,6 +100,8 @@ impl SimulatedProvider {
             name,
             latency: Duration::from_millis(latency_ms),
             down: AtomicBool::new(false),
+            refusal: Mutex::new(None),
+            connects: AtomicU32::new(0),
         })
     }
     async fn call(&self) -> Result<(), ProviderError> {
@@ -107,9 +123,15 @@ impl ProviderAdapter for SimulatedProvider {
         Ok(())
     }
     async fn start_stream(&self, _stream_id: &str) -> Result<(), ProviderError> {
-        self.call().await
+        self.connects.fetch_add(1, Ordering::SeqCst);
+        self.call().await?;
+        match self.refusal.lock().unwrap().clone() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
     async fn join_stream(&self, _stream_id: &str) -> Result<(), ProviderError> {
+        self.connects.fetch_add(1, Ordering::SeqCst);
         self.call().await
     }
     async fn leave_stream(&self, _stream_id: &str) -> Result<(), ProviderError> {
@@ -126,7 +148,16 @@ impl ProviderAdapter for SimulatedProvider {
 }
 
 fn describe(ev: &StreamEvent) -> Option<String> {
-    let text = match &ev.kind {
+    Some(format!(
+        "[{:>7.3}s] {}",
+        ev.at.as_secs_f64(),
+        event_text(&ev.kind)
+    ))
+}
+
+/// One event in words.
+fn event_text(kind: &EventKind) -> String {
+    match kind {
         EventKind::AttemptStarted {
             stream_id,
             provider,
@@ -170,8 +201,16 @@ fn describe(ev: &StreamEvent) -> Option<String> {
             "{stream_id}: MIGRATED {from} -> {to} in {duration:.0?}, gap without a provider {gap:.0?}"
         ),
         EventKind::MigrationFailed {
-            stream_id, error, ..
-        } => format!("{stream_id}: migration failed: {error}"),
+            stream_id,
+            error,
+            still_on,
+            ..
+        } => format!(
+            "{stream_id}: migration failed: {error}{}",
+            still_on
+                .as_deref()
+                .map_or(String::new(), |p| format!(" (still on {p})"))
+        ),
         EventKind::HealthChanged {
             provider,
             from,
@@ -204,12 +243,53 @@ fn describe(ev: &StreamEvent) -> Option<String> {
                 .as_deref()
                 .map_or(String::new(), |p| format!(" on {p}"))
         ),
-    };
-    Some(format!("[{:>7.3}s] {text}", ev.at.as_secs_f64()))
+    }
 }
 
 fn say(start: tokio::time::Instant, text: &str) {
     println!("[{:>7.3}s] >>> {text}", start.elapsed().as_secs_f64());
+}
+
+/// The providers' simulated edges (probed by the registry's health checker) and the
+/// reference registry, in-process on loopback, with three providers and 1 s background checks.
+async fn start_registry(
+) -> Result<(streamguard_registry::RunningRegistry, Arc<Edges>), Box<dyn std::error::Error>> {
+    let edges = Arc::new(Edges::default());
+    let app = Router::new()
+        .route("/edge/{name}", get(edge))
+        .with_state(edges.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let edge_base = format!("http://{}/edge", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut reg_config =
+        RegistryConfig::local_test(ADMIN_TOKEN, "demo-super-admin-token-0123456789");
+    reg_config.health_interval = Duration::from_secs(1);
+    // Session telemetry moves the stream counts capacity decisions read, and placement claims
+    // are authenticated like it: the app reports with its own token, never anonymously.
+    reg_config.telemetry_token = Some(Secret::new(TELEMETRY_TOKEN));
+    let seed = json!([
+        {"name": "agora", "priority": 1, "monthlyCost": 49.0,
+         "config": {"appId": "demo-agora", "probe": {"type": "http", "url": format!("{edge_base}/agora")}}},
+        {"name": "zegocloud", "priority": 2, "monthlyCost": 39.0,
+         "config": {"appId": "demo-zego", "probe": {"type": "http", "url": format!("{edge_base}/zegocloud")}}},
+        {"name": "webrtc", "priority": 3, "monthlyCost": 0.0,
+         "config": {"probe": {"type": "http", "url": format!("{edge_base}/webrtc")}}}
+    ]);
+    reg_config.seed = Seed::Providers(serde_json::from_value(seed)?);
+    Ok((streamguard_registry::serve(reg_config).await?, edges))
+}
+
+/// The engine's configuration in the demo: shorter intervals than the defaults (30 s checks)
+/// so the demo takes seconds, not minutes.
+fn engine_config(base_url: &str) -> ManagerConfig {
+    let mut config = ManagerConfig::new(base_url);
+    config.health_check_interval = Duration::from_secs(3);
+    config.provider_refresh_interval = Duration::from_secs(2);
+    config.suspect_recheck_delay = Duration::from_millis(500);
+    config.report_sessions = true;
+    config.auth_token = Some(TELEMETRY_TOKEN.into());
+    config
 }
 
 #[tokio::main]
@@ -223,32 +303,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let interactive = std::env::args().any(|a| a == "--interactive");
 
-    // The providers' edges, probed by the registry's health checker.
-    let edges = Arc::new(Edges::default());
-    let app = Router::new()
-        .route("/edge/{name}", get(edge))
-        .with_state(edges.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let edge_base = format!("http://{}/edge", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
-    // The reference registry, in-process, with three providers and 1 s background checks.
-    let mut reg_config =
-        RegistryConfig::local_test(ADMIN_TOKEN, "demo-super-admin-token-0123456789");
-    reg_config.health_interval = Duration::from_secs(1);
-    // Session telemetry moves the stream counts capacity decisions read: the app reports
-    // with its own token, never anonymously.
-    reg_config.telemetry_token = Some(Secret::new(TELEMETRY_TOKEN));
-    let seed = json!([
-        {"name": "agora", "priority": 1, "monthlyCost": 49.0,
-         "config": {"appId": "demo-agora", "probe": {"type": "http", "url": format!("{edge_base}/agora")}}},
-        {"name": "zegocloud", "priority": 2, "monthlyCost": 39.0,
-         "config": {"appId": "demo-zego", "probe": {"type": "http", "url": format!("{edge_base}/zegocloud")}}},
-        {"name": "webrtc", "priority": 3, "monthlyCost": 0.0,
-         "config": {"probe": {"type": "http", "url": format!("{edge_base}/webrtc")}}}
-    ]);
-    reg_config.seed = Seed::Providers(serde_json::from_value(seed)?);
-    let registry = streamguard_registry::serve(reg_config).await?;
+    let (registry, edges) = start_registry().await?;
     let reg_url = registry.url();
     let base_url = format!("{reg_url}/api");
     println!("registry (streamguard-registry) at {reg_url}, admin token {ADMIN_TOKEN}");
@@ -258,13 +313,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "            -d '{{\"isActive\":false}}' {reg_url}/api/streaming/providers/zegocloud\n"
     );
 
-    // Shorter intervals than the defaults (30 s checks) so the demo takes seconds, not minutes.
-    let mut config = ManagerConfig::new(&base_url);
-    config.health_check_interval = Duration::from_secs(3);
-    config.provider_refresh_interval = Duration::from_secs(2);
-    config.suspect_recheck_delay = Duration::from_millis(500);
-    config.report_sessions = true;
-    config.auth_token = Some(TELEMETRY_TOKEN.into());
+    // Part 1: stream placement, two engines (publisher and viewer) on this registry.
+    let facts = placement::scene(
+        &reg_url,
+        Duration::from_millis(700),
+        engine_config(&base_url).provider_refresh_interval,
+    )
+    .await?;
+    println!(
+        "\nplacement summary: publisher on {}; viewer on {} (followed {} moves; stayed on {} when only its own SDK failed)\n",
+        facts.publisher_on.join(" -> "),
+        facts.viewer_on.join(" -> "),
+        facts.viewer_follow_reasons.len(),
+        facts.viewer_stayed_on.as_deref().unwrap_or("-")
+    );
+
+    // Part 2: one engine with two publishers through an outage, an admin change, an SDK error
+    // and capacity limits.
+    let mut config = engine_config(&base_url);
     // When every provider is full, queue for the first free slot (at most 30 s) instead of
     // failing at once.
     config.wait_for_capacity = true;
@@ -303,12 +369,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let start = tokio::time::Instant::now();
 
-    say(
-        start,
-        "Go live: publisher of \"concert\", viewer of \"match\"",
-    );
+    say(start, "Go live: publishers of \"concert\" and \"match\"");
     let s = manager.start_stream("concert").await?;
-    manager.join_stream("match").await?;
+    manager.start_stream("match").await?;
     say(
         start,
         &format!("live on {}", s.provider.unwrap_or_default()),
@@ -342,7 +405,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     say(
         start,
-        "SDK: the viewer's webrtc SDK reports an auth failure (provider-fatal)",
+        "SDK: the webrtc SDK of \"match\"'s publisher reports an auth failure (provider-fatal)",
     );
     manager.record_error("match", ProviderError::unauthorized("token expired"))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
