@@ -109,7 +109,7 @@ impl Shared {
         req: &ConnectRequest<'_>,
         run: &mut Run,
         held: &mut Option<HeldSlot>,
-    ) -> Result<(String, ProviderInfo, Arc<AdapterSlot>), StreamguardError> {
+    ) -> Result<Usable, StreamguardError> {
         let waited_before = run.waited;
         let retried = run.retry.as_ref().map(|(p, _)| p.as_str());
         let choice = self

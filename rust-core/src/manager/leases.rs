@@ -247,26 +247,7 @@ impl Shared {
         let mut announced = false;
         loop {
             list_rx.borrow_and_update();
-            let (candidates, reported_full) = {
-                let st = self.state();
-                let allowed = |p: &String| req.only.as_ref().is_none_or(|o| o.contains(p));
-                let mut ranked: Vec<_> = st
-                    .ranked(Instant::now(), excluded, req.only_parallel)
-                    .iter()
-                    .filter(|p| allowed(p))
-                    .filter_map(|p| st.usable(p))
-                    .collect();
-                // A viewer tries the publisher's provider before its standbys.
-                if let Some(first) = req.only.as_ref().and_then(|o| o.first()) {
-                    if let Some(i) = ranked.iter().position(|c| &c.0 == first) {
-                        let c = ranked.remove(i);
-                        ranked.insert(0, c);
-                    }
-                }
-                let mut full = st.reported_full(excluded, req.only_parallel);
-                full.retain(|p| allowed(p));
-                (ranked, full)
-            };
+            let (candidates, reported_full) = self.candidates(req, excluded);
             if candidates.is_empty() && reported_full.is_empty() {
                 return Ok(Choice::NoneUsable);
             }
@@ -334,12 +315,39 @@ impl Shared {
         }
     }
 
+    /// The providers an attempt may use now, best first (a viewer: its publisher's provider
+    /// first, then the standbys, nothing else), and those skipped only because the registry
+    /// reports them full.
+    fn candidates(
+        &self,
+        req: &ConnectRequest<'_>,
+        excluded: &HashSet<String>,
+    ) -> (Vec<Usable>, Vec<String>) {
+        let st = self.state();
+        let allowed = |p: &String| req.only.as_ref().is_none_or(|o| o.contains(p));
+        let mut ranked: Vec<_> = st
+            .ranked(Instant::now(), excluded, req.only_parallel)
+            .iter()
+            .filter(|p| allowed(p))
+            .filter_map(|p| st.usable(p))
+            .collect();
+        if let Some(first) = req.only.as_ref().and_then(|o| o.first()) {
+            if let Some(i) = ranked.iter().position(|c| &c.0 == first) {
+                let c = ranked.remove(i);
+                ranked.insert(0, c);
+            }
+        }
+        let mut full = st.reported_full(excluded, req.only_parallel);
+        full.retain(|p| allowed(p));
+        (ranked, full)
+    }
+
     /// Phase 1: the best ranked candidate with a free slot, if any.
     async fn phase_one(
         &self,
         req: &ConnectRequest<'_>,
         request: &SlotRequest,
-        candidates: &[(String, ProviderInfo, Arc<AdapterSlot>)],
+        candidates: &[Usable],
         held: &mut Option<HeldSlot>,
     ) -> Result<Option<Choice>, StreamguardError> {
         if candidates.is_empty() {

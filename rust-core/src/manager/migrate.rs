@@ -216,15 +216,7 @@ impl Shared {
         };
         let from_only = || HashSet::from([from.to_string()]);
         if strategy == MigrationStrategy::BreakBeforeMake {
-            self.vacate(from, stream_id, gen).await;
-            let gap_start = Some(Instant::now());
-            self.set_state(
-                &mut self.state(),
-                stream_id,
-                gen,
-                SessionState::Migrating,
-                None,
-            );
+            let gap_start = Some(self.step_off(from, stream_id, gen).await);
             let exclude = if health_driven {
                 from_only()
             } else {
@@ -258,14 +250,7 @@ impl Shared {
         }
         // The old provider is down and nothing else took the stream: leave it cleanly (once:
         // the session no longer names it).
-        self.set_state(
-            &mut self.state(),
-            stream_id,
-            gen,
-            SessionState::Migrating,
-            None,
-        );
-        self.vacate(from, stream_id, gen).await;
+        self.step_off(from, stream_id, gen).await;
         // A request the provider rejected as invalid would be rejected anywhere.
         if matches!(result, Err(StreamguardError::RequestRejected { .. })) {
             return Moved {
@@ -287,6 +272,21 @@ impl Shared {
             strategy: MigrationStrategy::BreakBeforeMake,
             gap_start,
         }
+    }
+
+    /// Leave `from` for good in a move (the session runs nowhere until it lands): returns when
+    /// the gap began.
+    async fn step_off(&self, from: &str, stream_id: &str, gen: u64) -> Instant {
+        self.vacate(from, stream_id, gen).await;
+        let left = Instant::now();
+        self.set_state(
+            &mut self.state(),
+            stream_id,
+            gen,
+            SessionState::Migrating,
+            None,
+        );
+        left
     }
 
     /// A publisher that moved claims its new provider (next epoch), so its viewers follow. A

@@ -206,7 +206,7 @@ impl State {
     }
 
     /// `name` if it is listed, active and has an adapter: what an attempt on it needs.
-    pub(super) fn usable(&self, name: &str) -> Option<(String, ProviderInfo, Arc<AdapterSlot>)> {
+    pub(super) fn usable(&self, name: &str) -> Option<Usable> {
         let info = self
             .providers
             .iter()
@@ -372,6 +372,9 @@ pub(super) struct Run {
     /// Bumped by `network_changed()`: cuts a backoff wait short.
     pub(super) retry_rx: watch::Receiver<u64>,
 }
+
+/// A provider an attempt can use: its name, its list entry and its adapter.
+pub(super) type Usable = (String, ProviderInfo, Arc<AdapterSlot>);
 
 /// What [`Shared::create_session`] did.
 pub(super) enum Opened {
