@@ -181,7 +181,9 @@ impl Shared {
     }
 
     /// A placement seen for a live viewer (poll or push): move to the publisher's provider if
-    /// it is elsewhere now.
+    /// it is elsewhere now. Also when the placement is not newer than the one kept: a change
+    /// that arrived while the viewer was still moving (to an older placement) is kept but
+    /// cannot start a move then, so the next poll starts it.
     pub(super) fn placement_seen(self: &Arc<Self>, p: Placement) {
         let mut st = self.state();
         let Some(s) = st.sessions.get_mut(&p.stream_id) else {
@@ -191,23 +193,25 @@ impl Shared {
             return;
         }
         let newer = s.placement.as_ref().is_none_or(|old| p.epoch > old.epoch);
-        if !newer {
-            return;
+        if newer {
+            info!(
+                stream_id = p.stream_id,
+                provider = p.provider,
+                epoch = p.epoch,
+                live = p.live,
+                "placement changed"
+            );
+            s.placement = Some(Box::new(p));
         }
+        let Some(p) = s.placement.as_deref() else {
+            return;
+        };
         let (gen, on) = (s.gen, s.info.provider.clone());
-        info!(
-            stream_id = p.stream_id,
-            provider = p.provider,
-            epoch = p.epoch,
-            live = p.live,
-            "placement changed"
-        );
         let follow = p.live
             && on
                 .as_deref()
                 .is_some_and(|cur| cur != p.provider && !p.standby.iter().any(|x| x == cur));
         let from = on.unwrap_or_default();
-        s.placement = Some(Box::new(p));
         if follow {
             let job = MigrationJob {
                 stream_id: s.info.stream_id.clone(),
