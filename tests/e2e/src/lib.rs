@@ -617,7 +617,8 @@ pub enum Fault {
 pub struct ViewerGap {
     /// Last frame on the old provider to first frame on the new one (zero if they overlap).
     pub gap: Duration,
-    /// Fault (or admin change) to the viewer engine's failover decision.
+    /// Fault (or admin change) to the viewer engine's own decision: a move, or (placement)
+    /// staying on primary while its publisher is still placed there.
     pub viewer_detected: Duration,
     /// Fault (or admin change) to the first frame on the new provider.
     pub recovered: Duration,
