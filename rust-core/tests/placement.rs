@@ -310,3 +310,47 @@ async fn a_placement_change_seen_while_moving_is_followed_when_the_move_ends() {
     assert!(t.agora.is_carrying("S") && !t.webrtc.is_carrying("S"));
     m.shutdown().await.unwrap();
 }
+
+/// The publisher moves again while its viewer is still joining the provider of the first move
+/// (a slow SDK): the second move, seen meanwhile, cannot start a move then, and the viewer must
+/// not stay where the publisher no longer is once it got there. (Failed before the fix: the
+/// viewer stayed on webrtc for good, every later poll seeing an epoch it already knew.)
+#[tokio::test(start_paused = true)]
+async fn a_second_move_seen_while_following_the_first_is_followed_too() {
+    let b = directory(SEED_LIST);
+    b.ctl.set_placement("S", "zegocloud", 1);
+    // A second watched stream, live throughout, keeps the polls going while S is moving.
+    b.ctl.set_placement("T", "agora", 1);
+    let mut c = b.config();
+    c.adapter_timeout = secs(60);
+    let m = b.manager(c);
+    let t = Trio::register(&m, false);
+    m.join_stream("S").await.unwrap();
+    m.join_stream("T").await.unwrap();
+    let mut rx = m.subscribe();
+    // Joining webrtc takes 40 s: the next poll (30 s later) comes while S is moving.
+    t.webrtc.script_connect(vec![Step::Delay(secs(40))]);
+    b.ctl.set_placement("S", "webrtc", 2);
+    wait_for(
+        &mut rx,
+        secs(31),
+        |e| matches!(e, EventKind::MigrationStarted { stream_id, .. } if stream_id == "S"),
+    )
+    .await;
+    b.ctl.set_placement("S", "agora", 3);
+    wait_for(
+        &mut rx,
+        secs(45),
+        |e| matches!(e, EventKind::MigrationFinished { to, .. } if to == "webrtc"),
+    )
+    .await;
+    wait_for(
+        &mut rx,
+        secs(31),
+        |e| matches!(e, EventKind::MigrationFinished { stream_id, to, .. } if stream_id == "S" && to == "agora"),
+    )
+    .await;
+    assert_eq!(m.session("S").unwrap().provider.as_deref(), Some("agora"));
+    assert!(!t.webrtc.is_carrying("S"));
+    m.shutdown().await.unwrap();
+}

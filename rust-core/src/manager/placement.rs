@@ -181,7 +181,9 @@ impl Shared {
     }
 
     /// A placement seen for a live viewer (poll or push): move to the publisher's provider if
-    /// it is elsewhere now.
+    /// it is elsewhere now. Also when the placement is not newer than the one kept: a change
+    /// that arrived while the viewer was still moving (to an older placement) is kept but
+    /// cannot start a move then, so the next poll starts it.
     pub(super) fn placement_seen(self: &Arc<Self>, p: Placement) {
         let mut st = self.state();
         let Some(s) = st.sessions.get_mut(&p.stream_id) else {
@@ -190,22 +192,21 @@ impl Shared {
         if s.info.role != Role::Viewer || s.info.state.is_finished() {
             return;
         }
+        // Follow whenever a live viewer is off the placement it keeps, not only on a newer
+        // epoch: a change seen while it was moving must not be lost (`install_slot` checks
+        // again when a move ends, and every later poll or push checks here).
         let newer = s.placement.as_ref().is_none_or(|old| p.epoch > old.epoch);
-        if !newer {
-            return;
+        if newer {
+            info!(
+                stream_id = p.stream_id,
+                provider = p.provider,
+                epoch = p.epoch,
+                live = p.live,
+                "placement changed"
+            );
+            s.placement = Some(Box::new(p));
         }
-        let gen = s.gen;
-        info!(
-            stream_id = p.stream_id,
-            provider = p.provider,
-            epoch = p.epoch,
-            live = p.live,
-            "placement changed"
-        );
-        let id = p.stream_id.clone();
-        s.placement = Some(Box::new(p));
-        // A session that is connecting or moving now is checked again when that ends
-        // (`install_slot`), so a change seen meanwhile is not lost.
+        let (id, gen) = (s.info.stream_id.clone(), s.gen);
         let Some(on) = s
             .info
             .provider

@@ -1,7 +1,10 @@
 //! RTMP failover benchmark: runs the real-media scenarios of `tests/rtmp.rs` and
 //! `tests/rtmp_viewer.rs` several times and prints detection time, recovery time, migration
 //! durations, planned-migration gaps and the gap a viewer sees (median and range).
-//! `cargo run --release -p streamguard-e2e --example rtmp_bench -- [runs]` (default 5).
+//! Then the placement scenarios of `tests/rtmp_placement.rs` (issue 14): a viewer engine
+//! following its publisher when primary is killed and when only the publisher's SDK fails.
+//! `cargo run --release -p streamguard-e2e --example rtmp_bench -- [runs] [placement]`
+//! (default 5 runs; `placement` runs only the placement scenarios).
 
 use streamguard_e2e::*;
 
@@ -11,6 +14,45 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5);
+    let only_placement = std::env::args().nth(2).as_deref() == Some("placement");
+    if !only_placement {
+        failover(runs).await;
+        println!();
+    }
+    placement(runs).await;
+}
+
+/// The publisher moves off primary; the viewer follows (push), measured from its frames.
+async fn placement(runs: usize) {
+    let faults = [PublisherFault::Killed, PublisherFault::LocalError];
+    let mut results = [vec![], vec![]];
+    for i in 0..runs {
+        for (f, r) in faults.iter().zip(results.iter_mut()) {
+            eprintln!("placement run {}/{runs}: {f:?}", i + 1);
+            let follow = scenario_follow(*f, Learns::Push).await;
+            eprintln!("  {follow:?}");
+            r.push(follow);
+        }
+    }
+    println!("| publisher leaves primary ({runs} runs, median (min–max)); viewer follows by push | fault → publisher live on backup | publisher live → viewer's first frame on backup | publisher live → viewer `MigrationFinished` | gap the viewer saw (last frame on primary → first on backup) | viewer stayed first | target |");
+    println!("|---|---|---|---|---|---|---|");
+    for (f, r) in faults.iter().zip(&results) {
+        let name = match f {
+            PublisherFault::Killed => "primary killed (SIGKILL)",
+            PublisherFault::LocalError => "publisher's SDK error on primary only",
+        };
+        println!(
+            "| {name} | {} | {} | {} | {} | {}/{runs} | viewer live < 2 s after the publisher |",
+            median_ms(r.iter().map(|f| f.publisher_moved).collect()),
+            median_ms(r.iter().map(|f| f.first_frame).collect()),
+            median_ms(r.iter().map(|f| f.follow).collect()),
+            median_ms(r.iter().map(|f| f.gap).collect()),
+            r.iter().filter(|f| f.viewer_stayed).count(),
+        );
+    }
+}
+
+async fn failover(runs: usize) {
     let mut killed = vec![];
     let mut frozen = vec![];
     let (mut bbb, mut mbb) = (vec![], vec![]);

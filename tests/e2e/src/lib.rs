@@ -16,6 +16,9 @@ use streamguard::{
 use streamguard_registry::{serve, Config, RunningRegistry, Seed};
 use tokio::sync::broadcast::Receiver;
 
+mod placement;
+pub use placement::*;
+
 /// The admin token of test registries.
 pub const ADMIN: &str = "admin-token-e2e-0123456789";
 /// The telemetry token of test registries (what an app would ship to report sessions).
@@ -361,13 +364,24 @@ pub fn rtmp_engine(
     registry: &RunningRegistry,
     parallel: bool,
 ) -> (StreamingProviderManager, [Arc<RtmpAdapter>; 2]) {
+    rtmp_engine_with(registry, parallel, |_| {})
+}
+
+/// [`rtmp_engine`] with its config adjusted by `customize`. Engines send the registry's
+/// telemetry token: the placement directory (publisher claims) is authenticated like session
+/// telemetry, and without it a publisher's claim is refused and its viewers find nothing.
+pub fn rtmp_engine_with(
+    registry: &RunningRegistry,
+    parallel: bool,
+    customize: impl FnOnce(&mut ManagerConfig),
+) -> (StreamingProviderManager, [Arc<RtmpAdapter>; 2]) {
     let mut c = ManagerConfig::new(format!("{}/api", registry.url()));
-    // Placement claims (publishers) are authenticated like session telemetry.
-    c.auth_token = Some(TELEMETRY.into());
+    c.auth_token = Some(TELEMETRY.to_string());
     c.health_check_interval = Duration::from_secs(3);
     c.suspect_recheck_delay = Duration::from_millis(500);
     c.adapter_timeout = Duration::from_secs(15);
     c.cooldown_base = Duration::from_secs(5);
+    customize(&mut c);
     let manager = StreamingProviderManager::new(c).unwrap();
     let settings = RtmpSettings {
         parallel,
@@ -603,7 +617,8 @@ pub enum Fault {
 pub struct ViewerGap {
     /// Last frame on the old provider to first frame on the new one (zero if they overlap).
     pub gap: Duration,
-    /// Fault (or admin change) to the viewer engine's failover decision.
+    /// Fault (or admin change) to the viewer engine's own decision: a move, or (placement)
+    /// staying on primary while its publisher is still placed there.
     pub viewer_detected: Duration,
     /// Fault (or admin change) to the first frame on the new provider.
     pub recovered: Duration,
@@ -625,8 +640,18 @@ pub async fn scenario_viewer(fault: Fault, parallel: bool) -> ViewerGap {
         Fault::Killed => w.primary.kill(),
         Fault::Frozen => w.primary.freeze(),
     }
-    let failover =
-        |e: &EventKind| matches!(e, EventKind::MigrationStarted { .. }) || health_failover(e);
+    // The viewer's own decision: a move, or (its publisher still placed on primary) staying
+    // there until the placement changes.
+    let failover = |e: &EventKind| {
+        matches!(
+            e,
+            EventKind::MigrationStarted { .. }
+                | EventKind::MigrationFailed {
+                    still_on: Some(_),
+                    ..
+                }
+        ) || health_failover(e)
+    };
     next(&mut rx, Duration::from_secs(60), failover).await;
     let viewer_detected = at.elapsed();
     let done = next(&mut rx, Duration::from_secs(60), |e| {

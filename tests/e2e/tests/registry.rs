@@ -130,16 +130,28 @@ fn streams(list: &serde_json::Value, name: &str) -> (u64, u64) {
     )
 }
 
+/// An engine with simulated adapters for the three providers.
+fn simulated(c: ManagerConfig) -> StreamingProviderManager {
+    let m = StreamingProviderManager::new(c).unwrap();
+    for name in ["agora", "zegocloud", "webrtc"] {
+        m.register_adapter(name, Arc::new(Sim::default())).unwrap();
+    }
+    m
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_reports_sessions_and_failovers_to_the_registry() {
     let reg = registry().await;
     let mut c = ManagerConfig::new(format!("{}/api", reg.url()));
     c.report_sessions = true;
     c.auth_token = Some(TELEMETRY.into());
-    let m = StreamingProviderManager::new(c).unwrap();
-    for name in ["agora", "zegocloud", "webrtc"] {
-        m.register_adapter(name, Arc::new(Sim::default())).unwrap();
-    }
+    let m = simulated(c);
+    // A viewer joins where the stream's publisher is (placement): another app, not reporting,
+    // publishes s2 (its claim needs the telemetry token).
+    let mut pc = ManagerConfig::new(format!("{}/api", reg.url()));
+    pc.auth_token = Some(TELEMETRY.into());
+    let publisher = simulated(pc);
+    publisher.start_stream("s2").await.unwrap();
     m.start_stream("s1").await.unwrap();
     // A second publisher (a viewer now needs a publisher's placement to join).
     m.start_stream("s2").await.unwrap();
@@ -153,6 +165,7 @@ async fn the_engine_reports_sessions_and_failovers_to_the_registry() {
     m.end_stream("s2").await.unwrap();
     // Reports travel on a background queue: shutdown flushes it (and ends s1).
     m.shutdown().await.unwrap();
+    publisher.shutdown().await.unwrap();
     let list = admin_get(&reg, "/admin").await;
     assert_eq!(
         streams(&list, "agora"),
