@@ -153,8 +153,7 @@ async fn the_engine_reports_sessions_and_failovers_to_the_registry() {
     let publisher = simulated(pc);
     publisher.start_stream("s2").await.unwrap();
     m.start_stream("s1").await.unwrap();
-    // A second publisher (a viewer now needs a publisher's placement to join).
-    m.start_stream("s2").await.unwrap();
+    m.join_stream("s2").await.unwrap();
     let waiter = tokio::spawn({
         let m = m.clone();
         async move { migrated(&m, Duration::from_secs(5)).await }
