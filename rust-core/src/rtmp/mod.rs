@@ -498,7 +498,12 @@ async fn supervise(
                 return proc.stop(grace).await;
             }
             _ = stop.cancelled() => {
-                return proc.stop(if stalled { Duration::ZERO } else { grace }).await;
+                // A viewer whose media stopped (a frozen server, or a publisher that left)
+                // cannot read `q`: waiting out the grace would only delay the move.
+                let frozen = watch
+                    .as_ref()
+                    .is_some_and(|w| viewer::lock(&w.timeline).frozen_at(std::time::Instant::now()));
+                return proc.stop(if stalled || frozen { Duration::ZERO } else { grace }).await;
             }
             _ = sleep_until_some(deadline) => {
                 let Some(w) = &watch else { continue };

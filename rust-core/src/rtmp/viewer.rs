@@ -187,6 +187,15 @@ impl Timeline {
         self.stalled
     }
 
+    /// No new media for longer than [`FROZEN_AFTER`] (or stalled): ffmpeg is blocked reading
+    /// the network and will not read its quit keystroke until media flows again.
+    pub(crate) fn frozen_at(&self, now: Instant) -> bool {
+        self.stalled
+            || self
+                .last_frame_at
+                .is_some_and(|t| now.saturating_duration_since(t) > FROZEN_AFTER)
+    }
+
     pub(crate) fn end(&mut self, now: Instant) {
         self.ended_at.get_or_insert(now);
     }

@@ -118,6 +118,33 @@ async fn a_frozen_server_is_reported_as_a_stall_within_the_stall_timeout() {
     );
 }
 
+/// The publisher leaves (its viewers' media stops, the server is fine): a viewer left before
+/// its stall is even reported is killed at once, not after the 2 s grace, since ffmpeg blocked
+/// on the network does not read `q`. (A viewer following its publisher to another provider
+/// leaves exactly like this.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_whose_publisher_left_is_stopped_at_once() {
+    let _one = serial().await;
+    let server = Nginx::start("gone");
+    let publisher = adapter_for(&server, RtmpSettings::default()).await;
+    publisher.start_stream("cam").await.unwrap();
+    let viewer = adapter_for(&server, RtmpSettings::default()).await;
+    viewer.join_stream("cam").await.unwrap();
+    publisher.leave_stream("cam").await.unwrap();
+    let last = viewer.viewer_stats("cam").unwrap().last_frame_at.unwrap();
+    // No media for over 0.5 s (FROZEN_AFTER), well before the 2 s stall report.
+    until(Duration::from_secs(5), "the viewer's media stopped", || {
+        let s = viewer.viewer_stats("cam").unwrap();
+        s.last_frame_at == Some(last) && last.elapsed() > Duration::from_millis(700)
+    })
+    .await;
+    viewer.leave_stream("cam").await.unwrap();
+    let stop = viewer.last_stop("cam", ProcessKind::Viewer).unwrap();
+    println!("viewer stop after its publisher left: {stop:?}");
+    assert!(stop.took < Duration::from_millis(300), "{stop:?}");
+    assert_eq!(viewers_of(server.port), 0, "no viewer ffmpeg left");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_is_reported_by_the_viewer_at_once() {
     let _one = serial().await;
