@@ -121,18 +121,32 @@ impl Shared {
         Ok(())
     }
 
-    /// Claims that failed earlier, tried again (each keep-alive round).
+    /// Claims that failed earlier, tried again (each keep-alive round). Each retry runs under
+    /// the session's op lock, like every other claim: a move or an end of the session waits for
+    /// it (bounded by `request_timeout` per request), so a retry for the old provider never
+    /// lands after a move's claim of the new one, nor after the end released the stream. A
+    /// session busy with an operation is skipped: that operation claims for itself.
     pub(super) async fn reclaim_pending(&self) {
-        let pending: Vec<(String, u64, String)> = {
+        let pending: Vec<(String, u64, Arc<tokio::sync::Mutex<()>>)> = {
             let st = self.state();
             st.sessions
                 .values()
                 .filter(|s| s.claim_pending && s.info.state == SessionState::Live)
-                .filter_map(|s| Some((s.info.stream_id.clone(), s.gen, s.info.provider.clone()?)))
+                .map(|s| (s.info.stream_id.clone(), s.gen, s.op_lock.clone()))
                 .collect()
         };
-        for (id, gen, provider) in pending {
-            let _ = self.claim(&id, gen, &provider).await;
+        for (id, gen, lock) in pending {
+            let Ok(_op) = lock.try_lock_owned() else {
+                continue;
+            };
+            let provider = self
+                .state()
+                .session(&id, gen)
+                .filter(|s| s.claim_pending && s.info.state == SessionState::Live)
+                .and_then(|s| s.info.provider.clone());
+            if let Some(provider) = provider {
+                let _ = self.claim(&id, gen, &provider).await;
+            }
         }
     }
 
