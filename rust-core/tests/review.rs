@@ -10,7 +10,7 @@ use std::time::Duration;
 use streamguard::ProviderErrorKind::Unauthorized;
 use streamguard::{
     BackendError, EventKind, LiveSession, Placement, PlacementClaim, ProviderError, ProviderList,
-    ProviderRegistry, PushEvent, RegistryHealth, SessionReport, SessionState,
+    ProviderRegistry, PushEvent, RegistryHealth, SessionReport, SessionState, StreamguardError,
     StreamingProviderManager,
 };
 
@@ -33,6 +33,8 @@ struct Wrap {
     claim_count: AtomicU64,
     push: tokio::sync::broadcast::Sender<Placement>,
     push_on: AtomicBool,
+    /// Releases wait this long before they are sent.
+    slow_release: Mutex<Duration>,
 }
 
 impl Wrap {
@@ -45,6 +47,7 @@ impl Wrap {
             claim_count: AtomicU64::new(0),
             push: tokio::sync::broadcast::channel(16).0,
             push_on: AtomicBool::new(false),
+            slow_release: Mutex::new(Duration::ZERO),
         })
     }
 }
@@ -100,6 +103,8 @@ impl ProviderRegistry for Wrap {
         stream_id: &str,
         client_id: &str,
     ) -> Result<(), BackendError> {
+        let slow = *self.slow_release.lock().unwrap();
+        tokio::time::sleep(slow).await;
         self.inner.release_placement(stream_id, client_id).await
     }
     async fn report(&self, report: &SessionReport) -> Result<(), BackendError> {
@@ -237,5 +242,100 @@ async fn a_claim_retry_never_outlives_the_stream() {
         "the ended stream is still placed: {:?}",
         b.ctl.placement_of("S")
     );
+    m.shutdown().await.unwrap();
+}
+
+/// `end_stream` while the publisher's placement claim is on its way: the start must not go
+/// live (nor return `Ok`), and nothing may be left running or placed.
+#[tokio::test(start_paused = true)]
+async fn end_during_the_claim_never_goes_live() {
+    let b = directory(SEED_LIST);
+    let (m, w) = wrapped(&b, b.config());
+    let t = Trio::register(&m, false);
+    *w.slow_claims.lock().unwrap() = Some(("agora".into(), secs(3)));
+    let mut rx = m.subscribe();
+    let start = {
+        let m = m.clone();
+        tokio::spawn(async move { m.start_stream("S").await })
+    };
+    tokio::time::sleep(secs(1)).await;
+    assert_eq!(m.session("S").unwrap().state, SessionState::Connecting);
+    m.end_stream("S").await.unwrap();
+    let r = start.await.unwrap();
+    assert!(
+        matches!(r, Err(StreamguardError::Cancelled(_))),
+        "an ended start returned {r:?}"
+    );
+    let went_live = drain(&mut rx).iter().any(|e| {
+        matches!(
+            &e.kind,
+            EventKind::SessionStateChanged {
+                to: SessionState::Live,
+                ..
+            }
+        )
+    });
+    assert!(!went_live, "the ended session went live");
+    tokio::time::sleep(secs(10)).await;
+    assert!(!t.agora.is_carrying("S"));
+    let live = b.ctl.placement_of("S").is_some_and(|(_, _, live)| live);
+    assert!(!live, "{:?}", b.ctl.placement_of("S"));
+    m.shutdown().await.unwrap();
+}
+
+/// The release of an ended session's claim runs in the background; a restart of the same
+/// stream id that claims first must not be released by it (the placement would say the
+/// stream is not live while the new session publishes it).
+#[tokio::test(start_paused = true)]
+async fn an_ended_sessions_release_never_ends_the_restarted_claim() {
+    let b = directory(SEED_LIST);
+    let (m, w) = wrapped(&b, b.config());
+    let t = Trio::register(&m, false);
+    m.start_stream("S").await.unwrap();
+    assert_eq!(b.ctl.placement_of("S"), Some(("agora".into(), 1, true)));
+    *w.slow_release.lock().unwrap() = secs(2);
+    m.end_stream("S").await.unwrap();
+    m.start_stream("S").await.unwrap();
+    tokio::time::sleep(secs(5)).await;
+    assert!(t.agora.is_carrying("S"));
+    let p = b.ctl.placement_of("S");
+    assert!(
+        p.as_ref()
+            .is_some_and(|(_, epoch, live)| *live && *epoch == 2),
+        "the restarted stream is placed: {p:?}"
+    );
+    m.shutdown().await.unwrap();
+}
+
+/// `end_stream` during a capacity wait whose periodic list re-read hangs: accepted at once,
+/// not after the read's `request_timeout`.
+#[tokio::test(start_paused = true)]
+async fn end_during_a_capacity_waits_list_reread_is_prompt() {
+    let b = Backend::start(SEED_LIST);
+    b.ctl.set_raw_providers(vec![
+        serde_json::json!({"name": "agora", "isActive": true, "priority": 1, "config": {}, "maxStreams": 1, "activeStreams": 1}),
+    ]);
+    let mut cfg = b.config();
+    cfg.wait_for_capacity = true;
+    let (m, faulty) = b.faulty_manager(cfg);
+    let _t = Trio::register(&m, false);
+    let start = {
+        let m = m.clone();
+        tokio::spawn(async move { m.start_stream("S").await })
+    };
+    tokio::time::sleep(secs(1)).await;
+    assert_eq!(m.session("S").unwrap().state, SessionState::Connecting);
+    faulty.list_hang.store(true, Ordering::SeqCst);
+    // The wait re-reads the list every provider_refresh_interval (30 s); that read hangs.
+    let reads = faulty.list_reads();
+    while faulty.list_reads() == reads {
+        tokio::time::sleep(ms(100)).await;
+    }
+    tokio::time::sleep(secs(1)).await;
+    let t0 = tokio::time::Instant::now();
+    m.end_stream("S").await.unwrap();
+    assert!(t0.elapsed() < secs(1), "end_stream took {:?}", t0.elapsed());
+    let r = start.await.unwrap();
+    assert!(matches!(r, Err(StreamguardError::Cancelled(_))), "{r:?}");
     m.shutdown().await.unwrap();
 }

@@ -388,7 +388,11 @@ impl Shared {
             r = self.ledger_call(left, self.ledger.acquire(request, left)), if ask_ledger => Some(r),
             _ = list_rx.changed(), if watch_list => None,
             _ = tokio::time::sleep(self.config.provider_refresh_interval.min(left)), if watch_list => {
-                let _ = self.refresh(true).await;
+                // The read may hang for `request_timeout`: `end_stream` does not wait for it.
+                tokio::select! {
+                    _ = self.refresh(true) => {}
+                    _ = req.cancel.cancelled() => return Err(self.stop_error(req.stream_id)),
+                }
                 None
             }
             _ = req.cancel.cancelled() => return Err(self.stop_error(req.stream_id)),

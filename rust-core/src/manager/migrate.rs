@@ -292,7 +292,7 @@ impl Shared {
     /// A publisher that moved claims its new provider (next epoch), so its viewers follow. A
     /// refusal (another client took the stream over meanwhile) is logged; the stream stays.
     async fn claim_moved(
-        &self,
+        self: &Arc<Self>,
         stream_id: &str,
         gen: u64,
         role: Role,

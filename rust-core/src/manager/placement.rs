@@ -7,6 +7,9 @@
 use super::*;
 use crate::placement::{Placement, PlacementClaim};
 
+/// The lane (see `lanes.rs`) of a stream's placement writes; no provider has this name.
+const PLACEMENT_LANE: &str = "\u{0}placement";
+
 /// What the viewer's join may use.
 pub(super) enum Target {
     /// No placement directory (or it could not be read): choose as before.
@@ -43,7 +46,7 @@ impl Shared {
     /// registry has no directory or could not be reached (the claim is retried with the next
     /// keep-alive round); `Err` only when another client owns the stream.
     pub(super) async fn claim(
-        &self,
+        self: &Arc<Self>,
         stream_id: &str,
         gen: u64,
         provider: &str,
@@ -51,6 +54,9 @@ impl Shared {
         if !self.placement_supported() {
             return Ok(());
         }
+        // After any release of an earlier session of this id (see `release_claim`).
+        let ticket = self.placement_ticket(&mut self.state(), stream_id);
+        ticket.turn().await;
         let known = self.state().session(stream_id, gen).map_or(0, |s| s.epoch);
         // The first claim of a session starts above whatever an earlier run left.
         let mut floor = known;
@@ -126,7 +132,7 @@ impl Shared {
     /// it (bounded by `request_timeout` per request), so a retry for the old provider never
     /// lands after a move's claim of the new one, nor after the end released the stream. A
     /// session busy with an operation is skipped: that operation claims for itself.
-    pub(super) async fn reclaim_pending(&self) {
+    pub(super) async fn reclaim_pending(self: &Arc<Self>) {
         let pending: Vec<(String, u64, Arc<tokio::sync::Mutex<()>>)> = {
             let st = self.state();
             st.sessions
@@ -150,14 +156,28 @@ impl Shared {
         }
     }
 
-    /// The publisher stopped: end its claim (in the background; a claim left behind expires).
-    pub(super) fn release_claim(self: &Arc<Self>, stream_id: &str, epoch: u64) {
+    /// Queue a placement write (a claim or a release) of `stream_id`: they run one at a time,
+    /// in the order queued, like the adapter calls of a (provider, stream) pair. A release is
+    /// queued in the same critical section that ends its session, so a restarted session's
+    /// claim always lands after it, never before (the release would end the new claim).
+    pub(super) fn placement_ticket(
+        self: &Arc<Self>,
+        st: &mut State,
+        stream_id: &str,
+    ) -> LaneTicket {
+        self.ticket(st, PLACEMENT_LANE, stream_id)
+    }
+
+    /// The publisher stopped: end its claim (in the background, in its turn after `ticket`
+    /// was queued; a claim left behind expires).
+    pub(super) fn release_claim(self: &Arc<Self>, stream_id: &str, epoch: u64, ticket: LaneTicket) {
         if epoch == 0 || !self.placement_supported() {
             return;
         }
         let me = self.clone();
         let id = stream_id.to_string();
         self.tracker.spawn(async move {
+            ticket.turn().await;
             let r = me
                 .bounded(me.registry.release_placement(&id, &me.client_id))
                 .await;
@@ -165,6 +185,7 @@ impl Shared {
                 Ok(()) => debug!(stream_id = id, "placement released"),
                 Err(e) => warn!(stream_id = id, error = %e, "placement release failed; it expires"),
             }
+            drop(ticket);
         });
     }
 

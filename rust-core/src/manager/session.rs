@@ -181,12 +181,27 @@ impl Shared {
             Err(e) => Err(e),
         };
         // A publisher claims its placement before it counts as live, so viewers can find it;
-        // if another client owns the stream, it leaves again.
+        // if another client owns the stream, it leaves again. The claim runs to its end
+        // (bounded by `request_timeout` per request: a claim dropped on its way could still
+        // land after its release); an `end_stream` meanwhile wins: the stream never goes live.
         let result = match (result, role) {
             (Ok((provider, slot)), Role::Publisher) => {
-                match self.claim(stream_id, gen, &provider).await {
+                let claimed = self.claim(stream_id, gen, &provider).await;
+                let claimed = claimed.and_then(|()| match cancel.is_cancelled() {
+                    true => Err(self.stop_error(stream_id)),
+                    false => Ok(()),
+                });
+                match claimed {
                     Ok(()) => Ok((provider, slot)),
                     Err(e) => {
+                        let (epoch, ticket) = {
+                            let mut st = self.state();
+                            let epoch = st
+                                .session_mut(stream_id, gen)
+                                .map_or(0, |s| std::mem::take(&mut s.epoch));
+                            (epoch, self.placement_ticket(&mut st, stream_id))
+                        };
+                        self.release_claim(stream_id, epoch, ticket);
                         self.leave(&provider, stream_id).await;
                         self.release_slot(slot).await;
                         Err(e)
@@ -268,7 +283,7 @@ impl Shared {
     /// Stop monitoring the session at once, then leave its provider. The caller holds the
     /// session's op lock.
     pub(super) async fn finish(self: &Arc<Self>, stream_id: &str, gen: u64, to: SessionState) {
-        let (provider, slot, epoch) = {
+        let (provider, slot, (epoch, release)) = {
             let mut st = self.state();
             let Some(s) = st.session_mut(stream_id, gen) else {
                 return;
@@ -283,9 +298,11 @@ impl Shared {
             // From here a new session of the same id may start: queued behind this ticket, its
             // attempts on this provider come after our leave.
             let ticket = p.as_ref().map(|p| self.ticket(&mut st, p, stream_id));
-            (p.zip(ticket), slot, epoch)
+            // Likewise its placement release lands before a new session's claim.
+            let release = self.placement_ticket(&mut st, stream_id);
+            (p.zip(ticket), slot, (epoch, release))
         };
-        self.release_claim(stream_id, epoch);
+        self.release_claim(stream_id, epoch, release);
         if let Some((p, ticket)) = provider {
             self.report(ReportKind::End, &p, stream_id, None, None);
             ticket.turn().await;
