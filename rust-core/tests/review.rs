@@ -339,3 +339,132 @@ async fn end_during_a_capacity_waits_list_reread_is_prompt() {
     assert!(matches!(r, Err(StreamguardError::Cancelled(_))), "{r:?}");
     m.shutdown().await.unwrap();
 }
+
+/// A ledger that answers after a millisecond, like a shared one (Redis) does.
+struct SlowLedger(streamguard::capacity::InMemoryLedger);
+
+#[async_trait]
+impl streamguard::capacity::SlotLedger for SlowLedger {
+    async fn try_acquire(
+        &self,
+        request: &streamguard::capacity::SlotRequest,
+    ) -> Result<streamguard::capacity::Grant, streamguard::capacity::CapacityError> {
+        tokio::time::sleep(ms(1)).await;
+        self.0.try_acquire(request).await
+    }
+    async fn acquire(
+        &self,
+        request: &streamguard::capacity::SlotRequest,
+        max_wait: Duration,
+    ) -> Result<streamguard::capacity::Lease, streamguard::capacity::CapacityError> {
+        tokio::time::sleep(ms(1)).await;
+        self.0.acquire(request, max_wait).await
+    }
+    async fn release(
+        &self,
+        lease: &streamguard::capacity::Lease,
+    ) -> Result<bool, streamguard::capacity::CapacityError> {
+        tokio::time::sleep(ms(1)).await;
+        self.0.release(lease).await
+    }
+    async fn renew(
+        &self,
+        lease: &streamguard::capacity::Lease,
+    ) -> Result<(), streamguard::capacity::CapacityError> {
+        self.0.renew(lease).await
+    }
+    async fn usage(
+        &self,
+        account: &str,
+    ) -> Result<streamguard::capacity::Usage, streamguard::capacity::CapacityError> {
+        self.0.usage(account).await
+    }
+    fn global_limit(&self) -> Option<u32> {
+        self.0.global_limit()
+    }
+}
+
+/// Half-open: one trial at a time also when the ledger takes a moment to answer (concurrent
+/// starts all chose the half-open provider before the first of them counted its trial).
+#[tokio::test(start_paused = true)]
+async fn a_half_open_provider_gets_one_trial_with_a_shared_ledger() {
+    use streamguard::ProviderErrorKind::Network;
+    let b = Backend::start(SEED_LIST);
+    let cfg = b.config();
+    let registry = b.registry(&cfg);
+    let m = StreamingProviderManager::builder(cfg)
+        .registry(registry)
+        .capacity(Arc::new(SlowLedger(
+            streamguard::capacity::InMemoryLedger::new(None),
+        )))
+        .jitter(Box::new(FixedJitter(0.5)))
+        .build()
+        .unwrap();
+    let t = Trio::register(&m, false);
+    t.agora
+        .script_connect(vec![Step::Fail(Network), Step::Fail(Network)]);
+    assert_eq!(
+        m.start_stream("s0").await.unwrap().provider.as_deref(),
+        Some("zegocloud")
+    );
+    tokio::time::sleep(secs(31)).await; // agora's 30 s cool-down ran out
+    t.agora.script_connect(vec![Step::Hang; 5]);
+    let mut ops = Vec::new();
+    for i in 1..=5 {
+        let m2 = m.clone();
+        ops.push(tokio::spawn(async move {
+            m2.start_stream(&format!("s{i}")).await.unwrap()
+        }));
+    }
+    for op in ops {
+        op.await.unwrap();
+    }
+    assert_eq!(t.agora.connects(), 3, "one trial, not one per start");
+    m.shutdown().await.unwrap();
+}
+
+/// A custom registry whose list call panics once: the engine keeps reading the list
+/// afterwards (the panic is an error of that one read, like an adapter's panic).
+#[tokio::test(start_paused = true)]
+async fn a_list_read_that_panics_does_not_stop_list_reads_for_good() {
+    struct Panicky {
+        inner: Arc<dyn ProviderRegistry>,
+        panic: AtomicBool,
+    }
+    #[async_trait]
+    impl ProviderRegistry for Panicky {
+        async fn providers(&self, etag: Option<&str>) -> Result<ProviderList, BackendError> {
+            if self.panic.swap(false, Ordering::SeqCst) {
+                panic!("registry bug");
+            }
+            self.inner.providers(etag).await
+        }
+        async fn health(&self, provider: &str) -> Result<RegistryHealth, BackendError> {
+            self.inner.health(provider).await
+        }
+    }
+    let b = Backend::start(SEED_LIST);
+    let cfg = b.config();
+    let reg = Arc::new(Panicky {
+        inner: b.registry(&cfg),
+        panic: AtomicBool::new(false),
+    });
+    let m = StreamingProviderManager::builder(cfg)
+        .registry(reg.clone())
+        .jitter(Box::new(FixedJitter(0.5)))
+        .build()
+        .unwrap();
+    let _t = Trio::register(&m, false);
+    assert_eq!(m.refresh_providers().await.unwrap().len(), 3);
+    reg.panic.store(true, Ordering::SeqCst);
+    assert!(m.refresh_providers().await.is_err());
+    b.ctl
+        .set_providers(&[("agora", true, 1), ("zegocloud", true, 2)]);
+    let r = m.refresh_providers().await;
+    assert_eq!(
+        r.map(|l| l.len()).ok(),
+        Some(2),
+        "list reads stopped for good"
+    );
+    m.shutdown().await.unwrap();
+}

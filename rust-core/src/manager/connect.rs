@@ -82,8 +82,21 @@ impl Shared {
             self.may_start(run.attempts.len(), run.deadline, &mut run.attempts)?;
             let number = run.attempts.len() as u32 + 1;
             let started = Instant::now();
+            let Some(begun) = self.begin_attempt(&req, &run.excluded, &provider) else {
+                // Another start began the trial of this half-open provider while this one
+                // chose it (a ledger answer takes a moment): go to the next provider.
+                run.excluded.insert(provider);
+                continue;
+            };
             let (trial, result) = self
-                .attempt(&req, &mut run, held, (&provider, &info, &slot), number)
+                .attempt(
+                    &req,
+                    &mut run,
+                    held,
+                    (&provider, &info, &slot),
+                    number,
+                    begun,
+                )
                 .await?;
             let error = match result {
                 Ok(()) => {
@@ -184,9 +197,9 @@ impl Shared {
         held: &mut Option<HeldSlot>,
         (provider, info, slot): (&str, &ProviderInfo, &Arc<AdapterSlot>),
         number: u32,
+        (trial, ticket): (bool, LaneTicket),
     ) -> Result<(bool, Result<(), ProviderError>), StreamguardError> {
         let stream_id = req.stream_id;
-        let (trial, ticket) = self.begin_attempt(provider, stream_id, req.gen);
         self.emit(EventKind::AttemptStarted {
             stream_id: stream_id.to_string(),
             provider: provider.to_string(),
@@ -347,15 +360,32 @@ impl Shared {
     }
 
     /// Count an attempt on `provider` and queue it in the (provider, stream) lane. Returns
-    /// whether it is the provider's half-open trial, and the lane ticket.
+    /// whether it is the provider's half-open trial, and the lane ticket; `None` if the
+    /// provider is half-open and its trial is already in flight while another provider could
+    /// be tried (checked here, under the lock that counts the trial, so two starts that chose
+    /// it at once never both become its trial; in panic mode it is tried anyway).
     pub(super) fn begin_attempt(
         self: &Arc<Self>,
+        req: &ConnectRequest<'_>,
+        excluded: &HashSet<String>,
         provider: &str,
-        stream_id: &str,
-        gen: u64,
-    ) -> (bool, LaneTicket) {
+    ) -> Option<(bool, LaneTicket)> {
+        let (stream_id, gen) = (req.stream_id, req.gen);
         let now = Instant::now();
         let mut st = self.state();
+        let busy = st.records.get(provider).is_some_and(|r| {
+            r.health.is_half_open(now) && (r.check_in_flight || r.trials_in_flight > 0)
+        });
+        if busy {
+            let allowed = |p: &String| req.only.as_ref().is_none_or(|o| o.contains(p));
+            let first = st
+                .ranked(now, excluded, req.only_parallel)
+                .into_iter()
+                .find(allowed);
+            if first.is_some_and(|f| f != provider) {
+                return None;
+            }
+        }
         let rec = st.record(provider);
         rec.attempts += 1;
         let trial = rec.health.is_half_open(now);
@@ -370,7 +400,7 @@ impl Shared {
             s.info.attempts += 1;
         }
         let ticket = self.ticket(&mut st, provider, stream_id);
-        (trial, ticket)
+        Some((trial, ticket))
     }
 
     /// The attempt on `provider` finished (or was abandoned and then finished).

@@ -75,9 +75,22 @@ impl Shared {
         });
         let me = self.clone();
         self.tracker.spawn(async move {
+            // The read on a task of its own: a registry that panics fails this read only (the
+            // read in flight is always cleared and every waiter told).
+            let read = {
+                let reader = me.clone();
+                me.tracker.spawn(async move { reader.read_list().await })
+            };
+            let abort = read.abort_handle();
             let outcome = tokio::select! {
-                o = me.read_list() => o,
-                _ = me.cancel.cancelled() => Err(StreamguardError::ShutDown),
+                o = read => o.unwrap_or_else(|e| Err(StreamguardError::Internal(format!(
+                    "provider list read failed: {}",
+                    panic_message(e)
+                )))),
+                _ = me.cancel.cancelled() => {
+                    abort.abort();
+                    Err(StreamguardError::ShutDown)
+                }
             };
             {
                 let mut st = me.state();
