@@ -468,3 +468,32 @@ async fn a_list_read_that_panics_does_not_stop_list_reads_for_good() {
     );
     m.shutdown().await.unwrap();
 }
+
+/// A publisher whose move finds no provider fails; its claim must not stay live (viewers
+/// would wait on a stream nobody publishes, another client could not take the id until the
+/// claim expires).
+#[tokio::test(start_paused = true)]
+async fn a_publisher_that_fails_to_move_releases_its_claim() {
+    let b = directory(SEED_LIST);
+    let m = b.manager(b.config());
+    let t = Trio::register(&m, false);
+    m.start_stream("S").await.unwrap();
+    assert_eq!(b.ctl.placement_of("S"), Some(("agora".into(), 1, true)));
+    t.zego.set_down(true);
+    t.webrtc.set_down(true);
+    let mut rx = m.subscribe();
+    m.record_error("S", ProviderError::new(Unauthorized, "revoked"))
+        .unwrap();
+    wait_for(&mut rx, secs(60), |e| {
+        matches!(e, EventKind::MigrationFailed { .. })
+    })
+    .await;
+    assert_eq!(m.session("S").unwrap().state, SessionState::Failed);
+    tokio::time::sleep(secs(5)).await;
+    let p = b.ctl.placement_of("S");
+    assert!(
+        p.as_ref().is_some_and(|(_, _, live)| !live),
+        "the failed publisher's claim is still live: {p:?}"
+    );
+    m.shutdown().await.unwrap();
+}

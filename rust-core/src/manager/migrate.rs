@@ -390,6 +390,14 @@ impl Shared {
                 self.tracker
                     .spawn(async move { me.release_slot(slot).await });
             }
+            // Nor a placement claim: the publisher runs nowhere now (`finish` will not run for
+            // a failed session).
+            let epoch = st
+                .session_mut(&stream_id, gen)
+                .map_or(0, |s| std::mem::take(&mut s.epoch));
+            let release = self.placement_ticket(&mut st, &stream_id);
+            drop(st);
+            self.release_claim(&stream_id, epoch, release);
         }
         warn!(stream_id, from, error = %e, "migration failed");
         self.emit(EventKind::MigrationFailed {
