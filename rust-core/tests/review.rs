@@ -497,3 +497,34 @@ async fn a_publisher_that_fails_to_move_releases_its_claim() {
     );
     m.shutdown().await.unwrap();
 }
+
+/// A list change that makes another provider preferred is no failure for a viewer that must
+/// stay with its publisher: no `MigrationFailed`, no "failed" error on the session.
+#[tokio::test(start_paused = true)]
+async fn a_preference_change_is_no_failure_for_a_viewer() {
+    let b = directory(SEED_LIST);
+    b.ctl.set_placement("S", "zegocloud", 1);
+    let m = b.manager(b.config());
+    let t = Trio::register(&m, false);
+    m.join_stream("S").await.unwrap();
+    let mut rx = m.subscribe();
+    b.ctl.set_providers(&[
+        ("agora", true, 1),
+        ("zegocloud", true, 2),
+        ("webrtc", true, 0),
+    ]);
+    m.refresh_providers().await.unwrap();
+    tokio::time::sleep(secs(1)).await;
+    let failed: Vec<_> = drain(&mut rx)
+        .into_iter()
+        .filter(|e| matches!(e.kind, EventKind::MigrationFailed { .. }))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let s = m.session("S").unwrap();
+    assert_eq!(
+        (s.state, s.provider.as_deref(), s.last_error.as_deref()),
+        (SessionState::Live, Some("zegocloud"), None)
+    );
+    assert!(t.zego.is_carrying("S"));
+    m.shutdown().await.unwrap();
+}

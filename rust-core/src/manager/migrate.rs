@@ -163,7 +163,8 @@ impl Shared {
 
     /// A viewer whose provider failed while its publisher is still there (and no standby can
     /// take it) stays: the stream is nowhere else, so moving would show nothing. It keeps being
-    /// checked and follows the publisher's move when the placement changes.
+    /// checked and follows the publisher's move when the placement changes. A planned move
+    /// that is only a preference (priority, failback) is dropped without a failure event.
     fn stay_with_publisher(&self, job: &MigrationJob) {
         let mut st = self.state();
         self.set_state(
@@ -173,6 +174,14 @@ impl Shared {
             SessionState::Live,
             Some(job.from.clone()),
         );
+        if matches!(
+            job.reason,
+            FailoverReason::PriorityChanged | FailoverReason::Failback
+        ) {
+            // Only a preference: nothing failed, and the stream is only here.
+            debug!(stream_id = job.stream_id, from = job.from, reason = ?job.reason, "viewer stays with its publisher");
+            return;
+        }
         let error = format!(
             "{} failed, but the publisher is still there and no standby can take the stream; staying until the placement changes",
             job.from
