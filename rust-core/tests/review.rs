@@ -234,7 +234,13 @@ async fn a_claim_retry_never_outlives_the_stream() {
     while w.claim_count.load(Ordering::SeqCst) == asked {
         tokio::time::sleep(ms(100)).await;
     }
+    let t0 = tokio::time::Instant::now();
     m.end_stream("S").await.unwrap();
+    assert!(
+        t0.elapsed() < secs(1),
+        "end_stream waited {:?}",
+        t0.elapsed()
+    );
     tokio::time::sleep(secs(10)).await;
     let live = b.ctl.placement_of("S").is_some_and(|(_, _, live)| live);
     assert!(

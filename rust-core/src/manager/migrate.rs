@@ -308,7 +308,7 @@ impl Shared {
         result: &Result<(String, HeldSlot), StreamguardError>,
     ) {
         if let (Role::Publisher, Ok((to, _))) = (role, result) {
-            if let Err(e) = self.claim(stream_id, gen, to).await {
+            if let Err(e) = self.claim(stream_id, gen, to, false).await {
                 warn!(stream_id, to, error = %e, "placement not claimed after the move");
             }
         }
@@ -401,12 +401,12 @@ impl Shared {
             }
             // Nor a placement claim: the publisher runs nowhere now (`finish` will not run for
             // a failed session).
-            let epoch = st
+            let claimed = st
                 .session_mut(&stream_id, gen)
-                .map_or(0, |s| std::mem::take(&mut s.epoch));
+                .is_some_and(|s| std::mem::take(&mut s.epoch) > 0 || s.claim_pending);
             let release = self.placement_ticket(&mut st, &stream_id);
             drop(st);
-            self.release_claim(&stream_id, epoch, release);
+            self.release_claim(&stream_id, claimed, release);
         }
         warn!(stream_id, from, error = %e, "migration failed");
         self.emit(EventKind::MigrationFailed {

@@ -45,18 +45,31 @@ impl Shared {
     /// Claim `stream_id`'s placement on `provider` with the next epoch. `Ok` also when the
     /// registry has no directory or could not be reached (the claim is retried with the next
     /// keep-alive round); `Err` only when another client owns the stream.
+    /// A `retry` (of a claim that failed) is made only if, in its turn, the session is still
+    /// live on `provider` with its claim pending: a move claims for itself.
     pub(super) async fn claim(
         self: &Arc<Self>,
         stream_id: &str,
         gen: u64,
         provider: &str,
+        retry: bool,
     ) -> Result<(), StreamguardError> {
         if !self.placement_supported() {
             return Ok(());
         }
-        // After any release of an earlier session of this id (see `release_claim`).
+        // In turn with every other claim and release of this stream id (see `release_claim`).
         let ticket = self.placement_ticket(&mut self.state(), stream_id);
         ticket.turn().await;
+        if retry {
+            let wanted = self.state().session(stream_id, gen).is_some_and(|s| {
+                s.claim_pending
+                    && s.info.state == SessionState::Live
+                    && s.info.provider.as_deref() == Some(provider)
+            });
+            if !wanted {
+                return Ok(());
+            }
+        }
         let known = self.state().session(stream_id, gen).map_or(0, |s| s.epoch);
         // The first claim of a session starts above whatever an earlier run left.
         let mut floor = known;
@@ -127,32 +140,21 @@ impl Shared {
         Ok(())
     }
 
-    /// Claims that failed earlier, tried again (each keep-alive round). Each retry runs under
-    /// the session's op lock, like every other claim: a move or an end of the session waits for
-    /// it (bounded by `request_timeout` per request), so a retry for the old provider never
-    /// lands after a move's claim of the new one, nor after the end released the stream. A
-    /// session busy with an operation is skipped: that operation claims for itself.
+    /// Claims that failed earlier, tried again (each keep-alive round). Each retry waits for
+    /// its turn in the stream's placement lane, like every claim and release: a move's claim
+    /// queued earlier lands first (and the retry is dropped), one queued later lands after it,
+    /// and an end's release lands after a retry already on its way.
     pub(super) async fn reclaim_pending(self: &Arc<Self>) {
-        let pending: Vec<(String, u64, Arc<tokio::sync::Mutex<()>>)> = {
+        let pending: Vec<(String, u64, String)> = {
             let st = self.state();
             st.sessions
                 .values()
                 .filter(|s| s.claim_pending && s.info.state == SessionState::Live)
-                .map(|s| (s.info.stream_id.clone(), s.gen, s.op_lock.clone()))
+                .filter_map(|s| Some((s.info.stream_id.clone(), s.gen, s.info.provider.clone()?)))
                 .collect()
         };
-        for (id, gen, lock) in pending {
-            let Ok(_op) = lock.try_lock_owned() else {
-                continue;
-            };
-            let provider = self
-                .state()
-                .session(&id, gen)
-                .filter(|s| s.claim_pending && s.info.state == SessionState::Live)
-                .and_then(|s| s.info.provider.clone());
-            if let Some(provider) = provider {
-                let _ = self.claim(&id, gen, &provider).await;
-            }
+        for (id, gen, provider) in pending {
+            let _ = self.claim(&id, gen, &provider, true).await;
         }
     }
 
@@ -168,10 +170,16 @@ impl Shared {
         self.ticket(st, PLACEMENT_LANE, stream_id)
     }
 
-    /// The publisher stopped: end its claim (in the background, in its turn after `ticket`
-    /// was queued; a claim left behind expires).
-    pub(super) fn release_claim(self: &Arc<Self>, stream_id: &str, epoch: u64, ticket: LaneTicket) {
-        if epoch == 0 || !self.placement_supported() {
+    /// The publisher stopped: end its claim if it made one (`claimed`: an epoch was claimed, or
+    /// a retry may be on its way). In the background, in its turn after `ticket` was queued,
+    /// so after any claim already on its way; a claim left behind expires.
+    pub(super) fn release_claim(
+        self: &Arc<Self>,
+        stream_id: &str,
+        claimed: bool,
+        ticket: LaneTicket,
+    ) {
+        if !claimed || !self.placement_supported() {
             return;
         }
         let me = self.clone();

@@ -186,7 +186,7 @@ impl Shared {
         // land after its release); an `end_stream` meanwhile wins: the stream never goes live.
         let result = match (result, role) {
             (Ok((provider, slot)), Role::Publisher) => {
-                let claimed = self.claim(stream_id, gen, &provider).await;
+                let claimed = self.claim(stream_id, gen, &provider, false).await;
                 let claimed = claimed.and_then(|()| match cancel.is_cancelled() {
                     true => Err(self.stop_error(stream_id)),
                     false => Ok(()),
@@ -194,14 +194,14 @@ impl Shared {
                 match claimed {
                     Ok(()) => Ok((provider, slot)),
                     Err(e) => {
-                        let (epoch, ticket) = {
+                        let (claimed, ticket) = {
                             let mut st = self.state();
-                            let epoch = st
+                            let claimed = st
                                 .session_mut(stream_id, gen)
-                                .map_or(0, |s| std::mem::take(&mut s.epoch));
-                            (epoch, self.placement_ticket(&mut st, stream_id))
+                                .is_some_and(|s| std::mem::take(&mut s.epoch) > 0);
+                            (claimed, self.placement_ticket(&mut st, stream_id))
                         };
-                        self.release_claim(stream_id, epoch, ticket);
+                        self.release_claim(stream_id, claimed, ticket);
                         self.leave(&provider, stream_id).await;
                         self.release_slot(slot).await;
                         Err(e)
@@ -283,7 +283,7 @@ impl Shared {
     /// Stop monitoring the session at once, then leave its provider. The caller holds the
     /// session's op lock.
     pub(super) async fn finish(self: &Arc<Self>, stream_id: &str, gen: u64, to: SessionState) {
-        let (provider, slot, (epoch, release)) = {
+        let (provider, slot, (claimed, release)) = {
             let mut st = self.state();
             let Some(s) = st.session_mut(stream_id, gen) else {
                 return;
@@ -293,16 +293,17 @@ impl Shared {
             }
             let p = s.info.provider.take();
             let slot = s.slot.take();
-            let epoch = std::mem::take(&mut s.epoch);
+            // A claim made, or a retry possibly on its way: released in its turn.
+            let claimed = std::mem::take(&mut s.epoch) > 0 || s.claim_pending;
             self.set_state(&mut st, stream_id, gen, to, None);
             // From here a new session of the same id may start: queued behind this ticket, its
             // attempts on this provider come after our leave.
             let ticket = p.as_ref().map(|p| self.ticket(&mut st, p, stream_id));
             // Likewise its placement release lands before a new session's claim.
             let release = self.placement_ticket(&mut st, stream_id);
-            (p.zip(ticket), slot, (epoch, release))
+            (p.zip(ticket), slot, (claimed, release))
         };
-        self.release_claim(stream_id, epoch, release);
+        self.release_claim(stream_id, claimed, release);
         if let Some((p, ticket)) = provider {
             self.report(ReportKind::End, &p, stream_id, None, None);
             ticket.turn().await;
