@@ -534,3 +534,43 @@ async fn a_preference_change_is_no_failure_for_a_viewer() {
     assert!(t.zego.is_carrying("S"));
     m.shutdown().await.unwrap();
 }
+
+/// The publisher stopped (its release keeps the epoch, `live` false): a viewer whose own
+/// provider then fails goes nowhere, not to a standby of the stopped stream.
+#[tokio::test(start_paused = true)]
+async fn a_viewer_learns_that_its_publisher_stopped() {
+    let b = directory(SEED_LIST);
+    b.ctl.set_placement("S", "zegocloud", 1);
+    let (m, w) = wrapped(&b, b.config());
+    w.push_on.store(true, Ordering::SeqCst);
+    let t = Trio::register(&m, false);
+    m.join_stream("S").await.unwrap();
+    tokio::time::sleep(ms(100)).await;
+    let mut with_standby = placed("S", "zegocloud", 2);
+    with_standby.standby = vec!["webrtc".into()];
+    let _ = w.push.send(with_standby.clone());
+    tokio::time::sleep(ms(100)).await;
+    // The publisher ends: the registry publishes the same epoch, not live.
+    let stopped = Placement {
+        live: false,
+        ..with_standby
+    };
+    let _ = w.push.send(stopped);
+    tokio::time::sleep(ms(100)).await;
+    let mut rx = m.subscribe();
+    m.record_error("S", ProviderError::new(Unauthorized, "viewer-side failure"))
+        .unwrap();
+    wait_for(&mut rx, secs(5), |e| {
+        matches!(
+            e,
+            EventKind::MigrationFailed { .. } | EventKind::MigrationFinished { .. }
+        )
+    })
+    .await;
+    assert_eq!(
+        t.webrtc.connects(),
+        0,
+        "joined a standby of a stopped stream"
+    );
+    m.shutdown().await.unwrap();
+}

@@ -237,8 +237,13 @@ impl Shared {
         }
         // Follow whenever a live viewer is off the placement it keeps, not only on a newer
         // epoch: a change seen while it was moving must not be lost (`install_slot` checks
-        // again when a move ends, and every later poll or push checks here).
-        let newer = s.placement.as_ref().is_none_or(|old| p.epoch > old.epoch);
+        // again when a move ends, and every later poll or push checks here). A release keeps
+        // its epoch and only ends `live` (a new claim always goes above): that is news too,
+        // and never undone within the epoch.
+        let newer = s
+            .placement
+            .as_ref()
+            .is_none_or(|old| p.epoch > old.epoch || (p.epoch == old.epoch && old.live && !p.live));
         if newer {
             info!(
                 stream_id = p.stream_id,
