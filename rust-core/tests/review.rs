@@ -574,3 +574,90 @@ async fn a_viewer_learns_that_its_publisher_stopped() {
     );
     m.shutdown().await.unwrap();
 }
+
+/// The same kind as a panicking list read, for every other registry call: a custom registry
+/// whose health check, session report and push channel panic (once each) fails that call only;
+/// checks, reports and the push channel go on (they used to stop for good: the check flag stayed
+/// set, the reporter and the push loop died with the panic).
+#[tokio::test(start_paused = true)]
+async fn registry_calls_that_panic_fail_that_call_only() {
+    struct Panicky {
+        inner: Arc<dyn ProviderRegistry>,
+        health: AtomicBool,
+        report: AtomicBool,
+        follow: AtomicBool,
+        follows: AtomicU64,
+        reports: AtomicU64,
+        checks: AtomicU64,
+    }
+    #[async_trait]
+    impl ProviderRegistry for Panicky {
+        async fn providers(&self, etag: Option<&str>) -> Result<ProviderList, BackendError> {
+            self.inner.providers(etag).await
+        }
+        async fn health(&self, provider: &str) -> Result<RegistryHealth, BackendError> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            if self.health.swap(false, Ordering::SeqCst) {
+                panic!("registry bug in health");
+            }
+            self.inner.health(provider).await
+        }
+        async fn report(&self, _report: &streamguard::SessionReport) -> Result<(), BackendError> {
+            self.reports.fetch_add(1, Ordering::SeqCst);
+            if self.report.swap(false, Ordering::SeqCst) {
+                panic!("registry bug in report");
+            }
+            Ok(())
+        }
+        async fn follow(
+            &self,
+            _on_event: &(dyn Fn(streamguard::PushEvent) + Send + Sync),
+        ) -> Result<(), BackendError> {
+            self.follows.fetch_add(1, Ordering::SeqCst);
+            if self.follow.swap(false, Ordering::SeqCst) {
+                panic!("registry bug in follow");
+            }
+            std::future::pending().await
+        }
+    }
+    let b = Backend::start(SEED_LIST);
+    let mut cfg = b.config();
+    cfg.report_sessions = true;
+    let reg = Arc::new(Panicky {
+        inner: b.registry(&cfg),
+        health: AtomicBool::new(true),
+        report: AtomicBool::new(true),
+        follow: AtomicBool::new(true),
+        follows: AtomicU64::new(0),
+        reports: AtomicU64::new(0),
+        checks: AtomicU64::new(0),
+    });
+    let m = StreamingProviderManager::builder(cfg)
+        .registry(reg.clone())
+        .jitter(Box::new(FixedJitter(0.5)))
+        .build()
+        .unwrap();
+    let _t = Trio::register(&m, false);
+    m.start_stream("s1").await.unwrap(); // its report panics
+    m.start_stream("s2").await.unwrap();
+    // Checks every 30 s: the first one panics, the next ones still run.
+    tokio::time::sleep(Duration::from_secs(95)).await;
+    assert!(
+        reg.checks.load(Ordering::SeqCst) >= 3,
+        "checks stopped after the panic"
+    );
+    assert!(
+        reg.reports.load(Ordering::SeqCst) >= 2,
+        "reports stopped after the panic"
+    );
+    assert!(
+        reg.follows.load(Ordering::SeqCst) >= 2,
+        "the push channel was not reconnected after the panic"
+    );
+    assert_eq!(
+        m.session("s1").unwrap().state,
+        streamguard::SessionState::Live
+    );
+    m.shutdown().await.unwrap();
+    assert_eq!(m.task_count(), 0);
+}

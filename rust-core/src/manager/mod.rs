@@ -381,6 +381,29 @@ impl Shared {
         t.saturating_duration_since(self.epoch)
     }
 
+    /// A call into the registry (host code when the app brings its own `ProviderRegistry`), on a
+    /// task of its own and bounded by `request_timeout`: a registry that hangs costs one
+    /// timeout, one that panics fails this call only, as a `BackendError::Network`.
+    pub(super) async fn registry_call<T, F, Fut>(&self, f: F) -> Result<T, BackendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<dyn ProviderRegistry>) -> Fut,
+        Fut: Future<Output = Result<T, BackendError>> + Send + 'static,
+    {
+        let mut call = self.tracker.spawn(f(self.registry.clone()));
+        match tokio::time::timeout(self.config.request_timeout, &mut call).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(BackendError::Network(format!(
+                "registry call failed: {}",
+                panic_message(e)
+            ))),
+            Err(_) => {
+                call.abort();
+                Err(BackendError::Timeout)
+            }
+        }
+    }
+
     /// Run `f` on a tracked task and turn an engine panic into an error.
     pub(super) async fn tracked<T, F, Fut>(self: Arc<Self>, f: F) -> Result<T, StreamguardError>
     where

@@ -150,9 +150,9 @@ impl Shared {
     async fn verdicts(&self, provider: &str) -> Vec<Verdict> {
         let slot = self.state().adapters.get(provider).cloned();
         let registry = async {
-            tokio::time::timeout(self.config.request_timeout, self.registry.health(provider))
+            let p = provider.to_string();
+            self.registry_call(|r| async move { r.health(&p).await })
                 .await
-                .unwrap_or(Err(BackendError::Timeout))
         };
         let probe = async {
             match &slot {

@@ -32,16 +32,6 @@ impl Shared {
         }
     }
 
-    /// A registry call bounded by `request_timeout`.
-    async fn bounded<T>(
-        &self,
-        fut: impl Future<Output = Result<T, BackendError>>,
-    ) -> Result<T, BackendError> {
-        tokio::time::timeout(self.config.request_timeout, fut)
-            .await
-            .unwrap_or(Err(BackendError::Timeout))
-    }
-
     /// Claim `stream_id`'s placement on `provider` with the next epoch. `Ok` also when the
     /// registry has no directory or could not be reached (the claim is retried with the next
     /// keep-alive round); `Err` only when another client owns the stream.
@@ -74,7 +64,13 @@ impl Shared {
         // The first claim of a session starts above whatever an earlier run left.
         let mut floor = known;
         if known == 0 {
-            floor = match self.bounded(self.registry.placement(stream_id)).await {
+            floor = match self
+                .registry_call({
+                    let id = stream_id.to_string();
+                    |r| async move { r.placement(&id).await }
+                })
+                .await
+            {
                 Ok(p) => p.map_or(0, |p| p.epoch),
                 Err(BackendError::Unsupported(_)) => {
                     self.placement_missing();
@@ -91,7 +87,10 @@ impl Shared {
                 client_id: self.client_id.clone(),
             };
             match self
-                .bounded(self.registry.claim_placement(stream_id, &claim))
+                .registry_call({
+                    let (id, claim) = (stream_id.to_string(), claim.clone());
+                    |r| async move { r.claim_placement(&id, &claim).await }
+                })
                 .await
             {
                 Ok(p) => {
@@ -104,7 +103,13 @@ impl Shared {
                 }
                 Err(BackendError::Conflict { code, .. }) if code == "stale_epoch" && round == 0 => {
                     // Claimed meanwhile (an earlier run of ours): read it and go above.
-                    floor = match self.bounded(self.registry.placement(stream_id)).await {
+                    floor = match self
+                        .registry_call({
+                            let id = stream_id.to_string();
+                            |r| async move { r.placement(&id).await }
+                        })
+                        .await
+                    {
                         Ok(p) => p.map_or(floor, |p| p.epoch.max(floor)),
                         Err(e) => return self.claim_failed(stream_id, gen, e),
                     };
@@ -187,7 +192,10 @@ impl Shared {
         self.tracker.spawn(async move {
             ticket.turn().await;
             let r = me
-                .bounded(me.registry.release_placement(&id, &me.client_id))
+                .registry_call({
+                    let (id, client) = (id.clone(), me.client_id.clone());
+                    |r| async move { r.release_placement(&id, &client).await }
+                })
                 .await;
             match r {
                 Ok(()) => debug!(stream_id = id, "placement released"),
@@ -204,7 +212,13 @@ impl Shared {
         if !self.placement_supported() {
             return Ok(Target::Any);
         }
-        match self.bounded(self.registry.placement(stream_id)).await {
+        match self
+            .registry_call({
+                let id = stream_id.to_string();
+                |r| async move { r.placement(&id).await }
+            })
+            .await
+        {
             Ok(Some(p)) if p.live => Ok(Target::Placed(p)),
             Ok(_) => Err(StreamguardError::NoProviderAvailable {
                 reason: format!("stream {stream_id:?} is not live (no publisher placement)"),
@@ -281,7 +295,11 @@ impl Shared {
         }
         let viewed: Vec<String> = self.viewed_streams();
         for id in viewed {
-            match self.bounded(self.registry.placement(&id)).await {
+            let key = id.clone();
+            match self
+                .registry_call(|r| async move { r.placement(&key).await })
+                .await
+            {
                 Ok(Some(p)) => self.placement_seen(p),
                 Ok(None) => {}
                 Err(BackendError::Unsupported(_)) => return self.placement_missing(),

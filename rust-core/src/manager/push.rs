@@ -37,11 +37,24 @@ impl Shared {
                     }
                 }
             };
-            let outcome = tokio::select! {
-                r = self.registry.follow_streams(&streams, &on_event) => Some(r),
-                _ = idle => None,
-                _ = self.cancel.cancelled() => return,
+            // On a task of its own: a registry whose push channel panics fails this connection
+            // only (reconnected with backoff), not the push loop.
+            let mut follow = {
+                let (registry, streams) = (self.registry.clone(), streams.clone());
+                self.tracker
+                    .spawn(async move { registry.follow_streams(&streams, &on_event).await })
             };
+            let outcome = tokio::select! {
+                r = &mut follow => Some(r.unwrap_or_else(|e| {
+                    Err(BackendError::Network(format!("push channel failed: {}", panic_message(e))))
+                })),
+                _ = idle => None,
+                _ = self.cancel.cancelled() => {
+                    follow.abort();
+                    return;
+                }
+            };
+            follow.abort();
             let delay = match outcome {
                 None => continue,
                 Some(Err(BackendError::PushUnsupported)) => {

@@ -79,30 +79,30 @@ impl Shared {
                 .collect()
         };
         for batch in live.chunks(ALIVE_BATCH) {
-            let sent = tokio::time::timeout(
-                self.config.request_timeout,
-                self.registry.alive(&self.client_id, batch),
-            )
-            .await;
+            let (client, batch) = (self.client_id.clone(), batch.to_vec());
+            let sent = self
+                .registry_call(|r| async move { r.alive(&client, &batch).await })
+                .await;
             match sent {
-                Ok(Ok(())) => debug!(sessions = batch.len(), "sessions confirmed to the registry"),
+                Ok(()) => debug!("sessions confirmed to the registry"),
                 // An older registry without keep-alives: nothing to do about it.
-                Ok(Err(BackendError::Status(404))) => {
+                Err(BackendError::Status(404)) => {
                     debug!("registry has no keep-alive route");
                     return;
                 }
-                Ok(Err(e)) => warn!(error = %e, "session keep-alive failed"),
-                Err(_) => warn!("session keep-alive timed out"),
+                Err(e) => warn!(error = %e, "session keep-alive failed"),
             }
         }
     }
 
     pub(super) async fn send_report(&self, report: SessionReport) {
-        match tokio::time::timeout(self.config.request_timeout, self.registry.report(&report)).await
-        {
-            Ok(Ok(())) => debug!(?report, "session reported"),
-            Ok(Err(e)) => warn!(error = %e, kind = ?report.kind, "session report failed"),
-            Err(_) => warn!(kind = ?report.kind, "session report timed out"),
+        let kind = report.kind;
+        let sent = self
+            .registry_call(|r| async move { r.report(&report).await })
+            .await;
+        match sent {
+            Ok(()) => debug!(?kind, "session reported"),
+            Err(e) => warn!(error = %e, ?kind, "session report failed"),
         }
     }
 }
