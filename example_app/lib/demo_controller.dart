@@ -227,5 +227,8 @@ String describe(StreamEvent e) {
     case EventType.sessionStateChanged:
       return '$id${e.stateFrom?.name} → ${e.stateTo?.name}'
           '${e.provider == null ? '' : ' on ${e.provider}'}';
+    case EventType.placementChanged:
+      return '${id}published on ${e.provider} (epoch ${e.epoch}'
+          '${e.live == true ? '' : ', ended'})';
   }
 }

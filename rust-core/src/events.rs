@@ -211,6 +211,19 @@ pub enum EventKind {
         /// The longest it will still wait.
         max_wait: Duration,
     },
+    /// Where a stream is published changed, as this engine learned it: its own claim as a
+    /// publisher (after going live or moving), or the registry's placement as a viewer (a move
+    /// of its publisher, or the publisher stopping: `live` false).
+    PlacementChanged {
+        /// The stream.
+        stream_id: String,
+        /// The provider carrying its publisher.
+        provider: String,
+        /// The placement's epoch (increases with every move of the publisher).
+        epoch: u64,
+        /// The publisher's claim is alive.
+        live: bool,
+    },
     /// A session changed state.
     SessionStateChanged {
         /// Session.

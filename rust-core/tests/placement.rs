@@ -25,8 +25,13 @@ async fn a_publisher_claims_where_it_publishes_and_after_every_move() {
     let b = directory(SEED_LIST);
     let m = b.manager(b.config());
     let t = Trio::register(&m, false);
+    let mut claims = m.subscribe();
     m.start_stream("S").await.unwrap();
     assert_eq!(b.ctl.placement_of("S"), Some(("agora".into(), 1, true)));
+    wait_for(&mut claims, secs(1), |e| {
+        matches!(e, EventKind::PlacementChanged { provider, epoch: 1, live: true, .. } if provider == "agora")
+    })
+    .await;
     let mut rx = m.subscribe();
     m.record_error("S", ProviderError::new(Unauthorized, "revoked"))
         .unwrap();
@@ -163,6 +168,7 @@ async fn a_live_viewer_follows_its_publisher() {
     m.join_stream("S").await.unwrap();
     let mut rx = m.subscribe();
     b.ctl.set_placement("S", "webrtc", 2);
+    let mut seen = m.subscribe();
     // Push is off in this harness: the viewer polls every provider_refresh_interval (30 s).
     let moved = wait_for(&mut rx, secs(31), |e| {
         matches!(
@@ -181,6 +187,10 @@ async fn a_live_viewer_follows_its_publisher() {
     .await;
     assert_eq!(m.session("S").unwrap().provider.as_deref(), Some("webrtc"));
     assert!(t.webrtc.is_carrying("S") && !t.zego.is_carrying("S"));
+    wait_for(&mut seen, secs(1), |e| {
+        matches!(e, EventKind::PlacementChanged { provider, epoch: 2, .. } if provider == "webrtc")
+    })
+    .await;
     m.shutdown().await.unwrap();
 }
 

@@ -145,6 +145,18 @@ pub enum EventKind {
         /// The longest it will still wait, in milliseconds.
         max_wait_ms: u64,
     },
+    /// Where a stream is published changed (a publisher's own claim, or a viewer learning of
+    /// its publisher's move or stop).
+    PlacementChanged {
+        /// The stream.
+        stream_id: String,
+        /// The provider carrying its publisher.
+        provider: String,
+        /// The placement's epoch (increases with every move of the publisher).
+        epoch: u64,
+        /// The publisher's claim is alive.
+        live: bool,
+    },
     /// A session changed state.
     SessionStateChanged {
         /// Session.
@@ -261,6 +273,17 @@ impl From<sg::EventKind> for EventKind {
                 providers,
                 max_wait_ms: ms(max_wait),
             },
+            K::PlacementChanged {
+                stream_id,
+                provider,
+                epoch,
+                live,
+            } => Self::PlacementChanged {
+                stream_id,
+                provider,
+                epoch,
+                live,
+            },
             K::SessionStateChanged {
                 stream_id,
                 from,
@@ -306,6 +329,29 @@ mod tests {
         };
         assert_eq!(retry_in_ms, Some(250));
         assert_eq!(error_kind, crate::ProviderErrorKind::Timeout);
+    }
+
+    #[test]
+    fn a_placement_change_crosses_with_its_epoch() {
+        let e: StreamEvent = sg::StreamEvent {
+            at: Duration::from_millis(3),
+            kind: sg::EventKind::PlacementChanged {
+                stream_id: "s".into(),
+                provider: "zegocloud".into(),
+                epoch: 4,
+                live: true,
+            },
+        }
+        .into();
+        assert_eq!(
+            e.kind,
+            EventKind::PlacementChanged {
+                stream_id: "s".into(),
+                provider: "zegocloud".into(),
+                epoch: 4,
+                live: true,
+            }
+        );
     }
 
     #[test]

@@ -224,6 +224,15 @@ fn event_text(kind: &EventKind) -> String {
             format!("registry: provider order now {}", active.join(" > "))
         }
         EventKind::BackendError { error } => format!("registry error: {error}"),
+        EventKind::PlacementChanged {
+            stream_id,
+            provider,
+            epoch,
+            live,
+        } => format!(
+            "{stream_id}: published on {provider} (epoch {epoch}{})",
+            if *live { "" } else { ", ended" }
+        ),
         EventKind::WaitingForCapacity {
             stream_id,
             providers,

@@ -119,6 +119,8 @@ impl StreamEvent {
             active: Vec::new(),
             providers: Vec::new(),
             max_wait_ms: None,
+            epoch: None,
+            live: None,
             message: None,
         }
     }
@@ -241,6 +243,18 @@ impl From<sg::StreamEvent> for StreamEvent {
                 max_wait_ms: Some(ms(max_wait)),
                 ..StreamEvent::empty(at, EventType::WaitingForCapacity)
             },
+            K::PlacementChanged {
+                stream_id,
+                provider,
+                epoch,
+                live,
+            } => StreamEvent {
+                stream_id: Some(stream_id),
+                provider: Some(provider),
+                epoch: Some(epoch),
+                live: Some(live),
+                ..StreamEvent::empty(at, EventType::PlacementChanged)
+            },
             K::SessionStateChanged {
                 stream_id,
                 from,
@@ -343,6 +357,27 @@ mod tests {
         assert_eq!(
             FailoverReason::from(sg::FailoverReason::CapacityLost),
             FailoverReason::CapacityLost
+        );
+    }
+
+    #[test]
+    fn a_placement_change_is_flattened_with_its_epoch() {
+        let e = StreamEvent::from(sg::StreamEvent {
+            at: Duration::from_millis(5),
+            kind: sg::EventKind::PlacementChanged {
+                stream_id: "s1".into(),
+                provider: "zegocloud".into(),
+                epoch: 3,
+                live: false,
+            },
+        });
+        assert_eq!(e.kind, EventType::PlacementChanged);
+        assert_eq!(e.stream_id.as_deref(), Some("s1"));
+        assert_eq!(e.provider.as_deref(), Some("zegocloud"));
+        assert_eq!((e.epoch, e.live), (Some(3), Some(false)));
+        assert_eq!(
+            FailoverReason::from(sg::FailoverReason::PlacementChanged),
+            FailoverReason::PlacementChanged
         );
     }
 

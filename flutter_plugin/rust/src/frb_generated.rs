@@ -1112,6 +1112,7 @@ impl SseDecode for crate::api::types::EventType {
             8 => crate::api::types::EventType::BackendError,
             9 => crate::api::types::EventType::WaitingForCapacity,
             10 => crate::api::types::EventType::SessionStateChanged,
+            11 => crate::api::types::EventType::PlacementChanged,
             _ => unreachable!("Invalid variant for EventType: {}", inner),
         };
     }
@@ -1348,6 +1349,17 @@ impl SseDecode for Option<String> {
     fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
         if (<bool>::sse_decode(deserializer)) {
             return Some(<String>::sse_decode(deserializer));
+        } else {
+            return None;
+        }
+    }
+}
+
+impl SseDecode for Option<bool> {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
+        if (<bool>::sse_decode(deserializer)) {
+            return Some(<bool>::sse_decode(deserializer));
         } else {
             return None;
         }
@@ -1625,6 +1637,8 @@ impl SseDecode for crate::api::types::StreamEvent {
         let mut var_active = <Vec<String>>::sse_decode(deserializer);
         let mut var_providers = <Vec<String>>::sse_decode(deserializer);
         let mut var_maxWaitMs = <Option<u64>>::sse_decode(deserializer);
+        let mut var_epoch = <Option<u64>>::sse_decode(deserializer);
+        let mut var_live = <Option<bool>>::sse_decode(deserializer);
         let mut var_message = <Option<String>>::sse_decode(deserializer);
         return crate::api::types::StreamEvent {
             at_ms: var_atMs,
@@ -1650,6 +1664,8 @@ impl SseDecode for crate::api::types::StreamEvent {
             active: var_active,
             providers: var_providers,
             max_wait_ms: var_maxWaitMs,
+            epoch: var_epoch,
+            live: var_live,
             message: var_message,
         };
     }
@@ -1901,6 +1917,7 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::EventType {
             Self::BackendError => 8.into_dart(),
             Self::WaitingForCapacity => 9.into_dart(),
             Self::SessionStateChanged => 10.into_dart(),
+            Self::PlacementChanged => 11.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -2255,6 +2272,8 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::StreamEvent {
             self.active.into_into_dart().into_dart(),
             self.providers.into_into_dart().into_dart(),
             self.max_wait_ms.into_into_dart().into_dart(),
+            self.epoch.into_into_dart().into_dart(),
+            self.live.into_into_dart().into_dart(),
             self.message.into_into_dart().into_dart(),
         ]
         .into_dart()
@@ -2416,6 +2435,7 @@ impl SseEncode for crate::api::types::EventType {
                 crate::api::types::EventType::BackendError => 8,
                 crate::api::types::EventType::WaitingForCapacity => 9,
                 crate::api::types::EventType::SessionStateChanged => 10,
+                crate::api::types::EventType::PlacementChanged => 11,
                 _ => {
                     unimplemented!("");
                 }
@@ -2633,6 +2653,16 @@ impl SseEncode for Option<String> {
         <bool>::sse_encode(self.is_some(), serializer);
         if let Some(value) = self {
             <String>::sse_encode(value, serializer);
+        }
+    }
+}
+
+impl SseEncode for Option<bool> {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
+        <bool>::sse_encode(self.is_some(), serializer);
+        if let Some(value) = self {
+            <bool>::sse_encode(value, serializer);
         }
     }
 }
@@ -2866,6 +2896,8 @@ impl SseEncode for crate::api::types::StreamEvent {
         <Vec<String>>::sse_encode(self.active, serializer);
         <Vec<String>>::sse_encode(self.providers, serializer);
         <Option<u64>>::sse_encode(self.max_wait_ms, serializer);
+        <Option<u64>>::sse_encode(self.epoch, serializer);
+        <Option<bool>>::sse_encode(self.live, serializer);
         <Option<String>>::sse_encode(self.message, serializer);
     }
 }

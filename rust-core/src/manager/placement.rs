@@ -99,6 +99,12 @@ impl Shared {
                         s.claim_pending = false;
                     }
                     info!(stream_id, provider, epoch = p.epoch, "placement claimed");
+                    self.emit(EventKind::PlacementChanged {
+                        stream_id: stream_id.to_string(),
+                        provider: p.provider,
+                        epoch: p.epoch,
+                        live: p.live,
+                    });
                     return Ok(());
                 }
                 Err(BackendError::Conflict { code, .. }) if code == "stale_epoch" && round == 0 => {
@@ -266,6 +272,12 @@ impl Shared {
                 live = p.live,
                 "placement changed"
             );
+            self.emit(EventKind::PlacementChanged {
+                stream_id: p.stream_id.clone(),
+                provider: p.provider.clone(),
+                epoch: p.epoch,
+                live: p.live,
+            });
             s.placement = Some(Box::new(p));
         }
         let (id, gen) = (s.info.stream_id.clone(), s.gen);

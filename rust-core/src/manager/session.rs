@@ -78,6 +78,12 @@ impl Shared {
                         ),
                     });
                 }
+                self.emit(EventKind::PlacementChanged {
+                    stream_id: stream_id.to_string(),
+                    provider: p.provider.clone(),
+                    epoch: p.epoch,
+                    live: p.live,
+                });
                 if let Some(s) = self.state().session_mut(stream_id, gen) {
                     s.placement = Some(Box::new(p));
                 }

@@ -715,6 +715,9 @@ error: dco_decode_provider_error(arr[2]),); }
 @protected bool dco_decode_bool(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return raw as bool; }
 
+@protected bool dco_decode_box_autoadd_bool(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
+return raw as bool; }
+
 @protected double dco_decode_box_autoadd_f_64(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return raw as double; }
 
@@ -825,6 +828,9 @@ return raw == null ? null : dco_decode_CastedPrimitive_u_64(raw); }
 @protected String? dco_decode_opt_String(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return raw == null ? null : dco_decode_String(raw); }
 
+@protected bool? dco_decode_opt_box_autoadd_bool(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
+return raw == null ? null : dco_decode_box_autoadd_bool(raw); }
+
 @protected double? dco_decode_opt_box_autoadd_f_64(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return raw == null ? null : dco_decode_box_autoadd_f_64(raw); }
 
@@ -910,7 +916,7 @@ return SessionState.values[raw as int]; }
 
 @protected StreamEvent dco_decode_stream_event(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
-                if (arr.length != 24) throw Exception('unexpected arr length: expect 24 but see ${arr.length}');
+                if (arr.length != 26) throw Exception('unexpected arr length: expect 26 but see ${arr.length}');
                 return StreamEvent(atMs: dco_decode_CastedPrimitive_u_64(arr[0]),
 kind: dco_decode_event_type(arr[1]),
 streamId: dco_decode_opt_String(arr[2]),
@@ -934,7 +940,9 @@ stateTo: dco_decode_opt_box_autoadd_session_state(arr[19]),
 active: dco_decode_list_String(arr[20]),
 providers: dco_decode_list_String(arr[21]),
 maxWaitMs: dco_decode_opt_CastedPrimitive_u_64(arr[22]),
-message: dco_decode_opt_String(arr[23]),); }
+epoch: dco_decode_opt_CastedPrimitive_u_64(arr[23]),
+live: dco_decode_opt_box_autoadd_bool(arr[24]),
+message: dco_decode_opt_String(arr[25]),); }
 
 @protected StreamguardError dco_decode_streamguard_error(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
@@ -999,6 +1007,9 @@ return Attempt(provider: var_provider, number: var_number, error: var_error); }
 
 @protected bool sse_decode_bool(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 return deserializer.buffer.getUint8() != 0; }
+
+@protected bool sse_decode_box_autoadd_bool(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+return (sse_decode_bool(deserializer)); }
 
 @protected double sse_decode_box_autoadd_f_64(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 return (sse_decode_f_64(deserializer)); }
@@ -1147,6 +1158,15 @@ var inner = sse_decode_i_32(deserializer);
 
             if (sse_decode_bool(deserializer)) {
                 return (sse_decode_String(deserializer));
+            } else {
+                return null;
+            }
+             }
+
+@protected bool? sse_decode_opt_box_autoadd_bool(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+
+            if (sse_decode_bool(deserializer)) {
+                return (sse_decode_box_autoadd_bool(deserializer));
             } else {
                 return null;
             }
@@ -1312,8 +1332,10 @@ var var_stateTo = sse_decode_opt_box_autoadd_session_state(deserializer);
 var var_active = sse_decode_list_String(deserializer);
 var var_providers = sse_decode_list_String(deserializer);
 var var_maxWaitMs = sse_decode_opt_CastedPrimitive_u_64(deserializer);
+var var_epoch = sse_decode_opt_CastedPrimitive_u_64(deserializer);
+var var_live = sse_decode_opt_box_autoadd_bool(deserializer);
 var var_message = sse_decode_opt_String(deserializer);
-return StreamEvent(atMs: var_atMs, kind: var_kind, streamId: var_streamId, provider: var_provider, from: var_from, to: var_to, attempt: var_attempt, operation: var_operation, error: var_error, retryInMs: var_retryInMs, reason: var_reason, strategy: var_strategy, gapMs: var_gapMs, durationMs: var_durationMs, stillOn: var_stillOn, healthFrom: var_healthFrom, healthTo: var_healthTo, consecutiveFailures: var_consecutiveFailures, stateFrom: var_stateFrom, stateTo: var_stateTo, active: var_active, providers: var_providers, maxWaitMs: var_maxWaitMs, message: var_message); }
+return StreamEvent(atMs: var_atMs, kind: var_kind, streamId: var_streamId, provider: var_provider, from: var_from, to: var_to, attempt: var_attempt, operation: var_operation, error: var_error, retryInMs: var_retryInMs, reason: var_reason, strategy: var_strategy, gapMs: var_gapMs, durationMs: var_durationMs, stillOn: var_stillOn, healthFrom: var_healthFrom, healthTo: var_healthTo, consecutiveFailures: var_consecutiveFailures, stateFrom: var_stateFrom, stateTo: var_stateTo, active: var_active, providers: var_providers, maxWaitMs: var_maxWaitMs, epoch: var_epoch, live: var_live, message: var_message); }
 
 @protected StreamguardError sse_decode_streamguard_error(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 var var_kind = sse_decode_streamguard_error_kind(deserializer);
@@ -1386,6 +1408,9 @@ sse_encode_provider_error(self.error, serializer);
 
 @protected void sse_encode_bool(bool self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 serializer.buffer.putUint8(self ? 1 : 0); }
+
+@protected void sse_encode_box_autoadd_bool(bool self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+sse_encode_bool(self, serializer); }
 
 @protected void sse_encode_box_autoadd_f_64(double self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 sse_encode_f_64(self, serializer); }
@@ -1509,6 +1534,14 @@ sse_encode_i_32(self.index, serializer); }
                 sse_encode_bool(self != null, serializer);
                 if (self != null) {
                     sse_encode_String(self, serializer);
+                }
+                 }
+
+@protected void sse_encode_opt_box_autoadd_bool(bool? self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+
+                sse_encode_bool(self != null, serializer);
+                if (self != null) {
+                    sse_encode_box_autoadd_bool(self, serializer);
                 }
                  }
 
@@ -1660,6 +1693,8 @@ sse_encode_opt_box_autoadd_session_state(self.stateTo, serializer);
 sse_encode_list_String(self.active, serializer);
 sse_encode_list_String(self.providers, serializer);
 sse_encode_opt_CastedPrimitive_u_64(self.maxWaitMs, serializer);
+sse_encode_opt_CastedPrimitive_u_64(self.epoch, serializer);
+sse_encode_opt_box_autoadd_bool(self.live, serializer);
 sse_encode_opt_String(self.message, serializer);
  }
 

@@ -55,6 +55,8 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_web.dart';
 
 @protected bool dco_decode_bool(dynamic raw);
 
+@protected bool dco_decode_box_autoadd_bool(dynamic raw);
+
 @protected double dco_decode_box_autoadd_f_64(dynamic raw);
 
 @protected FailoverReason dco_decode_box_autoadd_failover_reason(dynamic raw);
@@ -108,6 +110,8 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_web.dart';
 @protected int? dco_decode_opt_CastedPrimitive_u_64(dynamic raw);
 
 @protected String? dco_decode_opt_String(dynamic raw);
+
+@protected bool? dco_decode_opt_box_autoadd_bool(dynamic raw);
 
 @protected double? dco_decode_opt_box_autoadd_f_64(dynamic raw);
 
@@ -177,6 +181,8 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_web.dart';
 
 @protected bool sse_decode_bool(SseDeserializer deserializer);
 
+@protected bool sse_decode_box_autoadd_bool(SseDeserializer deserializer);
+
 @protected double sse_decode_box_autoadd_f_64(SseDeserializer deserializer);
 
 @protected FailoverReason sse_decode_box_autoadd_failover_reason(SseDeserializer deserializer);
@@ -230,6 +236,8 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_web.dart';
 @protected int? sse_decode_opt_CastedPrimitive_u_64(SseDeserializer deserializer);
 
 @protected String? sse_decode_opt_String(SseDeserializer deserializer);
+
+@protected bool? sse_decode_opt_box_autoadd_bool(SseDeserializer deserializer);
 
 @protected double? sse_decode_opt_box_autoadd_f_64(SseDeserializer deserializer);
 
@@ -305,6 +313,8 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_web.dart';
 
 @protected void sse_encode_bool(bool self, SseSerializer serializer);
 
+@protected void sse_encode_box_autoadd_bool(bool self, SseSerializer serializer);
+
 @protected void sse_encode_box_autoadd_f_64(double self, SseSerializer serializer);
 
 @protected void sse_encode_box_autoadd_failover_reason(FailoverReason self, SseSerializer serializer);
@@ -358,6 +368,8 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_web.dart';
 @protected void sse_encode_opt_CastedPrimitive_u_64(int? self, SseSerializer serializer);
 
 @protected void sse_encode_opt_String(String? self, SseSerializer serializer);
+
+@protected void sse_encode_opt_box_autoadd_bool(bool? self, SseSerializer serializer);
 
 @protected void sse_encode_opt_box_autoadd_f_64(double? self, SseSerializer serializer);
 

@@ -133,6 +133,9 @@ pub enum EventType {
     /// A session changed state (`stream_id`, `state_from`, `state_to`, `provider` it runs on
     /// now, if any).
     SessionStateChanged,
+    /// Where a stream is published changed: a publisher's own claim, or a viewer learning of
+    /// its publisher's move or stop (`stream_id`, `provider`, `epoch`, `live`).
+    PlacementChanged,
 }
 
 /// One engine decision. `kind` says which; the fields that kind carries are set (see
@@ -188,6 +191,10 @@ pub struct StreamEvent {
     pub providers: Vec<String>,
     /// The longest the session will still wait for a slot (waiting for capacity).
     pub max_wait_ms: Option<u64>,
+    /// The placement's epoch (placement changes).
+    pub epoch: Option<u64>,
+    /// The publisher's claim is alive (placement changes).
+    pub live: Option<bool>,
     /// Detail: the migration or backend error, or what changed a provider's health.
     pub message: Option<String>,
 }

@@ -71,6 +71,9 @@ waitingForCapacity,
 /// A session changed state (`stream_id`, `state_from`, `state_to`, `provider` it runs on
 /// now, if any).
 sessionStateChanged,
+/// Where a stream is published changed: a publisher's own claim, or a viewer learning of
+/// its publisher's move or stop (`stream_id`, `provider`, `epoch`, `live`).
+placementChanged,
                     ;
                     
                 }
@@ -494,17 +497,21 @@ final List<String> active;
 final List<String> providers;
 /// The longest the session will still wait for a slot (waiting for capacity).
 final int? maxWaitMs;
+/// The placement's epoch (placement changes).
+final int? epoch;
+/// The publisher's claim is alive (placement changes).
+final bool? live;
 /// Detail: the migration or backend error, or what changed a provider's health.
 final String? message;
 
-                const StreamEvent({required this.atMs ,required this.kind ,this.streamId ,this.provider ,this.from ,this.to ,this.attempt ,this.operation ,this.error ,this.retryInMs ,this.reason ,this.strategy ,this.gapMs ,this.durationMs ,this.stillOn ,this.healthFrom ,this.healthTo ,this.consecutiveFailures ,this.stateFrom ,this.stateTo ,required this.active ,this.providers = const [],this.maxWaitMs ,this.message ,});
+                const StreamEvent({required this.atMs ,required this.kind ,this.streamId ,this.provider ,this.from ,this.to ,this.attempt ,this.operation ,this.error ,this.retryInMs ,this.reason ,this.strategy ,this.gapMs ,this.durationMs ,this.stillOn ,this.healthFrom ,this.healthTo ,this.consecutiveFailures ,this.stateFrom ,this.stateTo ,required this.active ,this.providers = const [],this.maxWaitMs ,this.epoch ,this.live ,this.message ,});
 
 
 
 
 
         @override
-        int get hashCode => atMs.hashCode^kind.hashCode^streamId.hashCode^provider.hashCode^from.hashCode^to.hashCode^attempt.hashCode^operation.hashCode^error.hashCode^retryInMs.hashCode^reason.hashCode^strategy.hashCode^gapMs.hashCode^durationMs.hashCode^stillOn.hashCode^healthFrom.hashCode^healthTo.hashCode^consecutiveFailures.hashCode^stateFrom.hashCode^stateTo.hashCode^active.hashCode^providers.hashCode^maxWaitMs.hashCode^message.hashCode;
+        int get hashCode => atMs.hashCode^kind.hashCode^streamId.hashCode^provider.hashCode^from.hashCode^to.hashCode^attempt.hashCode^operation.hashCode^error.hashCode^retryInMs.hashCode^reason.hashCode^strategy.hashCode^gapMs.hashCode^durationMs.hashCode^stillOn.hashCode^healthFrom.hashCode^healthTo.hashCode^consecutiveFailures.hashCode^stateFrom.hashCode^stateTo.hashCode^active.hashCode^providers.hashCode^maxWaitMs.hashCode^epoch.hashCode^live.hashCode^message.hashCode;
 
 
 
@@ -513,7 +520,7 @@ final String? message;
             identical(this, other) ||
             other is StreamEvent &&
                 runtimeType == other.runtimeType
-                && atMs == other.atMs&& kind == other.kind&& streamId == other.streamId&& provider == other.provider&& from == other.from&& to == other.to&& attempt == other.attempt&& operation == other.operation&& error == other.error&& retryInMs == other.retryInMs&& reason == other.reason&& strategy == other.strategy&& gapMs == other.gapMs&& durationMs == other.durationMs&& stillOn == other.stillOn&& healthFrom == other.healthFrom&& healthTo == other.healthTo&& consecutiveFailures == other.consecutiveFailures&& stateFrom == other.stateFrom&& stateTo == other.stateTo&& active == other.active&& providers == other.providers&& maxWaitMs == other.maxWaitMs&& message == other.message;
+                && atMs == other.atMs&& kind == other.kind&& streamId == other.streamId&& provider == other.provider&& from == other.from&& to == other.to&& attempt == other.attempt&& operation == other.operation&& error == other.error&& retryInMs == other.retryInMs&& reason == other.reason&& strategy == other.strategy&& gapMs == other.gapMs&& durationMs == other.durationMs&& stillOn == other.stillOn&& healthFrom == other.healthFrom&& healthTo == other.healthTo&& consecutiveFailures == other.consecutiveFailures&& stateFrom == other.stateFrom&& stateTo == other.stateTo&& active == other.active&& providers == other.providers&& maxWaitMs == other.maxWaitMs&& epoch == other.epoch&& live == other.live&& message == other.message;
 
             }
 
