@@ -349,6 +349,37 @@ async fn a_hung_registry_costs_every_start_one_request_timeout() {
     m.shutdown().await.unwrap();
 }
 
+/// `end_stream` while a viewer's join waits on a hung registry: the registry call is abandoned
+/// with the join, so nothing is left for `shutdown()` to wait on (a detached call on a registry
+/// that never answers would hold shutdown for ever).
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_registry_call_does_not_outlive_its_operation() {
+    let b = Backend::start(SEED_LIST);
+    b.ctl
+        .placement_enabled
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    b.ctl.set_placement("S", "agora", 1);
+    let (m, faulty) = b.faulty_manager(b.config());
+    let _t = Trio::register(&m, false);
+    m.refresh_providers().await.unwrap();
+    faulty
+        .placement_hang
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let m2 = m.clone();
+    let op = tokio::spawn(async move { m2.join_stream("S").await });
+    tokio::time::sleep(ms(500)).await;
+    m.end_stream("S").await.unwrap();
+    assert!(matches!(
+        op.await.unwrap(),
+        Err(StreamguardError::Cancelled(_))
+    ));
+    tokio::time::timeout(secs(60), m.shutdown())
+        .await
+        .expect("shutdown waited on an abandoned registry call")
+        .unwrap();
+    assert_eq!(m.task_count(), 0);
+}
+
 /// With no list yet and a hung registry, the list read counts against the deadline.
 #[tokio::test(start_paused = true)]
 async fn list_reads_count_against_the_operation_deadline() {

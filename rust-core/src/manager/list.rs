@@ -75,22 +75,12 @@ impl Shared {
         });
         let me = self.clone();
         self.tracker.spawn(async move {
-            // The read on a task of its own: a registry that panics fails this read only (the
-            // read in flight is always cleared and every waiter told).
-            let read = {
-                let reader = me.clone();
-                me.tracker.spawn(async move { reader.read_list().await })
-            };
-            let abort = read.abort_handle();
+            // The registry call itself is guarded (`registry_call`): a registry that panics
+            // fails this read only, and the read in flight is always cleared and every waiter
+            // told.
             let outcome = tokio::select! {
-                o = read => o.unwrap_or_else(|e| Err(StreamguardError::Internal(format!(
-                    "provider list read failed: {}",
-                    panic_message(e)
-                )))),
-                _ = me.cancel.cancelled() => {
-                    abort.abort();
-                    Err(StreamguardError::ShutDown)
-                }
+                o = me.read_list() => o,
+                _ = me.cancel.cancelled() => Err(StreamguardError::ShutDown),
             };
             {
                 let mut st = me.state();
@@ -110,15 +100,9 @@ impl Shared {
             let st = self.state();
             st.list_etag.clone().filter(|_| st.list_known)
         };
-        let result = match tokio::time::timeout(
-            self.config.request_timeout,
-            self.registry.providers(etag.as_deref()),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(BackendError::Timeout),
-        };
+        let result = self
+            .registry_call(|r| async move { r.providers(etag.as_deref()).await })
+            .await;
         let now = Instant::now();
         let (providers, etag) = match result {
             Err(e) => {

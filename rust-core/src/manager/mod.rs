@@ -37,7 +37,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify, OwnedMutexGuard};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{debug, debug_span, info, info_span, warn, Instrument};
 
 mod adapter;
@@ -390,17 +390,16 @@ impl Shared {
         F: FnOnce(Arc<dyn ProviderRegistry>) -> Fut,
         Fut: Future<Output = Result<T, BackendError>> + Send + 'static,
     {
-        let mut call = self.tracker.spawn(f(self.registry.clone()));
-        match tokio::time::timeout(self.config.request_timeout, &mut call).await {
+        // Aborted when this future is dropped (a cancelled start, shutdown) or times out, so a
+        // hung registry never leaves a task behind for `shutdown()` to wait on.
+        let call = AbortOnDropHandle::new(self.tracker.spawn(f(self.registry.clone())));
+        match tokio::time::timeout(self.config.request_timeout, call).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(BackendError::Network(format!(
                 "registry call failed: {}",
                 panic_message(e)
             ))),
-            Err(_) => {
-                call.abort();
-                Err(BackendError::Timeout)
-            }
+            Err(_) => Err(BackendError::Timeout),
         }
     }
 

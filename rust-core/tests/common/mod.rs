@@ -515,6 +515,8 @@ pub struct Faulty {
     /// List reads never answer (the engine's `request_timeout` ends them).
     pub list_hang: AtomicBool,
     pub health_hang: AtomicBool,
+    /// Placement reads never answer.
+    pub placement_hang: AtomicBool,
     /// The push channel fails at once (connection refused).
     pub follow_fails: AtomicBool,
     /// When each list read and each push connection was asked for.
@@ -529,6 +531,7 @@ impl Faulty {
             list_delay: Mutex::new(Duration::ZERO),
             list_hang: AtomicBool::new(false),
             health_hang: AtomicBool::new(false),
+            placement_hang: AtomicBool::new(false),
             follow_fails: AtomicBool::new(false),
             list_at: Mutex::new(Vec::new()),
             follow_at: Mutex::new(Vec::new()),
@@ -561,6 +564,15 @@ impl ProviderRegistry for Faulty {
             std::future::pending::<()>().await;
         }
         self.inner.health(provider).await
+    }
+    async fn placement(
+        &self,
+        stream_id: &str,
+    ) -> Result<Option<streamguard::Placement>, BackendError> {
+        if self.placement_hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.placement(stream_id).await
     }
     async fn follow(
         &self,
