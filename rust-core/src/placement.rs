@@ -39,6 +39,13 @@ pub struct Placement {
     pub live: bool,
 }
 
+impl Placement {
+    /// The providers carrying the stream: the publisher's first, then the standbys.
+    pub fn providers(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.provider.as_str()).chain(self.standby.iter().map(String::as_str))
+    }
+}
+
 /// A publisher's claim of a stream's placement.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

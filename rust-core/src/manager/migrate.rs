@@ -136,8 +136,10 @@ impl Shared {
         }
         // A viewer goes only where its publisher is; nowhere while the publisher is not live.
         let only: Option<Vec<String>> = s.placement.as_ref().map(|p| {
-            let placed = std::iter::once(p.provider.clone()).chain(p.standby.iter().cloned());
-            placed.filter(|_| p.live).collect()
+            p.providers()
+                .filter(|_| p.live)
+                .map(str::to_string)
+                .collect()
         });
         let excluded = HashSet::from([job.from.clone()]);
         let target = st
@@ -404,9 +406,8 @@ impl Shared {
             let claimed = st
                 .session_mut(&stream_id, gen)
                 .is_some_and(|s| std::mem::take(&mut s.epoch) > 0 || s.claim_pending);
-            let release = self.placement_ticket(&mut st, &stream_id);
+            self.release_claim(&mut st, &stream_id, claimed);
             drop(st);
-            self.release_claim(&stream_id, claimed, release);
         }
         warn!(stream_id, from, error = %e, "migration failed");
         self.emit(EventKind::MigrationFailed {

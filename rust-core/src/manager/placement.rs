@@ -32,6 +32,29 @@ impl Shared {
         }
     }
 
+    /// The registry's placement of `stream_id` (`None`: never placed). A registry without the
+    /// directory is remembered here, once for every caller.
+    async fn read_placement(&self, stream_id: &str) -> Result<Option<Placement>, BackendError> {
+        let id = stream_id.to_string();
+        let read = self
+            .registry_call(|r| async move { r.placement(&id).await })
+            .await;
+        if let Err(BackendError::Unsupported(_)) = &read {
+            self.placement_missing();
+        }
+        read
+    }
+
+    /// Tell subscribers where a stream is published now, as this engine learned it.
+    pub(super) fn announce_placement(&self, p: &Placement) {
+        self.emit(EventKind::PlacementChanged {
+            stream_id: p.stream_id.clone(),
+            provider: p.provider.clone(),
+            epoch: p.epoch,
+            live: p.live,
+        });
+    }
+
     /// Claim `stream_id`'s placement on `provider` with the next epoch. `Ok` also when the
     /// registry has no directory or could not be reached (the claim is retried with the next
     /// keep-alive round); `Err` only when another client owns the stream.
@@ -64,18 +87,9 @@ impl Shared {
         // The first claim of a session starts above whatever an earlier run left.
         let mut floor = known;
         if known == 0 {
-            floor = match self
-                .registry_call({
-                    let id = stream_id.to_string();
-                    |r| async move { r.placement(&id).await }
-                })
-                .await
-            {
+            floor = match self.read_placement(stream_id).await {
                 Ok(p) => p.map_or(0, |p| p.epoch),
-                Err(BackendError::Unsupported(_)) => {
-                    self.placement_missing();
-                    return Ok(());
-                }
+                Err(BackendError::Unsupported(_)) => return Ok(()),
                 Err(e) => return self.claim_failed(stream_id, gen, e),
             };
         }
@@ -99,23 +113,12 @@ impl Shared {
                         s.claim_pending = false;
                     }
                     info!(stream_id, provider, epoch = p.epoch, "placement claimed");
-                    self.emit(EventKind::PlacementChanged {
-                        stream_id: stream_id.to_string(),
-                        provider: p.provider,
-                        epoch: p.epoch,
-                        live: p.live,
-                    });
+                    self.announce_placement(&p);
                     return Ok(());
                 }
                 Err(BackendError::Conflict { code, .. }) if code == "stale_epoch" && round == 0 => {
                     // Claimed meanwhile (an earlier run of ours): read it and go above.
-                    floor = match self
-                        .registry_call({
-                            let id = stream_id.to_string();
-                            |r| async move { r.placement(&id).await }
-                        })
-                        .await
-                    {
+                    floor = match self.read_placement(stream_id).await {
                         Ok(p) => p.map_or(floor, |p| p.epoch.max(floor)),
                         Err(e) => return self.claim_failed(stream_id, gen, e),
                     };
@@ -173,7 +176,7 @@ impl Shared {
     /// in the order queued, like the adapter calls of a (provider, stream) pair. A release is
     /// queued in the same critical section that ends its session, so a restarted session's
     /// claim always lands after it, never before (the release would end the new claim).
-    pub(super) fn placement_ticket(
+    fn placement_ticket(
         self: &Arc<Self>,
         st: &mut State,
         stream_id: &str,
@@ -182,17 +185,15 @@ impl Shared {
     }
 
     /// The publisher stopped: end its claim if it made one (`claimed`: an epoch was claimed, or
-    /// a retry may be on its way). In the background, in its turn after `ticket` was queued,
-    /// so after any claim already on its way; a claim left behind expires.
-    pub(super) fn release_claim(
-        self: &Arc<Self>,
-        stream_id: &str,
-        claimed: bool,
-        ticket: LaneTicket,
-    ) {
-        if !claimed || !self.placement_supported() {
+    /// a retry may be on its way). Queued in the stream's placement lane here, in the caller's
+    /// critical section (the one that ends the session), so it lands after any claim already on
+    /// its way and before a restarted session's claim; sent in the background. A claim left
+    /// behind expires.
+    pub(super) fn release_claim(self: &Arc<Self>, st: &mut State, stream_id: &str, claimed: bool) {
+        if !claimed || st.placement_unsupported {
             return;
         }
+        let ticket = self.placement_ticket(st, stream_id);
         let me = self.clone();
         let id = stream_id.to_string();
         self.tracker.spawn(async move {
@@ -218,21 +219,12 @@ impl Shared {
         if !self.placement_supported() {
             return Ok(Target::Any);
         }
-        match self
-            .registry_call({
-                let id = stream_id.to_string();
-                |r| async move { r.placement(&id).await }
-            })
-            .await
-        {
+        match self.read_placement(stream_id).await {
             Ok(Some(p)) if p.live => Ok(Target::Placed(p)),
             Ok(_) => Err(StreamguardError::NoProviderAvailable {
                 reason: format!("stream {stream_id:?} is not live (no publisher placement)"),
             }),
-            Err(BackendError::Unsupported(_)) => {
-                self.placement_missing();
-                Ok(Target::Any)
-            }
+            Err(BackendError::Unsupported(_)) => Ok(Target::Any),
             Err(e) => {
                 warn!(stream_id, error = %e, "placement unreadable; joining by priority");
                 self.emit(EventKind::BackendError {
@@ -272,12 +264,7 @@ impl Shared {
                 live = p.live,
                 "placement changed"
             );
-            self.emit(EventKind::PlacementChanged {
-                stream_id: p.stream_id.clone(),
-                provider: p.provider.clone(),
-                epoch: p.epoch,
-                live: p.live,
-            });
+            self.announce_placement(&p);
             s.placement = Some(Box::new(p));
         }
         let (id, gen) = (s.info.stream_id.clone(), s.gen);
@@ -307,14 +294,10 @@ impl Shared {
         }
         let viewed: Vec<String> = self.viewed_streams();
         for id in viewed {
-            let key = id.clone();
-            match self
-                .registry_call(|r| async move { r.placement(&key).await })
-                .await
-            {
+            match self.read_placement(&id).await {
                 Ok(Some(p)) => self.placement_seen(p),
                 Ok(None) => {}
-                Err(BackendError::Unsupported(_)) => return self.placement_missing(),
+                Err(BackendError::Unsupported(_)) => return,
                 Err(e) => debug!(stream_id = id, error = %e, "placement poll failed"),
             }
         }

@@ -64,9 +64,7 @@ impl Shared {
         match self.viewer_target(stream_id).await? {
             placement::Target::Any => Ok(None),
             placement::Target::Placed(p) => {
-                let only: Vec<String> = std::iter::once(p.provider.clone())
-                    .chain(p.standby.iter().cloned())
-                    .collect();
+                let only: Vec<String> = p.providers().map(str::to_string).collect();
                 let has_adapter = {
                     let st = self.state();
                     only.iter().any(|name| st.adapters.contains_key(name))
@@ -78,12 +76,7 @@ impl Shared {
                         ),
                     });
                 }
-                self.emit(EventKind::PlacementChanged {
-                    stream_id: stream_id.to_string(),
-                    provider: p.provider.clone(),
-                    epoch: p.epoch,
-                    live: p.live,
-                });
+                self.announce_placement(&p);
                 if let Some(s) = self.state().session_mut(stream_id, gen) {
                     s.placement = Some(Box::new(p));
                 }
@@ -200,14 +193,13 @@ impl Shared {
                 match claimed {
                     Ok(()) => Ok((provider, slot)),
                     Err(e) => {
-                        let (claimed, ticket) = {
+                        {
                             let mut st = self.state();
                             let claimed = st
                                 .session_mut(stream_id, gen)
                                 .is_some_and(|s| std::mem::take(&mut s.epoch) > 0);
-                            (claimed, self.placement_ticket(&mut st, stream_id))
-                        };
-                        self.release_claim(stream_id, claimed, ticket);
+                            self.release_claim(&mut st, stream_id, claimed);
+                        }
                         self.leave(&provider, stream_id).await;
                         self.release_slot(slot).await;
                         Err(e)
@@ -289,7 +281,7 @@ impl Shared {
     /// Stop monitoring the session at once, then leave its provider. The caller holds the
     /// session's op lock.
     pub(super) async fn finish(self: &Arc<Self>, stream_id: &str, gen: u64, to: SessionState) {
-        let (provider, slot, (claimed, release)) = {
+        let (provider, slot) = {
             let mut st = self.state();
             let Some(s) = st.session_mut(stream_id, gen) else {
                 return;
@@ -306,10 +298,9 @@ impl Shared {
             // attempts on this provider come after our leave.
             let ticket = p.as_ref().map(|p| self.ticket(&mut st, p, stream_id));
             // Likewise its placement release lands before a new session's claim.
-            let release = self.placement_ticket(&mut st, stream_id);
-            (p.zip(ticket), slot, (claimed, release))
+            self.release_claim(&mut st, stream_id, claimed);
+            (p.zip(ticket), slot)
         };
-        self.release_claim(stream_id, claimed, release);
         if let Some((p, ticket)) = provider {
             self.report(ReportKind::End, &p, stream_id, None, None);
             ticket.turn().await;

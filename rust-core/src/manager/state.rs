@@ -220,9 +220,7 @@ impl State {
     pub(super) fn follows_elsewhere(&self, stream_id: &str, gen: u64, provider: &str) -> bool {
         self.session(stream_id, gen)
             .and_then(|s| s.placement.as_ref())
-            .is_some_and(|p| {
-                p.live && p.provider != provider && !p.standby.iter().any(|x| x == provider)
-            })
+            .is_some_and(|p| p.live && !p.providers().any(|x| x == provider))
     }
 
     /// Is `provider` in the list and active? Sessions on any other provider must move off it.
