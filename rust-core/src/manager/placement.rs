@@ -176,11 +176,7 @@ impl Shared {
     /// in the order queued, like the adapter calls of a (provider, stream) pair. A release is
     /// queued in the same critical section that ends its session, so a restarted session's
     /// claim always lands after it, never before (the release would end the new claim).
-    fn placement_ticket(
-        self: &Arc<Self>,
-        st: &mut State,
-        stream_id: &str,
-    ) -> LaneTicket {
+    fn placement_ticket(self: &Arc<Self>, st: &mut State, stream_id: &str) -> LaneTicket {
         self.ticket(st, PLACEMENT_LANE, stream_id)
     }
 
