@@ -14,15 +14,9 @@ use streamguard::{
     BackendError, EventKind, FailoverReason, ProviderError, SessionState, StreamguardError,
 };
 
-fn directory(list: &[(&str, bool, u32)]) -> Backend {
-    let b = Backend::start(list);
-    b.ctl.placement_enabled.store(true, Ordering::SeqCst);
-    b
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_publisher_claims_where_it_publishes_and_after_every_move() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     let m = b.manager(b.config());
     let t = Trio::register(&m, false);
     let mut claims = m.subscribe();
@@ -55,7 +49,7 @@ async fn a_publisher_claims_where_it_publishes_and_after_every_move() {
 /// move before the old provider is left.
 #[tokio::test(start_paused = true)]
 async fn a_make_before_break_move_is_claimed_before_the_old_provider_is_left() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     let m = b.manager(b.config());
     let t = Trio::register(&m, true);
     m.start_stream("S").await.unwrap();
@@ -90,7 +84,7 @@ async fn a_make_before_break_move_is_claimed_before_the_old_provider_is_left() {
 
 #[tokio::test(start_paused = true)]
 async fn a_second_client_publishing_a_live_stream_gets_a_typed_error() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     let first = b.manager(b.config());
     let _t1 = Trio::register(&first, false);
     first.start_stream("S").await.unwrap();
@@ -114,7 +108,7 @@ async fn a_second_client_publishing_a_live_stream_gets_a_typed_error() {
 /// A publisher that starts again after an earlier run claims above that run's epoch.
 #[tokio::test(start_paused = true)]
 async fn a_new_run_claims_above_the_stored_epoch() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     b.ctl.placements.lock().unwrap().insert(
         "S".into(),
         ("webrtc".into(), 7, false, "an-earlier-run".into()),
@@ -128,7 +122,7 @@ async fn a_new_run_claims_above_the_stored_epoch() {
 
 #[tokio::test(start_paused = true)]
 async fn a_viewer_joins_where_the_publisher_is() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     // agora is preferred, but the publisher is on zegocloud (agora was full for it).
     b.ctl.set_placement("S", "zegocloud", 3);
     let m = b.manager(b.config());
@@ -141,7 +135,7 @@ async fn a_viewer_joins_where_the_publisher_is() {
 
 #[tokio::test(start_paused = true)]
 async fn a_viewer_of_a_stream_that_is_not_live_or_not_reachable_gets_a_typed_error() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     let m = b.manager(b.config());
     let t = Trio::register(&m, false);
     let r = m.join_stream("nobody-publishes").await;
@@ -161,7 +155,7 @@ async fn a_viewer_of_a_stream_that_is_not_live_or_not_reachable_gets_a_typed_err
 
 #[tokio::test(start_paused = true)]
 async fn a_live_viewer_follows_its_publisher() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     b.ctl.set_placement("S", "zegocloud", 1);
     let m = b.manager(b.config());
     let t = Trio::register(&m, false);
@@ -198,7 +192,7 @@ async fn a_live_viewer_follows_its_publisher() {
 /// provider the stream is not on; it reports, stays, and follows the publisher's move.
 #[tokio::test(start_paused = true)]
 async fn a_viewer_does_not_wander_and_follows_the_move_when_it_comes() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     b.ctl.set_placement("S", "zegocloud", 1);
     let m = b.manager(b.config());
     let t = Trio::register(&m, false);
@@ -230,74 +224,21 @@ async fn a_viewer_does_not_wander_and_follows_the_move_when_it_comes() {
     m.shutdown().await.unwrap();
 }
 
-/// A registry whose push channel the test drives: placement events are sent when the test
-/// says, whatever the engine is doing.
-struct Pushed {
-    inner: std::sync::Arc<dyn streamguard::ProviderRegistry>,
-    events: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<streamguard::PushEvent>>,
-}
-
-#[async_trait::async_trait]
-impl streamguard::ProviderRegistry for Pushed {
-    async fn providers(
-        &self,
-        etag: Option<&str>,
-    ) -> Result<streamguard::ProviderList, BackendError> {
-        self.inner.providers(etag).await
-    }
-    async fn health(&self, p: &str) -> Result<streamguard::RegistryHealth, BackendError> {
-        self.inner.health(p).await
-    }
-    async fn follow_streams(
-        &self,
-        _streams: &[String],
-        on_event: &(dyn Fn(streamguard::PushEvent) + Send + Sync),
-    ) -> Result<(), BackendError> {
-        let mut rx = self.events.lock().await;
-        while let Some(ev) = rx.recv().await {
-            on_event(ev);
-        }
-        Ok(())
-    }
-    async fn placement(&self, id: &str) -> Result<Option<streamguard::Placement>, BackendError> {
-        self.inner.placement(id).await
-    }
-}
-
-fn placed(provider: &str, epoch: u64) -> streamguard::PushEvent {
-    streamguard::PushEvent::Placement(streamguard::Placement {
-        stream_id: "S".into(),
-        provider: provider.into(),
-        epoch,
-        standby: vec![],
-        live: true,
-    })
-}
-
 /// The publisher moves again while the viewer is still moving after its first move (a push
 /// event arrives mid-move): the second change is not lost (found by review: it was stored and
 /// never acted on, since a moving session cannot start another move and no later event is
 /// newer).
 #[tokio::test(start_paused = true)]
 async fn a_placement_change_seen_while_moving_is_followed_when_the_move_ends() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     b.ctl.set_placement("S", "zegocloud", 1);
-    let (tx, rx_events) = tokio::sync::mpsc::unbounded_channel();
-    let c = b.config();
-    let registry = std::sync::Arc::new(Pushed {
-        inner: b.registry(&c),
-        events: tokio::sync::Mutex::new(rx_events),
-    });
-    let m = streamguard::StreamingProviderManager::builder(c)
-        .registry(registry)
-        .jitter(Box::new(FixedJitter(0.5)))
-        .build()
-        .unwrap();
+    let (m, w) = wrapped(&b, b.config());
+    w.push_on.store(true, Ordering::SeqCst);
     let t = Trio::register(&m, false);
     m.join_stream("S").await.unwrap();
     t.webrtc.script_connect(vec![Step::Delay(secs(8))]);
     let mut rx = m.subscribe();
-    tx.send(placed("webrtc", 2)).unwrap();
+    w.push(placed("S", "webrtc", 2));
     wait_for(
         &mut rx,
         secs(1),
@@ -305,7 +246,7 @@ async fn a_placement_change_seen_while_moving_is_followed_when_the_move_ends() {
     )
     .await;
     // Mid-move (the join on webrtc takes 8 s), the publisher moves on.
-    tx.send(placed("agora", 3)).unwrap();
+    w.push(placed("S", "agora", 3));
     let moved = wait_for(
         &mut rx,
         secs(20),
@@ -327,7 +268,7 @@ async fn a_placement_change_seen_while_moving_is_followed_when_the_move_ends() {
 /// viewer stayed on webrtc for good, every later poll seeing an epoch it already knew.)
 #[tokio::test(start_paused = true)]
 async fn a_second_move_seen_while_following_the_first_is_followed_too() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     b.ctl.set_placement("S", "zegocloud", 1);
     // A second watched stream, live throughout, keeps the polls going while S is moving.
     b.ctl.set_placement("T", "agora", 1);

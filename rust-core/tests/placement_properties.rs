@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streamguard::{ProviderError, ProviderErrorKind, SessionState};
@@ -49,8 +48,7 @@ fn schedule() -> impl Strategy<Value = Vec<(u64, Action)>> {
 }
 
 async fn run(actions: Vec<(u64, Action)>) -> Result<(), TestCaseError> {
-    let b = Backend::start(SEED_LIST);
-    b.ctl.placement_enabled.store(true, Ordering::SeqCst);
+    let b = Backend::with_placement(SEED_LIST);
     let m = b.manager(b.config());
     let t = Trio::register(&m, false);
     // Every successful join is checked against the directory at that instant.

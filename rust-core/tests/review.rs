@@ -5,155 +5,28 @@ mod common;
 use async_trait::async_trait;
 use common::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use streamguard::ProviderErrorKind::Unauthorized;
 use streamguard::{
-    BackendError, EventKind, LiveSession, Placement, PlacementClaim, ProviderError, ProviderList,
-    ProviderRegistry, PushEvent, RegistryHealth, SessionReport, SessionState, StreamguardError,
-    StreamingProviderManager,
+    BackendError, EventKind, Placement, ProviderError, ProviderList, ProviderRegistry,
+    RegistryHealth, SessionState, StreamguardError, StreamingProviderManager,
 };
-
-fn directory(list: &[(&str, bool, u32)]) -> Backend {
-    let b = Backend::start(list);
-    b.ctl.placement_enabled.store(true, Ordering::SeqCst);
-    b
-}
-
-/// The loopback registry, with claims that fail or are slow on demand and a push channel the
-/// test drives.
-struct Wrap {
-    inner: Arc<dyn ProviderRegistry>,
-    /// Claims fail with a network error.
-    claims_fail: AtomicBool,
-    /// Claims of this provider wait this long before they are sent.
-    slow_claims: Mutex<Option<(String, Duration)>>,
-    /// Claims asked for, by provider.
-    claims_asked: Mutex<Vec<String>>,
-    claim_count: AtomicU64,
-    push: tokio::sync::broadcast::Sender<Placement>,
-    push_on: AtomicBool,
-    /// Releases wait this long before they are sent.
-    slow_release: Mutex<Duration>,
-}
-
-impl Wrap {
-    fn new(inner: Arc<dyn ProviderRegistry>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            claims_fail: AtomicBool::new(false),
-            slow_claims: Mutex::new(None),
-            claims_asked: Mutex::new(Vec::new()),
-            claim_count: AtomicU64::new(0),
-            push: tokio::sync::broadcast::channel(16).0,
-            push_on: AtomicBool::new(false),
-            slow_release: Mutex::new(Duration::ZERO),
-        })
-    }
-}
-
-#[async_trait]
-impl ProviderRegistry for Wrap {
-    async fn providers(&self, etag: Option<&str>) -> Result<ProviderList, BackendError> {
-        self.inner.providers(etag).await
-    }
-    async fn health(&self, provider: &str) -> Result<RegistryHealth, BackendError> {
-        self.inner.health(provider).await
-    }
-    async fn follow_streams(
-        &self,
-        _streams: &[String],
-        on_event: &(dyn Fn(PushEvent) + Send + Sync),
-    ) -> Result<(), BackendError> {
-        if !self.push_on.load(Ordering::SeqCst) {
-            return Err(BackendError::PushUnsupported);
-        }
-        let mut rx = self.push.subscribe();
-        while let Ok(p) = rx.recv().await {
-            on_event(PushEvent::Placement(p));
-        }
-        Ok(())
-    }
-    async fn placement(&self, stream_id: &str) -> Result<Option<Placement>, BackendError> {
-        self.inner.placement(stream_id).await
-    }
-    async fn claim_placement(
-        &self,
-        stream_id: &str,
-        claim: &PlacementClaim,
-    ) -> Result<Placement, BackendError> {
-        self.claims_asked
-            .lock()
-            .unwrap()
-            .push(claim.provider.clone());
-        self.claim_count.fetch_add(1, Ordering::SeqCst);
-        if self.claims_fail.load(Ordering::SeqCst) {
-            return Err(BackendError::Network("connection refused".into()));
-        }
-        let slow = self.slow_claims.lock().unwrap().clone();
-        if let Some((p, d)) = slow {
-            if p == claim.provider {
-                tokio::time::sleep(d).await;
-            }
-        }
-        self.inner.claim_placement(stream_id, claim).await
-    }
-    async fn release_placement(
-        &self,
-        stream_id: &str,
-        client_id: &str,
-    ) -> Result<(), BackendError> {
-        let slow = *self.slow_release.lock().unwrap();
-        tokio::time::sleep(slow).await;
-        self.inner.release_placement(stream_id, client_id).await
-    }
-    async fn report(&self, report: &SessionReport) -> Result<(), BackendError> {
-        self.inner.report(report).await
-    }
-    async fn alive(&self, client_id: &str, sessions: &[LiveSession]) -> Result<(), BackendError> {
-        self.inner.alive(client_id, sessions).await
-    }
-}
-
-fn wrapped(
-    b: &Backend,
-    config: streamguard::ManagerConfig,
-) -> (StreamingProviderManager, Arc<Wrap>) {
-    let w = Wrap::new(b.registry(&config));
-    let m = StreamingProviderManager::builder(config)
-        .registry(w.clone())
-        .jitter(Box::new(FixedJitter(0.5)))
-        .build()
-        .unwrap();
-    (m, w)
-}
-
-fn placed(stream: &str, provider: &str, epoch: u64) -> Placement {
-    Placement {
-        stream_id: stream.into(),
-        provider: provider.into(),
-        epoch,
-        standby: Vec::new(),
-        live: true,
-    }
-}
 
 /// A viewer is following its publisher (a slow join on the new provider) when the publisher
 /// moves again: the viewer must end up where the publisher is now, not where it was.
 #[tokio::test(start_paused = true)]
 async fn a_viewer_follows_a_placement_change_seen_while_it_was_moving() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     b.ctl.set_placement("S", "zegocloud", 1);
     let (m, w) = wrapped(&b, b.config());
     w.push_on.store(true, Ordering::SeqCst);
     let t = Trio::register(&m, false);
     m.join_stream("S").await.unwrap();
-    // Let the push channel connect.
-    tokio::time::sleep(ms(100)).await;
     let mut rx = m.subscribe();
     t.webrtc.script_connect(vec![Step::Delay(secs(5))]);
     b.ctl.set_placement("S", "webrtc", 2);
-    let _ = w.push.send(placed("S", "webrtc", 2));
+    w.push(placed("S", "webrtc", 2));
     wait_for(&mut rx, secs(2), |e| {
         matches!(e, EventKind::MigrationStarted { .. })
     })
@@ -161,7 +34,7 @@ async fn a_viewer_follows_a_placement_change_seen_while_it_was_moving() {
     // The publisher moves again while the viewer's join on webrtc is still running.
     tokio::time::sleep(secs(1)).await;
     b.ctl.set_placement("S", "agora", 3);
-    let _ = w.push.send(placed("S", "agora", 3));
+    w.push(placed("S", "agora", 3));
     wait_for(&mut rx, secs(10), |e| {
         matches!(e, EventKind::MigrationFinished { .. })
     })
@@ -183,7 +56,7 @@ async fn a_viewer_follows_a_placement_change_seen_while_it_was_moving() {
 /// send viewers back to the provider the publisher left).
 #[tokio::test(start_paused = true)]
 async fn a_claim_retry_never_overtakes_a_move() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     let (m, w) = wrapped(&b, b.config());
     let t = Trio::register(&m, false);
     w.claims_fail.store(true, Ordering::SeqCst);
@@ -223,7 +96,7 @@ async fn a_claim_retry_never_overtakes_a_move() {
 /// viewer would join a stream nobody publishes; another client could not take the id).
 #[tokio::test(start_paused = true)]
 async fn a_claim_retry_never_outlives_the_stream() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     let (m, w) = wrapped(&b, b.config());
     let _t = Trio::register(&m, false);
     w.claims_fail.store(true, Ordering::SeqCst);
@@ -255,7 +128,7 @@ async fn a_claim_retry_never_outlives_the_stream() {
 /// live (nor return `Ok`), and nothing may be left running or placed.
 #[tokio::test(start_paused = true)]
 async fn end_during_the_claim_never_goes_live() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     let (m, w) = wrapped(&b, b.config());
     let t = Trio::register(&m, false);
     *w.slow_claims.lock().unwrap() = Some(("agora".into(), secs(3)));
@@ -294,7 +167,7 @@ async fn end_during_the_claim_never_goes_live() {
 /// stream is not live while the new session publishes it).
 #[tokio::test(start_paused = true)]
 async fn an_ended_sessions_release_never_ends_the_restarted_claim() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     let (m, w) = wrapped(&b, b.config());
     let t = Trio::register(&m, false);
     m.start_stream("S").await.unwrap();
@@ -480,7 +353,7 @@ async fn a_list_read_that_panics_does_not_stop_list_reads_for_good() {
 /// claim expires).
 #[tokio::test(start_paused = true)]
 async fn a_publisher_that_fails_to_move_releases_its_claim() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     let m = b.manager(b.config());
     let t = Trio::register(&m, false);
     m.start_stream("S").await.unwrap();
@@ -508,7 +381,7 @@ async fn a_publisher_that_fails_to_move_releases_its_claim() {
 /// stay with its publisher: no `MigrationFailed`, no "failed" error on the session.
 #[tokio::test(start_paused = true)]
 async fn a_preference_change_is_no_failure_for_a_viewer() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     b.ctl.set_placement("S", "zegocloud", 1);
     let m = b.manager(b.config());
     let t = Trio::register(&m, false);
@@ -539,7 +412,7 @@ async fn a_preference_change_is_no_failure_for_a_viewer() {
 /// provider then fails goes nowhere, not to a standby of the stopped stream.
 #[tokio::test(start_paused = true)]
 async fn a_viewer_learns_that_its_publisher_stopped() {
-    let b = directory(SEED_LIST);
+    let b = Backend::with_placement(SEED_LIST);
     b.ctl.set_placement("S", "zegocloud", 1);
     let (m, w) = wrapped(&b, b.config());
     w.push_on.store(true, Ordering::SeqCst);
@@ -548,14 +421,14 @@ async fn a_viewer_learns_that_its_publisher_stopped() {
     tokio::time::sleep(ms(100)).await;
     let mut with_standby = placed("S", "zegocloud", 2);
     with_standby.standby = vec!["webrtc".into()];
-    let _ = w.push.send(with_standby.clone());
+    w.push(with_standby.clone());
     tokio::time::sleep(ms(100)).await;
     // The publisher ends: the registry publishes the same epoch, not live.
     let stopped = Placement {
         live: false,
         ..with_standby
     };
-    let _ = w.push.send(stopped);
+    w.push(stopped);
     tokio::time::sleep(ms(100)).await;
     let mut rx = m.subscribe();
     m.record_error("S", ProviderError::new(Unauthorized, "viewer-side failure"))

@@ -20,9 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streamguard::{
-    BackendError, EventKind, HttpRegistry, LiveSession, ManagerConfig, ProviderAdapter,
-    ProviderError, ProviderErrorKind, ProviderInfo, ProviderList, ProviderRegistry, RegistryHealth,
-    SessionReport, StreamEvent, StreamingProviderManager,
+    BackendError, EventKind, HttpRegistry, LiveSession, ManagerConfig, Placement, PlacementClaim,
+    ProviderAdapter, ProviderError, ProviderErrorKind, ProviderInfo, ProviderList,
+    ProviderRegistry, PushEvent, RegistryHealth, SessionReport, StreamEvent,
+    StreamingProviderManager,
 };
 use tokio::sync::broadcast;
 
@@ -599,6 +600,144 @@ impl Backend {
             .build()
             .unwrap();
         (m, faulty)
+    }
+}
+
+// ----- the placement directory ---------------------------------------------------------
+
+impl Backend {
+    /// A backend with its placement directory on.
+    pub fn with_placement(list: &[(&str, bool, u32)]) -> Self {
+        let b = Self::start(list);
+        b.ctl.placement_enabled.store(true, Ordering::SeqCst);
+        b
+    }
+}
+
+/// The loopback registry, with claims that fail or are slow on demand and a push channel the
+/// test drives (placement events queued with [`Wrap::push`]).
+pub struct Wrap {
+    inner: Arc<dyn ProviderRegistry>,
+    /// Claims fail with a network error.
+    pub claims_fail: AtomicBool,
+    /// Claims of this provider wait this long before they are sent.
+    pub slow_claims: Mutex<Option<(String, Duration)>>,
+    /// Claims asked for, by provider.
+    pub claims_asked: Mutex<Vec<String>>,
+    pub claim_count: AtomicU64,
+    /// Placement events for the push channel, queued until the engine follows it.
+    push: tokio::sync::mpsc::UnboundedSender<Placement>,
+    pushed: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Placement>>,
+    /// Serve the push channel (off: `PushUnsupported`).
+    pub push_on: AtomicBool,
+    /// Releases wait this long before they are sent.
+    pub slow_release: Mutex<Duration>,
+}
+
+impl Wrap {
+    pub fn new(inner: Arc<dyn ProviderRegistry>) -> Arc<Self> {
+        let (push, pushed) = tokio::sync::mpsc::unbounded_channel();
+        Arc::new(Self {
+            inner,
+            claims_fail: AtomicBool::new(false),
+            slow_claims: Mutex::new(None),
+            claims_asked: Mutex::new(Vec::new()),
+            claim_count: AtomicU64::new(0),
+            push,
+            pushed: tokio::sync::Mutex::new(pushed),
+            push_on: AtomicBool::new(false),
+            slow_release: Mutex::new(Duration::ZERO),
+        })
+    }
+    /// Send a placement event on the push channel (delivered once the engine follows it).
+    pub fn push(&self, p: Placement) {
+        let _ = self.push.send(p);
+    }
+}
+
+#[async_trait]
+impl ProviderRegistry for Wrap {
+    async fn providers(&self, etag: Option<&str>) -> Result<ProviderList, BackendError> {
+        self.inner.providers(etag).await
+    }
+    async fn health(&self, provider: &str) -> Result<RegistryHealth, BackendError> {
+        self.inner.health(provider).await
+    }
+    async fn follow_streams(
+        &self,
+        _streams: &[String],
+        on_event: &(dyn Fn(PushEvent) + Send + Sync),
+    ) -> Result<(), BackendError> {
+        if !self.push_on.load(Ordering::SeqCst) {
+            return Err(BackendError::PushUnsupported);
+        }
+        let mut rx = self.pushed.lock().await;
+        while let Some(p) = rx.recv().await {
+            on_event(PushEvent::Placement(p));
+        }
+        Ok(())
+    }
+    async fn placement(&self, stream_id: &str) -> Result<Option<Placement>, BackendError> {
+        self.inner.placement(stream_id).await
+    }
+    async fn claim_placement(
+        &self,
+        stream_id: &str,
+        claim: &PlacementClaim,
+    ) -> Result<Placement, BackendError> {
+        self.claims_asked
+            .lock()
+            .unwrap()
+            .push(claim.provider.clone());
+        self.claim_count.fetch_add(1, Ordering::SeqCst);
+        if self.claims_fail.load(Ordering::SeqCst) {
+            return Err(BackendError::Network("connection refused".into()));
+        }
+        let slow = self.slow_claims.lock().unwrap().clone();
+        if let Some((p, d)) = slow {
+            if p == claim.provider {
+                tokio::time::sleep(d).await;
+            }
+        }
+        self.inner.claim_placement(stream_id, claim).await
+    }
+    async fn release_placement(
+        &self,
+        stream_id: &str,
+        client_id: &str,
+    ) -> Result<(), BackendError> {
+        let slow = *self.slow_release.lock().unwrap();
+        tokio::time::sleep(slow).await;
+        self.inner.release_placement(stream_id, client_id).await
+    }
+    async fn report(&self, report: &SessionReport) -> Result<(), BackendError> {
+        self.inner.report(report).await
+    }
+    async fn alive(&self, client_id: &str, sessions: &[LiveSession]) -> Result<(), BackendError> {
+        self.inner.alive(client_id, sessions).await
+    }
+}
+
+pub fn wrapped(
+    b: &Backend,
+    config: streamguard::ManagerConfig,
+) -> (StreamingProviderManager, Arc<Wrap>) {
+    let w = Wrap::new(b.registry(&config));
+    let m = StreamingProviderManager::builder(config)
+        .registry(w.clone())
+        .jitter(Box::new(FixedJitter(0.5)))
+        .build()
+        .unwrap();
+    (m, w)
+}
+
+pub fn placed(stream: &str, provider: &str, epoch: u64) -> Placement {
+    Placement {
+        stream_id: stream.into(),
+        provider: provider.into(),
+        epoch,
+        standby: Vec::new(),
+        live: true,
     }
 }
 
