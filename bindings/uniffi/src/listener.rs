@@ -1,6 +1,7 @@
 //! Events to the host: an [`EventListener`] implemented by the host, fed by one task per
 //! listener that reads the engine's event channel, and the [`ListenerHandle`] that stops it.
 
+use crate::runtime::HostWoken;
 use crate::types::StreamEvent;
 use std::sync::Arc;
 use streamguard as sg;
@@ -54,6 +55,55 @@ impl ListenerHandle {
         let task = forward(events, listener, closed.clone(), shut_down);
         tasks.spawn_on(task, crate::runtime::RUNTIME.handle());
         Arc::new(Self { closed })
+    }
+}
+
+/// A subscription to a manager's events, read one at a time with `next()`. The language
+/// glue turns it into the language's stream type; see `StreamingProviderManager.subscribe`.
+#[derive(uniffi::Object)]
+pub struct EventSubscription {
+    events: tokio::sync::Mutex<Receiver<sg::StreamEvent>>,
+    closed: CancellationToken,
+    shut_down: CancellationToken,
+}
+
+impl EventSubscription {
+    pub(crate) fn new(events: Receiver<sg::StreamEvent>, shut_down: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            events: tokio::sync::Mutex::new(events),
+            closed: CancellationToken::new(),
+            shut_down,
+        })
+    }
+}
+
+#[uniffi::export]
+impl EventSubscription {
+    /// The next event, waiting for one; `None` once the subscription is closed or the manager
+    /// shut down (events emitted before the shutdown are still returned first). Cancelling the
+    /// await (Python, Kotlin) loses no event. Concurrent calls take turns.
+    pub async fn next(&self) -> Option<StreamEvent> {
+        let mut events = self.events.lock().await;
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = self.closed.cancelled() => return None,
+                received = HostWoken(Box::pin(events.recv())) => received,
+                _ = self.shut_down.cancelled() => return None,
+            };
+            match received {
+                Ok(event) => return Some(event.into()),
+                Err(RecvError::Lagged(missed)) => {
+                    warn!(missed, "event subscription fell behind; the oldest events were dropped");
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// End the subscription: a pending and every later `next()` returns `None`. Idempotent.
+    pub fn close(&self) {
+        self.closed.cancel();
     }
 }
 

@@ -19,13 +19,19 @@ health monitoring, live migration, cool-downs, and an event for every decision::
         # def supports_parallel_sessions(self) (default: False).
 
     async def main():
-        manager = StreamingProviderManager(ManagerConfig(base_url="https://api.example.com/api"))
-        manager.register_adapter("agora", AgoraAdapter())
-        handle = manager.add_listener(MyListener())   # keep it: releasing it unsubscribes
-        session = await manager.start_stream("stream-42")
-        ...
-        await manager.end_stream("stream-42")
-        await manager.shutdown()                        # leaves every provider
+        config = ManagerConfig(base_url="https://api.example.com/api")
+        async with StreamingProviderManager(config) as manager:   # shut down on exit
+            manager.register_adapter("agora", AgoraAdapter())
+            events = manager.events()        # subscribed now: no later event is missed
+            session = await manager.start_stream("stream-42")
+            async for event in events:       # ends when the manager shuts down
+                ...
+            await manager.end_stream("stream-42")
+
+Cancellation. ``start_stream``, ``join_stream`` and ``refresh_providers`` are cancellable:
+cancelling the awaiting task (``task.cancel()``, ``asyncio.wait_for``, ``asyncio.timeout``)
+cancels the operation as ``end_stream`` would, and a provider that comes up late is left.
+``end_stream`` and ``shutdown`` run to completion even if their await is cancelled.
 
 Event loops. Awaiting a manager method uses the event loop of the awaiting code, as usual.
 Adapter coroutines are different: the engine calls them from its own threads (health checks,
@@ -132,6 +138,57 @@ _probe_not_supported.__doc__ = ProviderAdapter.probe.__doc__
 _no_parallel_sessions.__doc__ = ProviderAdapter.supports_parallel_sessions.__doc__
 ProviderAdapter.probe = _probe_not_supported
 ProviderAdapter.supports_parallel_sessions = _no_parallel_sessions
+
+
+class EventStream:
+    """The events of a manager as an async iterator: ``async for event in manager.events()``.
+
+    Subscribed when created, so no event emitted after ``events()`` returned is missed. Ends
+    when the manager shuts down (after the events emitted before) or on :meth:`aclose`. Events
+    are read on demand: a consumer more than ``event_buffer`` events behind loses the oldest.
+    """
+
+    def __init__(self, subscription):
+        self._subscription = subscription
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        event = await self._subscription.next()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    async def aclose(self):
+        """End the stream: a pending and every later iteration stops."""
+        self._subscription.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
+
+
+def _events(self):
+    """Every event from this call on, as an async iterator (see :class:`EventStream`)."""
+    return EventStream(self.subscribe())
+
+
+async def _aenter(self):
+    return self
+
+
+async def _aexit(self, *exc):
+    await self.shutdown()
+
+
+StreamingProviderManager.events = _events
+# ``async with StreamingProviderManager(config) as manager:`` shuts it down on exit.
+StreamingProviderManager.__aenter__ = _aenter
+StreamingProviderManager.__aexit__ = _aexit
+__all__.append("EventStream")
 
 
 # Every manager, weakly, for the exit hook below.
