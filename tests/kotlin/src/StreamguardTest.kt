@@ -19,12 +19,16 @@ import io.streamguard.StreamguardException
 import io.streamguard.StreamingProviderManager
 import io.streamguard.defaultManagerConfig
 import kotlinx.coroutines.CancellationException
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.NonCancellable
+import kotlinx.coroutines.withContext
 import kotlinx.coroutines.awaitCancellation
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
 import org.junit.jupiter.api.AfterEach
 import org.junit.jupiter.api.Test
 import java.net.InetSocketAddress
+import java.util.concurrent.CountDownLatch
 import java.util.concurrent.TimeUnit
 import java.util.concurrent.locks.ReentrantLock
 import kotlin.concurrent.withLock
@@ -114,8 +118,9 @@ class Journal : Watched() {
     fun count(call: String) = lock.withLock { calls.count { it == call } }
 }
 
-/** Scripted failures per method: each call takes the next step ("hang", an exception, or
- *  success once the script is used up). */
+/** Scripted failures per method: each call takes the next step ("hang", an exception, a
+ *  CountDownLatch to wait for whatever happens to the call, or success once the script is used
+ *  up). */
 class ScriptedAdapter(
     private val name: String,
     private val journal: Journal,
@@ -124,6 +129,11 @@ class ScriptedAdapter(
     private suspend fun call(method: String, id: String) {
         journal.record("$name $method $id")
         val step = script[method]?.removeFirstOrNull() ?: return
+        if (step is CountDownLatch) {
+            // An SDK call that cannot be interrupted: it returns once the test counts down.
+            withContext(NonCancellable + Dispatchers.IO) { step.await(WAIT_MS, TimeUnit.MILLISECONDS) }
+            return
+        }
         if (step == "hang") {
             try {
                 awaitCancellation()

@@ -260,7 +260,7 @@ final class StreamguardTests: XCTestCase {
         let ok6 = await journal.until { [self] in journal.count("agora start s") == 1 }
         XCTAssertTrue(ok6)
         start.cancel()
-        let ended = await outcome.until { [self] in !outcome.calls.isEmpty }
+        let ended = await outcome.until { !outcome.calls.isEmpty }
         gate.release()  // the SDK call comes back late, successfully
         XCTAssertTrue(ended, "startStream kept waiting after its task was cancelled")
         XCTAssertEqual(outcome.calls, ["cancelled"])
@@ -312,7 +312,7 @@ final class StreamguardTests: XCTestCase {
             finished.record("done")
         }
         consumer.cancel()
-        let ok8 = await finished.until(5) { [self] in finished.count("done") == 1 }
+        let ok8 = await finished.until(5) { finished.count("done") == 1 }
         XCTAssertTrue(ok8, "the iteration kept waiting")
         try await m.shutdown()
         handle.close()
