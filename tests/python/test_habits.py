@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from conftest import WAIT, fast_config
+from conftest import WAIT, Recorder, fast_config
 from streamguard import EventKind, SessionState, StreamingProviderManager
 from test_streamguard import adapters
 
@@ -104,3 +104,29 @@ def test_async_with_shuts_the_manager_down(registry, journal, run):
         assert m.task_count() == 0
 
     run(scenario())
+
+
+def test_a_listener_that_raises_is_counted_not_a_panic(registry, journal, recorder, run, capfd):
+    failing = Recorder()
+
+    def explode(event):
+        Recorder.on_event(failing, event)
+        raise RuntimeError("listener bug")
+
+    failing.on_event = explode
+
+    async def scenario():
+        async with register(
+            StreamingProviderManager(fast_config(registry.base_url)), adapters(journal)
+        ) as m:
+            handle = m.add_listener(failing)
+            await m.start_stream("s")
+            # It keeps receiving after throwing, and every throw is counted.
+            failing.expect(EventKind.SESSION_STATE_CHANGED, to=SessionState.LIVE)
+            assert failing.wait_for(lambda: handle.failures() == len(failing.events))
+            assert handle.failures() >= 2
+
+    run(scenario())
+    # Caught at the boundary: no Rust panic message (with a backtrace) per event on stderr.
+    err = capfd.readouterr().err
+    assert "panicked" not in err, err

@@ -3,6 +3,7 @@
 
 use crate::runtime::HostWoken;
 use crate::types::StreamEvent;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use streamguard as sg;
 use tokio::sync::broadcast::{error::RecvError, Receiver};
@@ -16,8 +17,29 @@ use tracing::warn;
 /// the oldest.
 #[uniffi::export(foreign)]
 pub trait EventListener: Send + Sync {
-    /// Called once per event.
-    fn on_event(&self, event: StreamEvent);
+    /// Called once per event. An exception thrown here is caught at the boundary: it is counted
+    /// (`ListenerHandle.failures()`), the first one is logged with its message, and the
+    /// listener keeps receiving later events.
+    fn on_event(&self, event: StreamEvent) -> Result<(), ListenerError>;
+}
+
+/// An exception thrown by a host `EventListener.on_event` (Kotlin `ListenerException`). Hosts
+/// never need to throw it: any exception is turned into it at the boundary, where it would
+/// otherwise become a panic in UniFFI's callback glue (a backtrace on stderr per event).
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum ListenerError {
+    /// The listener threw; `detail` is the exception's text.
+    #[error("event listener failed: {detail}")]
+    Failed {
+        /// The exception as the host printed it.
+        detail: String,
+    },
+}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for ListenerError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        Self::Failed { detail: e.reason }
+    }
 }
 
 /// Keeps a listener subscribed. Call `close()` (Kotlin: `close()`/`use {}`, which also frees
@@ -25,6 +47,7 @@ pub trait EventListener: Send + Sync {
 #[derive(uniffi::Object)]
 pub struct ListenerHandle {
     closed: CancellationToken,
+    failures: Arc<AtomicU64>,
 }
 
 #[uniffi::export]
@@ -32,6 +55,11 @@ impl ListenerHandle {
     /// Stop delivering events. Idempotent; an `on_event` already running finishes.
     pub fn close(&self) {
         self.closed.cancel();
+    }
+
+    /// How many `on_event` calls threw so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 }
 
@@ -52,9 +80,10 @@ impl ListenerHandle {
         shut_down: CancellationToken,
     ) -> Arc<Self> {
         let closed = CancellationToken::new();
-        let task = forward(events, listener, closed.clone(), shut_down);
+        let failures = Arc::new(AtomicU64::new(0));
+        let task = forward(events, listener, closed.clone(), shut_down, failures.clone());
         tasks.spawn_on(task, crate::runtime::RUNTIME.handle());
-        Arc::new(Self { closed })
+        Arc::new(Self { closed, failures })
     }
 }
 
@@ -112,6 +141,7 @@ async fn forward(
     listener: Arc<dyn EventListener>,
     closed: CancellationToken,
     shut_down: CancellationToken,
+    failures: Arc<AtomicU64>,
 ) {
     loop {
         let event = tokio::select! {
@@ -133,9 +163,14 @@ async fn forward(
         // Host code may block (or wait for a lock such as Python's GIL): run it on a blocking
         // thread so it never occupies one of the engine's workers. Awaiting it keeps the order.
         let delivered = tokio::task::spawn_blocking(move || listener.on_event(event)).await;
-        if let Err(e) = delivered {
-            // The host threw from on_event: UniFFI reports that as a panic. Keep delivering.
-            warn!(error = %e, "event listener failed; later events are still delivered");
+        let failure = match delivered {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("event listener panicked: {e}"),
+        };
+        // Logged once per listener (a failing listener usually fails on every event).
+        if failures.fetch_add(1, Ordering::Relaxed) == 0 {
+            warn!(error = %failure, "event listener failed; later events are still delivered and further failures are only counted");
         }
     }
 }

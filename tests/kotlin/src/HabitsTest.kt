@@ -4,6 +4,8 @@ package io.streamguard.tests
 
 import io.streamguard.BaseProviderAdapter
 import io.streamguard.EventKind
+import io.streamguard.EventListener
+import io.streamguard.StreamEvent
 import io.streamguard.ManagerConfig
 import io.streamguard.ProviderInfo
 import io.streamguard.SessionState
@@ -101,6 +103,25 @@ class HabitsTest {
             withTimeout(WAIT_MS) { collector.join() }
             assertTrue(collector.isCancelled)
             m.shutdown()
+        }
+    }
+
+    @Test
+    fun aListenerThatThrowsIsCountedAndKeepsReceiving() = runBlocking {
+        val failing = object : EventListener {
+            override fun onEvent(event: StreamEvent) {
+                recorder.onEvent(event)
+                throw IllegalStateException("listener bug")
+            }
+        }
+        manager().use { m ->
+            m.addListener(failing).use { handle ->
+                m.startStream("s")
+                recorder.expect<EventKind.SessionStateChanged> { it.to == SessionState.LIVE }
+                assertTrue(recorder.waitFor { handle.failures() == recorder.events.size.toULong() })
+                assertTrue(handle.failures() >= 2uL)
+                m.shutdown()
+            }
         }
     }
 

@@ -318,6 +318,29 @@ final class StreamguardTests: XCTestCase {
         handle.close()
     }
 
+    /// A listener that throws is counted at the boundary and keeps receiving events.
+    func testAListenerThatThrowsIsCountedAndKeepsReceiving() async throws {
+        final class Failing: EventListener, @unchecked Sendable {
+            let recorder: Recorder
+            init(_ recorder: Recorder) { self.recorder = recorder }
+            func onEvent(event: StreamEvent) throws {
+                recorder.onEvent(event: event)
+                throw SdkBug(text: "listener bug")
+            }
+        }
+        let m = try manager()
+        let handle = m.addListener(listener: Failing(recorder))
+        _ = try await m.startStream(streamId: "s")
+        _ = await recorder.expect("live") {
+            if case .sessionStateChanged(_, _, .live, _) = $0 { return true } else { return nil }
+        }
+        let counted = await recorder.until { [recorder] in handle.failures() == UInt64(recorder!.events.count) }
+        XCTAssertTrue(counted)
+        XCTAssertGreaterThanOrEqual(handle.failures(), 2)
+        try await m.shutdown()
+        handle.close()
+    }
+
     /// A manager released without shutdown() (deinit) leaves its providers in the background
     /// and does not block the releasing thread.
     func testReleasingAManagerWithoutShutdownLeavesProviders() async throws {
