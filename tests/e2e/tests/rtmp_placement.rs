@@ -6,7 +6,7 @@
 //! is not implemented and not tested.
 
 use std::time::Duration;
-use streamguard::{BackendError, EventKind, SessionState, StreamguardError};
+use streamguard::{EventKind, SessionState, StreamguardError};
 use streamguard_e2e::*;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -133,7 +133,7 @@ async fn a_stale_claim_is_refused_and_a_second_publisher_gets_a_typed_error() {
     let second = App::new(&w.registry, |_| {});
     let r = second.manager.start_stream(CAM).await;
     assert!(
-        matches!(&r, Err(StreamguardError::Backend(BackendError::Conflict { code, .. })) if code == "owned_by_other"),
+        matches!(&r, Err(StreamguardError::StreamClaimedByOther { .. })),
         "{r:?}"
     );
     assert_eq!(
