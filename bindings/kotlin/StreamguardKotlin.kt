@@ -1,6 +1,12 @@
 // Kotlin habits on top of the generated bindings (io/streamguard/streamguard.kt): events as a
 // cold Flow, and an adapter base class with the engine's defaults. Compiled with the generated
 // file (see bindings/README.md, "Android (Kotlin)").
+//
+// Cancellation: startStream and joinStream (and refreshProviders) are cancellable with
+// withTimeout or by cancelling the calling scope: the operation is cancelled as endStream would,
+// and a provider that comes up late is left. endStream and shutdown run to completion.
+// Lifetime: use {} (close()) releases the manager; the engine then leaves live providers in the
+// background. Call shutdown() first to wait for that.
 package io.streamguard
 
 import kotlinx.coroutines.flow.Flow

@@ -81,7 +81,13 @@ impl ListenerHandle {
     ) -> Arc<Self> {
         let closed = CancellationToken::new();
         let failures = Arc::new(AtomicU64::new(0));
-        let task = forward(events, listener, closed.clone(), shut_down, failures.clone());
+        let task = forward(
+            events,
+            listener,
+            closed.clone(),
+            shut_down,
+            failures.clone(),
+        );
         tasks.spawn_on(task, crate::runtime::RUNTIME.handle());
         Arc::new(Self { closed, failures })
     }
@@ -97,7 +103,10 @@ pub struct EventSubscription {
 }
 
 impl EventSubscription {
-    pub(crate) fn new(events: Receiver<sg::StreamEvent>, shut_down: CancellationToken) -> Arc<Self> {
+    pub(crate) fn new(
+        events: Receiver<sg::StreamEvent>,
+        shut_down: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             events: tokio::sync::Mutex::new(events),
             closed: CancellationToken::new(),
@@ -123,7 +132,10 @@ impl EventSubscription {
             match received {
                 Ok(event) => return Some(event.into()),
                 Err(RecvError::Lagged(missed)) => {
-                    warn!(missed, "event subscription fell behind; the oldest events were dropped");
+                    warn!(
+                        missed,
+                        "event subscription fell behind; the oldest events were dropped"
+                    );
                 }
                 Err(RecvError::Closed) => return None,
             }

@@ -69,18 +69,22 @@ impl StreamingProviderManager {
     /// that comes up late is left.
     pub async fn start_stream(&self, stream_id: String) -> Result<SessionInfo, StreamguardError> {
         let inner = self.engine();
-        Ok(run_cancellable(async move { inner.start_stream(&stream_id).await })
-            .await??
-            .into())
+        Ok(
+            run_cancellable(async move { inner.start_stream(&stream_id).await })
+                .await??
+                .into(),
+        )
     }
 
     /// Watch `stream_id` as a viewer, with retries and failover. Cancellable like
     /// `start_stream`.
     pub async fn join_stream(&self, stream_id: String) -> Result<SessionInfo, StreamguardError> {
         let inner = self.engine();
-        Ok(run_cancellable(async move { inner.join_stream(&stream_id).await })
-            .await??
-            .into())
+        Ok(
+            run_cancellable(async move { inner.join_stream(&stream_id).await })
+                .await??
+                .into(),
+        )
     }
 
     /// `start_stream` that also ends when `cancel` is cancelled, as if the awaiting task had

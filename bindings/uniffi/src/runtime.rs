@@ -53,12 +53,12 @@ where
 
 fn joined<T>(result: Result<T, JoinError>) -> Result<T, StreamguardError> {
     result.map_err(|e| StreamguardError::Internal {
-            detail: if e.is_panic() {
-                format!("panic in streamguard: {}", panic_text(e.into_panic()))
-            } else {
-                "streamguard task was cancelled".into()
-            },
-        })
+        detail: if e.is_panic() {
+            format!("panic in streamguard: {}", panic_text(e.into_panic()))
+        } else {
+            "streamguard task was cancelled".into()
+        },
+    })
 }
 
 /// Wakes of host tasks in progress: a Streamguard thread is inside the host's continuation
@@ -140,9 +140,15 @@ mod tests {
         // Poll once so the task is spawned, then drop the await (a cancelled host task).
         let mut pending = Box::pin(pending);
         let waker = Waker::noop();
-        assert!(pending.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
+        assert!(pending
+            .as_mut()
+            .poll(&mut Context::from_waker(waker))
+            .is_pending());
         drop(pending);
-        assert!(block_on(rx).is_err(), "the task was aborted, dropping its sender");
+        assert!(
+            block_on(rx).is_err(),
+            "the task was aborted, dropping its sender"
+        );
     }
 
     #[test]
@@ -153,7 +159,10 @@ mod tests {
             let _ = tx.send(());
         }));
         let waker = Waker::noop();
-        assert!(pending.as_mut().poll(&mut Context::from_waker(waker)).is_pending());
+        assert!(pending
+            .as_mut()
+            .poll(&mut Context::from_waker(waker))
+            .is_pending());
         drop(pending);
         assert!(block_on(rx).is_ok());
     }
