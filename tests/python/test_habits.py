@@ -7,8 +7,14 @@ import threading
 import pytest
 
 from conftest import WAIT, Recorder, fast_config
-from streamguard import EventKind, SessionState, StreamingProviderManager
-from test_streamguard import adapters
+from streamguard import (
+    EventKind,
+    ProviderError,
+    SessionState,
+    StreamguardError,
+    StreamingProviderManager,
+)
+from test_streamguard import adapters, manager
 
 
 def register(m, ads):
@@ -71,10 +77,7 @@ def test_events_async_for_sees_every_event_and_ends_at_shutdown(registry, journa
 
 def test_event_stream_aclose_and_consumer_cancellation(registry, journal, recorder, run):
     async def scenario():
-        async with register(
-            StreamingProviderManager(fast_config(registry.base_url)), adapters(journal)
-        ) as m:
-            handle = m.add_listener(recorder)
+        async with manager(fast_config(registry.base_url), adapters(journal), recorder) as m:
             await m.start_stream("s")
             # No event follows agora's first passing check for a while.
             recorder.expect(EventKind.HEALTH_CHANGED, provider="agora")
@@ -90,7 +93,6 @@ def test_event_stream_aclose_and_consumer_cancellation(registry, journal, record
             consumer.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await asyncio.wait_for(consumer, WAIT)
-            del handle
 
     run(scenario())
 
@@ -116,9 +118,8 @@ def test_a_listener_that_raises_is_counted_not_a_panic(registry, journal, record
     failing.on_event = explode
 
     async def scenario():
-        async with register(
-            StreamingProviderManager(fast_config(registry.base_url)), adapters(journal)
-        ) as m:
+        m = register(StreamingProviderManager(fast_config(registry.base_url)), adapters(journal))
+        async with m:
             handle = m.add_listener(failing)
             await m.start_stream("s")
             # It keeps receiving after throwing, and every throw is counted.
@@ -130,3 +131,21 @@ def test_a_listener_that_raises_is_counted_not_a_panic(registry, journal, record
     # Caught at the boundary: no Rust panic message (with a backtrace) per event on stderr.
     err = capfd.readouterr().err
     assert "panicked" not in err, err
+
+
+def test_errors_print_what_happened(registry, journal, run):
+    down = {"start": [ProviderError.Unavailable("edge down")] * 5}
+    ads = adapters(journal, agora=down, zegocloud=down, webrtc=down)
+
+    async def scenario():
+        async with manager(fast_config(registry.base_url), ads) as m:
+            with pytest.raises(StreamguardError.AllAttemptsFailed) as failed:
+                await m.start_stream("s")
+            return failed.value
+
+    shown = str(run(scenario()))
+    # The provider, attempt number, kind and detail are in the text a traceback or log shows.
+    assert "provider=agora" in shown and "number=2" in shown, shown
+    assert "UNAVAILABLE" in shown and "edge down" in shown, shown
+    config = fast_config(registry.base_url, auth_token="s3cr3t-token")
+    assert "s3cr3t" not in repr(config) and "s3cr3t" not in str(config)

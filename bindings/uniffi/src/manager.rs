@@ -8,6 +8,7 @@ use crate::errors::{ProviderError, StreamguardError};
 use crate::listener::{EventListener, EventSubscription, ListenerHandle};
 use crate::runtime::{run, run_cancellable, RUNTIME};
 use crate::types::{ProviderInfo, ProviderStats, SessionInfo};
+use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use streamguard as sg;
@@ -96,18 +97,10 @@ impl StreamingProviderManager {
         stream_id: String,
         cancel: Arc<CancelToken>,
     ) -> Result<SessionInfo, StreamguardError> {
-        let inner = self.engine();
-        let cancel = cancel.0.clone();
-        Ok(run_cancellable(async move {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => Err(sg::StreamguardError::Cancelled(stream_id)),
-                // Dropping the engine's future cancels the start (see `start_stream`).
-                result = inner.start_stream(&stream_id) => result,
-            }
+        self.open_until(stream_id, &cancel, |engine, id| async move {
+            engine.start_stream(&id).await
         })
-        .await??
-        .into())
+        .await
     }
 
     /// `join_stream` with a `cancel` token, as `start_stream_with`. Swift glue only.
@@ -116,17 +109,10 @@ impl StreamingProviderManager {
         stream_id: String,
         cancel: Arc<CancelToken>,
     ) -> Result<SessionInfo, StreamguardError> {
-        let inner = self.engine();
-        let cancel = cancel.0.clone();
-        Ok(run_cancellable(async move {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => Err(sg::StreamguardError::Cancelled(stream_id)),
-                result = inner.join_stream(&stream_id) => result,
-            }
+        self.open_until(stream_id, &cancel, |engine, id| async move {
+            engine.join_stream(&id).await
         })
-        .await??
-        .into())
+        .await
     }
 
     /// End a session: stop its monitoring at once and leave its provider. Cancels a start that
@@ -258,6 +244,32 @@ impl CancelToken {
 }
 
 impl StreamingProviderManager {
+    /// Run `open` (a start or join) until it returns or `cancel` is cancelled, which drops the
+    /// engine's future and so cancels the operation (see `start_stream`).
+    async fn open_until<F, Fut>(
+        &self,
+        stream_id: String,
+        cancel: &CancelToken,
+        open: F,
+    ) -> Result<SessionInfo, StreamguardError>
+    where
+        F: FnOnce(sg::StreamingProviderManager, String) -> Fut,
+        Fut: Future<Output = Result<sg::SessionInfo, sg::StreamguardError>> + Send + 'static,
+    {
+        let cancel = cancel.0.clone();
+        let id = stream_id.clone();
+        let opening = open(self.engine(), stream_id);
+        Ok(run_cancellable(async move {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(sg::StreamguardError::Cancelled(id)),
+                result = opening => result,
+            }
+        })
+        .await??
+        .into())
+    }
+
     /// A handle to the engine for a task on the runtime (the engine is cheap to clone).
     fn engine(&self) -> sg::StreamingProviderManager {
         sg::StreamingProviderManager::clone(&self.inner)

@@ -137,14 +137,8 @@ mod tests {
             let _tx = tx; // dropped when the task is aborted
             std::future::pending::<()>().await
         });
-        // Poll once so the task is spawned, then drop the await (a cancelled host task).
-        let mut pending = Box::pin(pending);
-        let waker = Waker::noop();
-        assert!(pending
-            .as_mut()
-            .poll(&mut Context::from_waker(waker))
-            .is_pending());
-        drop(pending);
+        // Start it, then drop the await (a cancelled host task).
+        poll_once_then_drop(pending);
         assert!(
             block_on(rx).is_err(),
             "the task was aborted, dropping its sender"
@@ -154,17 +148,18 @@ mod tests {
     #[test]
     fn dropping_a_plain_run_lets_its_future_finish() {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let mut pending = Box::pin(run(async move {
+        poll_once_then_drop(run(async move {
             tokio::time::sleep(Duration::from_millis(5)).await;
             let _ = tx.send(());
         }));
-        let waker = Waker::noop();
-        assert!(pending
-            .as_mut()
-            .poll(&mut Context::from_waker(waker))
-            .is_pending());
-        drop(pending);
         assert!(block_on(rx).is_ok());
+    }
+
+    /// Poll `fut` once (which spawns its task) and drop it while it is still pending.
+    fn poll_once_then_drop<F: Future>(fut: F) {
+        let mut fut = Box::pin(fut);
+        let poll = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(poll.is_pending());
     }
 
     #[test]

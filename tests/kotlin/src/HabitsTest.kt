@@ -20,38 +20,13 @@ import kotlinx.coroutines.launch
 import kotlinx.coroutines.async
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
-import org.junit.jupiter.api.AfterEach
 import org.junit.jupiter.api.Test
 import java.util.concurrent.CountDownLatch
 import kotlin.test.assertEquals
 import kotlin.test.assertFailsWith
 import kotlin.test.assertTrue
 
-class HabitsTest {
-    private val registry = Registry()
-    private val journal = Journal()
-    private val recorder = Recorder()
-
-    @AfterEach
-    fun stop() = registry.close()
-
-    private fun manager(scripts: Map<String, MutableMap<String, MutableList<Any>>> = emptyMap()) =
-        StreamingProviderManager(
-            ManagerConfig(
-                baseUrl = registry.baseUrl,
-                healthCheckIntervalMs = 300uL,
-                suspectRecheckDelayMs = 100uL,
-                providerRefreshIntervalMs = 300uL,
-                backoffBaseMs = 20uL,
-                backoffCapMs = 50uL,
-                adapterTimeoutMs = 3000uL,
-            ),
-        ).also { m ->
-            for (name in listOf("agora", "zegocloud", "webrtc")) {
-                m.registerAdapter(name, ScriptedAdapter(name, journal, scripts[name] ?: mutableMapOf()))
-            }
-        }
-
+class HabitsTest : Scenario() {
     private fun states(id: String) = recorder.lock.withLockOf {
         recorder.events.map { it.kind }.filterIsInstance<EventKind.SessionStateChanged>()
             .filter { it.streamId == id }.map { it.to }

@@ -171,25 +171,29 @@ class Recorder : Watched(), EventListener {
     }
 }
 
-class StreamguardTest {
-    private val registry = Registry()
-    private val journal = Journal()
-    private val recorder = Recorder()
+/** Short intervals so every scenario runs in real time within a second or two. */
+fun fastConfig(baseUrl: String, adapterTimeoutMs: ULong = 3000uL) = ManagerConfig(
+    baseUrl = baseUrl,
+    healthCheckIntervalMs = 300uL,
+    suspectRecheckDelayMs = 100uL,
+    providerRefreshIntervalMs = 300uL,
+    backoffBaseMs = 20uL,
+    backoffCapMs = 50uL,
+    adapterTimeoutMs = adapterTimeoutMs,
+)
+
+/** A registry, a journal and a recorder per test, and managers with scripted adapters. */
+open class Scenario {
+    protected val registry = Registry()
+    protected val journal = Journal()
+    protected val recorder = Recorder()
 
     @AfterEach
     fun stop() = registry.close()
 
-    private fun config(adapterTimeoutMs: ULong = 3000uL) = ManagerConfig(
-        baseUrl = registry.baseUrl,
-        healthCheckIntervalMs = 300uL,
-        suspectRecheckDelayMs = 100uL,
-        providerRefreshIntervalMs = 300uL,
-        backoffBaseMs = 20uL,
-        backoffCapMs = 50uL,
-        adapterTimeoutMs = adapterTimeoutMs,
-    )
+    protected fun config(adapterTimeoutMs: ULong = 3000uL) = fastConfig(registry.baseUrl, adapterTimeoutMs)
 
-    private fun manager(
+    protected fun manager(
         scripts: Map<String, MutableMap<String, MutableList<Any>>> = emptyMap(),
         config: ManagerConfig = config(),
     ): StreamingProviderManager {
@@ -199,7 +203,9 @@ class StreamguardTest {
         }
         return m
     }
+}
 
+class StreamguardTest : Scenario() {
     @Test
     fun startFailsOverAfterTwoTransientErrors() = runBlocking {
         val timeouts = mutableListOf<Any>(ProviderException.Timeout("join timed out"), ProviderException.Timeout("again"))

@@ -191,6 +191,23 @@ StreamingProviderManager.__aexit__ = _aexit
 __all__.append("EventStream")
 
 
+def _printable_records():
+    # Generated records are dataclasses without annotated fields, so their generated __repr__
+    # is "Attempt()", and errors format their fields with {!r}: an AllAttemptsFailed printed
+    # as "attempts=[Attempt(), Attempt()]". Their __str__ has the contents ("Attempt(provider=
+    # agora, number=1, ...)"): use it for repr too, for records and enum variants (EventKind.*).
+    # A ManagerConfig keeps its token redacted: its __str__ is the engine's redacting Display.
+    classes = [c for c in vars(_ffi).values() if isinstance(c, type)]
+    classes += [v for c in classes for v in vars(c).values() if isinstance(v, type)]
+    for cls in classes:
+        generated = cls.__module__ == _ffi.__name__
+        if generated and not issubclass(cls, BaseException) and "__str__" in vars(cls):
+            cls.__repr__ = cls.__str__
+
+
+_printable_records()
+
+
 # Every manager, weakly, for the exit hook below.
 _managers = weakref.WeakSet()
 _manager_init = StreamingProviderManager.__init__
