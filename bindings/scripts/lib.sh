@@ -104,7 +104,7 @@ fresh_venv() {
     local dir="$1"
     rm -rf "$dir"
     python3 -m venv "$dir"
-    "$dir/bin/pip" install -q --disable-pip-version-check "$WHEEL" pytest
+    "$dir/bin/pip" install -q --disable-pip-version-check "$WHEEL" pytest "mypy>=1.10"
 }
 
 KOTLIN_CP="/usr/share/java/jna.jar:$KOTLINC_HOME/lib/kotlinx-coroutines-core-jvm.jar:$KOTLINC_HOME/lib/kotlin-test.jar:/usr/share/java/junit-jupiter-api.jar:/usr/share/java/apiguardian-api.jar:/usr/share/java/opentest4j.jar"

@@ -2,6 +2,7 @@
 `async for event in manager.events()`, and `async with StreamingProviderManager(...)`."""
 
 import asyncio
+from pathlib import Path
 import threading
 
 import pytest
@@ -149,3 +150,22 @@ def test_errors_print_what_happened(registry, journal, run):
     assert "UNAVAILABLE" in shown and "edge down" in shown, shown
     config = fast_config(registry.base_url, auth_token="s3cr3t-token")
     assert "s3cr3t" not in repr(config) and "s3cr3t" not in str(config)
+
+
+def test_mypy_strict_accepts_an_adapter_and_the_example(tmp_path):
+    # The package ships py.typed; mypy comes with the test run (bindings/test.sh installs it).
+    import mypy.api as mypy
+    example = Path(__file__).with_name("typed_example.py")
+    out, err, status = mypy.run(["--strict", "--cache-dir", str(tmp_path), str(example)])
+    assert status == 0, out + err
+
+
+def test_the_package_exports_everything_generated():
+    import streamguard
+    from streamguard._uniffi import streamguard as generated
+
+    missing = [n for n in streamguard.__all__ if not hasattr(streamguard, n)]
+    assert missing == []
+    assert set(generated.__all__) - {"quiesce"} <= set(streamguard.__all__)
+    # The package's manager is the generated one plus the Python habits.
+    assert issubclass(streamguard.StreamingProviderManager, generated.StreamingProviderManager)

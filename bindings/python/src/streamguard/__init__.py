@@ -49,21 +49,81 @@ because an engine thread that calls into a finalizing interpreter aborts the pro
 
 import asyncio
 import atexit
-import functools
 import threading
 import weakref
 
 from ._uniffi import streamguard as _ffi
-from ._uniffi.streamguard import *  # noqa: F401,F403  (the generated API, its __all__)
+
+# The generated API, by name (not `import *`, so that mypy sees the StreamingProviderManager
+# defined below, a subclass of the generated one). A test checks that nothing generated is left
+# out.
 from ._uniffi.streamguard import (
+    Attempt,
+    EventKind,
+    EventListener,
+    EventListenerImpl,
+    EventSubscription,
+    EventSubscriptionProtocol,
+    FailoverReason,
+    HealthStatus,
+    InternalError,
+    ListenerError,
+    ListenerHandle,
+    ListenerHandleProtocol,
+    ManagerConfig,
+    MigrationStrategy,
+    Operation,
     ProviderAdapter,
+    ProviderAdapterImpl,
     ProviderError,
-    StreamingProviderManager,
+    ProviderErrorKind,
+    ProviderInfo,
+    ProviderStats,
+    Role,
+    SessionInfo,
+    SessionState,
+    StreamEvent,
+    StreamguardError,
+    StreamingProviderManagerProtocol,
+    default_manager_config,
     uniffi_set_event_loop,
 )
 
-# quiesce() is internal (the exit hook below); everything else generated is public.
-__all__ = [name for name in _ffi.__all__ if name != "quiesce"] + ["uniffi_set_event_loop"]
+# Everything generated but quiesce() (internal: the exit hook below), and EventStream. A literal
+# list, so mypy knows what is exported.
+__all__ = [
+    "Attempt",
+    "EventKind",
+    "EventListener",
+    "EventListenerImpl",
+    "EventStream",
+    "EventSubscription",
+    "EventSubscriptionProtocol",
+    "FailoverReason",
+    "HealthStatus",
+    "InternalError",
+    "ListenerError",
+    "ListenerHandle",
+    "ListenerHandleProtocol",
+    "ManagerConfig",
+    "MigrationStrategy",
+    "Operation",
+    "ProviderAdapter",
+    "ProviderAdapterImpl",
+    "ProviderError",
+    "ProviderErrorKind",
+    "ProviderInfo",
+    "ProviderStats",
+    "Role",
+    "SessionInfo",
+    "SessionState",
+    "StreamEvent",
+    "StreamguardError",
+    "StreamingProviderManager",
+    "StreamingProviderManagerProtocol",
+    "default_manager_config",
+    "uniffi_set_event_loop",
+]
 
 # The generated module's hooks this file replaces. Checked at import so a UniFFI upgrade that
 # renames them fails loudly instead of silently losing the behaviour documented above.
@@ -148,50 +208,30 @@ class EventStream:
     are read on demand: a consumer more than ``event_buffer`` events behind loses the oldest.
     """
 
-    def __init__(self, subscription):
+    def __init__(self, subscription: EventSubscription) -> None:
         self._subscription = subscription
 
-    def __aiter__(self):
+    def __aiter__(self) -> "EventStream":
         return self
 
-    async def __anext__(self):
+    async def __anext__(self) -> StreamEvent:
         event = await self._subscription.next()
         if event is None:
             raise StopAsyncIteration
         return event
 
-    async def aclose(self):
+    async def aclose(self) -> None:
         """End the stream: a pending and every later iteration stops."""
         self._subscription.close()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> "EventStream":
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
 
-def _events(self):
-    """Every event from this call on, as an async iterator (see :class:`EventStream`)."""
-    return EventStream(self.subscribe())
-
-
-async def _aenter(self):
-    return self
-
-
-async def _aexit(self, *exc):
-    await self.shutdown()
-
-
-StreamingProviderManager.events = _events
-# ``async with StreamingProviderManager(config) as manager:`` shuts it down on exit.
-StreamingProviderManager.__aenter__ = _aenter
-StreamingProviderManager.__aexit__ = _aexit
-__all__.append("EventStream")
-
-
-def _printable_records():
+def _printable_records() -> None:
     # Generated records are dataclasses without annotated fields, so their generated __repr__
     # is "Attempt()", and errors format their fields with {!r}: an AllAttemptsFailed printed
     # as "attempts=[Attempt(), Attempt()]". Their __str__ has the contents ("Attempt(provider=
@@ -202,24 +242,35 @@ def _printable_records():
     for cls in classes:
         generated = cls.__module__ == _ffi.__name__
         if generated and not issubclass(cls, BaseException) and "__str__" in vars(cls):
-            cls.__repr__ = cls.__str__
+            cls.__repr__ = cls.__str__  # type: ignore[method-assign]
 
 
 _printable_records()
 
 
 # Every manager, weakly, for the exit hook below.
-_managers = weakref.WeakSet()
-_manager_init = StreamingProviderManager.__init__
+_managers: "weakref.WeakSet[StreamingProviderManager]" = weakref.WeakSet()
 
 
-@functools.wraps(_manager_init)
-def _tracked_init(self, *args, **kwargs):
-    _manager_init(self, *args, **kwargs)
-    _managers.add(self)
+class StreamingProviderManager(_ffi.StreamingProviderManager):
+    __doc__ = _ffi.StreamingProviderManager.__doc__
+
+    def __init__(self, config: ManagerConfig) -> None:
+        super().__init__(config)
+        _managers.add(self)
+
+    def events(self) -> EventStream:
+        """Every event from this call on, as an async iterator (see :class:`EventStream`)."""
+        return EventStream(self.subscribe())
+
+    async def __aenter__(self) -> "StreamingProviderManager":
+        """``async with StreamingProviderManager(config) as manager:`` shuts it down on exit."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
 
 
-StreamingProviderManager.__init__ = _tracked_init
 
 
 @atexit.register
