@@ -186,3 +186,55 @@ async fn forward(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::EventKind;
+    use std::time::Duration;
+    use tokio::sync::broadcast;
+
+    fn event(n: usize) -> sg::StreamEvent {
+        sg::StreamEvent {
+            at: Duration::from_millis(n as u64),
+            kind: sg::EventKind::ProviderListChanged {
+                active: vec![format!("p{n}")],
+            },
+        }
+    }
+
+    fn label(e: Option<StreamEvent>) -> Option<String> {
+        e.map(|e| match e.kind {
+            EventKind::ProviderListChanged { active } => active.join(","),
+            other => format!("{other:?}"),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_loses_the_oldest_and_keeps_the_order() {
+        let (tx, rx) = broadcast::channel(2);
+        let sub = EventSubscription::new(rx, CancellationToken::new());
+        for n in 1..=5 {
+            tx.send(event(n)).unwrap();
+        }
+        // Bounded like the core: only the newest `event_buffer` (here 2) are left.
+        assert_eq!(label(sub.next().await).as_deref(), Some("p4"));
+        assert_eq!(label(sub.next().await).as_deref(), Some("p5"));
+        sub.close();
+        tx.send(event(6)).unwrap();
+        assert_eq!(label(sub.next().await), None, "closed");
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_it_after_the_buffered_events() {
+        let (tx, rx) = broadcast::channel(8);
+        let shut_down = CancellationToken::new();
+        let sub = EventSubscription::new(rx, shut_down.clone());
+        tx.send(event(1)).unwrap();
+        shut_down.cancel();
+        assert_eq!(label(sub.next().await).as_deref(), Some("p1"));
+        // Pending, then ended: returns at once although the sender is still alive.
+        assert_eq!(label(sub.next().await), None);
+        drop(tx);
+    }
+}
