@@ -8,7 +8,7 @@
 //! costs the same whether its stream has ten viewers or ten thousand (counters per stream,
 //! provider and source, and a queue of the moments stall reports go stale).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -303,8 +303,8 @@ pub struct Audience {
     stale_at: VecDeque<(Instant, Arc<str>, Arc<str>)>,
     /// Groups changed since the last flush.
     touched: HashSet<GroupKey>,
-    /// Groups with a push due later.
-    waiting: HashSet<GroupKey>,
+    /// Groups with a push due later, by when.
+    waiting: BTreeSet<(Instant, Arc<str>, Arc<str>)>,
 }
 
 impl Audience {
@@ -315,7 +315,7 @@ impl Audience {
             streams: HashMap::new(),
             stale_at: VecDeque::new(),
             touched: HashSet::new(),
-            waiting: HashSet::new(),
+            waiting: BTreeSet::new(),
         }
     }
 
@@ -438,12 +438,7 @@ impl Audience {
     /// The next moment [`expire`](Self::expire) or [`flush`](Self::flush) has work, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         let stale = self.stale_at.front().map(|(t, _, _)| *t);
-        let due = self.waiting.iter().filter_map(|(s, p)| {
-            self.streams
-                .get(s)
-                .and_then(|s| s.groups.get(p))
-                .and_then(|g| g.due)
-        });
+        let due = self.waiting.first().map(|(t, _, _)| *t);
         stale.into_iter().chain(due).min()
     }
 
@@ -451,33 +446,36 @@ impl Audience {
     /// whose push was held back until now (see [`decide`]). `now_ms` stamps changed tallies.
     pub fn flush(&mut self, now: Instant, now_ms: i64) -> Vec<Published> {
         let mut keys: Vec<GroupKey> = self.touched.drain().collect();
-        keys.extend(self.waiting.iter().cloned());
+        while self.waiting.first().is_some_and(|(due, _, _)| *due <= now) {
+            let (_, stream, provider) = self.waiting.pop_first().expect("first exists");
+            keys.push((stream, provider));
+        }
         keys.sort();
         keys.dedup();
         let mut out = Vec::new();
         for (stream_key, provider) in keys {
+            // A group is dropped only without a push due, so a due key always has its group.
             let Some(stream) = self.streams.get_mut(&stream_key) else {
-                self.waiting.remove(&(stream_key, provider));
                 continue;
             };
             let Some(group) = stream.groups.get_mut(&provider) else {
-                self.waiting.remove(&(stream_key, provider));
                 continue;
             };
+            if let Some(due) = group.due.take() {
+                self.waiting
+                    .remove(&(due, Arc::clone(&stream_key), Arc::clone(&provider)));
+            }
             let tally = group.tally();
             let current = (tally, tally.outage(&self.config));
             if current != group.shown {
                 group.shown = current;
                 group.shown_at = now_ms;
             }
-            let key = (Arc::clone(&stream_key), Arc::clone(&provider));
             match decide(group.pushed, group.sent_at, current, now, PUSH_GAP) {
                 Push::Now => {
                     let started = current.1 && !group.pushed.is_some_and(|p| p.1);
                     group.pushed = Some(current);
                     group.sent_at = Some(now);
-                    group.due = None;
-                    self.waiting.remove(&key);
                     out.push(Published {
                         view: view(&stream_key, &provider, group),
                         outage_started: started,
@@ -485,12 +483,10 @@ impl Audience {
                 }
                 Push::At(t) => {
                     group.due = Some(t);
-                    self.waiting.insert(key);
+                    self.waiting
+                        .insert((t, Arc::clone(&stream_key), Arc::clone(&provider)));
                 }
-                Push::Never => {
-                    group.due = None;
-                    self.waiting.remove(&key);
-                }
+                Push::Never => {}
             }
             // Empty and told: forget the group, and the stream with its last group.
             if group.members == 0 && group.due.is_none() {
