@@ -37,7 +37,10 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -75,7 +78,10 @@ fn run(streams: usize, stalled_share: f64) -> Run {
     let clients: Vec<String> = (0..VIEWERS).map(|i| format!("sg-{i:032x}")).collect();
     let stream_ids: Vec<String> = (0..streams).map(|s| format!("match-{s}")).collect();
     let names_bytes: isize = clients.iter().map(|c| c.capacity() as isize).sum::<isize>()
-        + stream_ids.iter().map(|s| s.capacity() as isize).sum::<isize>()
+        + stream_ids
+            .iter()
+            .map(|s| s.capacity() as isize)
+            .sum::<isize>()
         + (clients.capacity() * std::mem::size_of::<String>()) as isize
         + (stream_ids.capacity() * std::mem::size_of::<String>()) as isize;
     let stalled = (VIEWERS as f64 * stalled_share) as usize;
@@ -85,7 +91,14 @@ fn run(streams: usize, stalled_share: f64) -> Run {
     // Join: one ok report each, spread over the first second.
     for (i, client) in clients.iter().enumerate() {
         let now = t0 + Duration::from_micros((i * 100) as u64);
-        audience.report(&stream_ids[i % streams], client, "agora", host(i), AudienceState::Ok, now);
+        audience.report(
+            &stream_ids[i % streams],
+            client,
+            "agora",
+            host(i),
+            AudienceState::Ok,
+            now,
+        );
         pushes += audience.flush(now, 0).len();
         reports += 1;
     }

@@ -133,6 +133,10 @@ async fn stalled_viewers_confirm_an_outage_pushed_only_to_the_streams_subscriber
         history[0]["reason"],
         "AudienceStalled viewers=5 stalled=3 degraded=0 share=0.6"
     );
+    // A subscriber connecting now gets the current audience with the initial state.
+    let mut late = SseClient::connect_to(&h, "/api/streaming/providers/events?streams=s1").await;
+    let current = late.wait_for(|n, _| n == "audience").await;
+    assert_eq!(numbers(current), tally("s1", 5, 3, 0.6, true));
     // They recover: the outage ends at once, and no second history entry is made.
     for i in 0..3 {
         watch(
@@ -515,5 +519,40 @@ async fn audience_reports_are_validated_and_authenticated() {
     )
     .await;
     assert_eq!(body["data"]["total"], 0);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn viewers_leave_when_their_session_expires_or_they_publish_the_stream() {
+    let mut h = Harness::start_with(|c| {
+        c.trust_forwarded_for = true;
+        c.session_ttl = Duration::from_millis(400);
+    })
+    .await;
+    claim(&h, "s").await;
+    let mut events = SseClient::connect_to(&h, "/api/streaming/providers/events?streams=s").await;
+    watch(&h, "v0", "10.0.0.1", "s", "agora", "stalled").await;
+    let joined = events.wait_for(|n, _| n == "audience").await;
+    assert_eq!(joined["viewers"], 1);
+    // v0 stops confirming its session: when it expires, v0 leaves the audience (pushed).
+    let left = events
+        .wait_for(|n, d| n == "audience" && d["viewers"] == 0)
+        .await;
+    assert_eq!(numbers(left), tally("s", 0, 0, 0.0, false));
+    assert_eq!(
+        polled(&h, "s").await,
+        Value::Null,
+        "no viewers: no audience"
+    );
+    // A client that watched a stream and now reports it as its publisher is no viewer of it.
+    watch(&h, "v1", "10.0.0.2", "s", "agora", "ok").await;
+    assert_eq!(polled(&h, "s").await[0]["viewers"], 1);
+    let publisher = json!({"provider": "agora", "streamId": "s"});
+    expect(
+        send(&h, "v1", "10.0.0.2", vec![publisher]).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(polled(&h, "s").await, Value::Null);
     h.shutdown().await;
 }
