@@ -35,6 +35,19 @@ async fn watch(h: &Harness, client: &str, ip: &str, stream: &str, provider: &str
     expect(r, StatusCode::OK).await;
 }
 
+/// Viewer `v{i}`, from host `10.0.0.{i + 1}`, watches `stream` on agora in `state`.
+async fn nth(h: &Harness, i: usize, stream: &str, state: &str) {
+    watch(
+        h,
+        &format!("v{i}"),
+        &format!("10.0.0.{}", i + 1),
+        stream,
+        "agora",
+        state,
+    )
+    .await;
+}
+
 /// Viewers `v0..` from hosts `10.0.0.1..` watch `stream` on agora, the last `stalled` of them
 /// stalled (joining after the others, so no smaller audience confirms an outage on the way).
 async fn audience(h: &Harness, stream: &str, viewers: usize, stalled: usize) {
@@ -44,8 +57,7 @@ async fn audience(h: &Harness, stream: &str, viewers: usize, stalled: usize) {
         } else {
             "ok"
         };
-        let ip = format!("10.0.0.{}", i + 1);
-        watch(h, &format!("v{i}"), &ip, stream, "agora", state).await;
+        nth(h, i, stream, state).await;
     }
 }
 
@@ -67,6 +79,32 @@ async fn get(h: &Harness, stream: &str) -> Response {
         .send()
         .await
         .unwrap()
+}
+
+/// The poll read of `stream` with `If-None-Match: tag`.
+async fn revalidate(h: &Harness, stream: &str, tag: &header::HeaderValue) -> Response {
+    h.get(&format!("/api/streaming/streams/{stream}"))
+        .header(header::IF_NONE_MATCH, tag.clone())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `client` reports the end of its session of `stream` on `provider`.
+async fn end(h: &Harness, client: &str, provider: &str, stream: &str) {
+    let r = h
+        .admin(Method::POST, "/api/streaming/sessions/events")
+        .json(&json!({"type": "end", "provider": provider, "streamId": stream, "clientId": client}))
+        .send()
+        .await
+        .unwrap();
+    expect(r, StatusCode::OK).await;
+}
+
+/// The body of `GET /api/admin/audience`.
+async fn admin_audience(h: &Harness) -> Value {
+    let r = h.admin(Method::GET, "/api/admin/audience").send().await;
+    expect(r.unwrap(), StatusCode::OK).await
 }
 
 /// The poll body's `audience` array (`null` when absent).
@@ -116,8 +154,7 @@ async fn stalled_viewers_confirm_an_outage_pushed_only_to_the_streams_subscriber
     let first = publisher.wait_for(|n, _| n == "audience").await;
     assert_eq!(numbers(first)["outage"], false);
     for i in 0..3 {
-        let ip = format!("10.0.0.{}", i + 1);
-        watch(&h, &format!("v{i}"), &ip, "s1", "agora", "stalled").await;
+        nth(&h, i, "s1", "stalled").await;
     }
     let down = publisher
         .wait_for(|n, d| n == "audience" && d["outage"] == true)
@@ -139,15 +176,7 @@ async fn stalled_viewers_confirm_an_outage_pushed_only_to_the_streams_subscriber
     assert_eq!(numbers(current), tally("s1", 5, 3, 0.6, true));
     // They recover: the outage ends at once, and no second history entry is made.
     for i in 0..3 {
-        watch(
-            &h,
-            &format!("v{i}"),
-            &format!("10.0.0.{}", i + 1),
-            "s1",
-            "agora",
-            "ok",
-        )
-        .await;
+        nth(&h, i, "s1", "ok").await;
     }
     // The first to recover ends the outage at once (2 of 5 stalled).
     let up = publisher
@@ -220,15 +249,7 @@ async fn count_changes_are_pushed_at_most_once_a_second() {
     // Four more join within the second: nothing is pushed until it has passed, then the
     // latest count at once (the registry's own timer, no report needed).
     for i in 1..5 {
-        watch(
-            &h,
-            &format!("v{i}"),
-            &format!("10.0.0.{}", i + 1),
-            "s",
-            "agora",
-            "ok",
-        )
-        .await;
+        nth(&h, i, "s", "ok").await;
     }
     assert_eq!(
         polled(&h, "s").await[0]["viewers"],
@@ -314,13 +335,7 @@ async fn the_share_of_stalled_viewers_must_reach_the_minimum() {
         "3 of 7 is under half"
     );
     // An ok viewer leaves (its session ends): 3 of 6 is half.
-    let r = h
-        .admin(Method::POST, "/api/streaming/sessions/events")
-        .json(&json!({"type": "end", "provider": "agora", "streamId": "s", "clientId": "v0"}))
-        .send()
-        .await
-        .unwrap();
-    expect(r, StatusCode::OK).await;
+    end(&h, "v0", "agora", "s").await;
     let a = polled(&h, "s").await;
     assert_eq!(a[0]["viewers"], 6, "{a}");
     assert_eq!(a[0]["outage"], true, "{a}");
@@ -369,34 +384,16 @@ async fn the_poll_read_carries_the_audience_per_provider_and_its_etag_follows_it
     );
     // Unchanged: 304 on the tag. A repeated report that changes nothing keeps it.
     watch(&h, "v0", "10.0.0.1", "s", "agora", "ok").await;
-    let r = h
-        .get("/api/streaming/streams/s")
-        .header(header::IF_NONE_MATCH, tag.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = revalidate(&h, "s", &tag).await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     // Changed: a new tag.
     watch(&h, "v1", "10.0.0.2", "s", "agora", "ok").await;
-    let r = h
-        .get("/api/streaming/streams/s")
-        .header(header::IF_NONE_MATCH, tag.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = revalidate(&h, "s", &tag).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_ne!(r.headers()[header::ETAG], tag);
     // Every viewer leaves: the body and its tag are the placement's alone again.
     for (client, provider) in [("v0", "agora"), ("v1", "agora"), ("v2", "zegocloud")] {
-        let r = h
-            .admin(Method::POST, "/api/streaming/sessions/events")
-            .json(
-                &json!({"type": "end", "provider": provider, "streamId": "s", "clientId": client}),
-            )
-            .send()
-            .await
-            .unwrap();
-        expect(r, StatusCode::OK).await;
+        end(&h, client, provider, "s").await;
     }
     let r = get(&h, "s").await;
     assert_eq!(r.headers()[header::ETAG], plain_tag);
@@ -434,14 +431,7 @@ async fn viewer_sessions_count_like_publisher_sessions() {
     watch(&h, "v0", "10.0.0.2", "s", "agora", "stalled").await;
     assert_eq!(active(&h).await, 2);
     // The publisher is not part of the audience.
-    let list = expect(
-        h.admin(Method::GET, "/api/admin/audience")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let list = admin_audience(&h).await;
     assert_eq!(list["data"]["total"], 1);
     assert_eq!(list["data"]["audience"][0]["viewers"], 1);
     h.shutdown().await;
@@ -458,14 +448,7 @@ async fn the_admin_list_shows_every_streams_audience() {
     .await;
     audience(&h, "b", 3, 3).await;
     watch(&h, "x", "10.0.1.1", "a", "webrtc", "ok").await;
-    let body = expect(
-        h.admin(Method::GET, "/api/admin/audience")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let body = admin_audience(&h).await;
     let list = body["data"]["audience"].as_array().unwrap();
     assert_eq!(body["data"]["total"], 2);
     assert_eq!(list[0]["streamId"], "a");
@@ -510,14 +493,7 @@ async fn audience_reports_are_validated_and_authenticated() {
         .unwrap();
     expect_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
     // Nothing of it was counted.
-    let body = expect(
-        h.admin(Method::GET, "/api/admin/audience")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let body = admin_audience(&h).await;
     assert_eq!(body["data"]["total"], 0);
     h.shutdown().await;
 }
