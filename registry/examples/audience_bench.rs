@@ -58,7 +58,7 @@ fn live_bytes() -> isize {
 /// Viewer `i`'s host: 10,000 viewers on 5,000 addresses (two per host, as behind a home NAT).
 fn host(i: usize) -> IpAddr {
     let n = (i / 2) as u32;
-    IpAddr::from(0x0a00_0000u32 + n)
+    IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000u32 + n))
 }
 
 struct Run {

@@ -8,7 +8,7 @@
 //! costs the same whether its stream has ten viewers or ten thousand (counters per stream,
 //! provider and source, and a queue of the moments stall reports go stale).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -285,10 +285,56 @@ impl Group {
     }
 }
 
+/// A stream's groups by provider: a sorted vector, since a stream has a few providers at most
+/// (a map's node would cost kilobytes for each of thousands of small streams).
+#[derive(Debug, Default)]
+struct Groups(Vec<(Arc<str>, Group)>);
+
+impl Groups {
+    fn find(&self, provider: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(p, _)| (**p).cmp(provider))
+    }
+
+    fn get_key_value(&self, provider: &str) -> Option<(&Arc<str>, &Group)> {
+        self.find(provider)
+            .ok()
+            .map(|i| (&self.0[i].0, &self.0[i].1))
+    }
+
+    fn get_mut(&mut self, provider: &str) -> Option<&mut Group> {
+        self.find(provider).ok().map(|i| &mut self.0[i].1)
+    }
+
+    fn get_or_default(&mut self, provider: Arc<str>) -> &mut Group {
+        let i = match self.find(&provider) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (provider, Group::default()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn remove(&mut self, provider: &str) {
+        if let Ok(i) = self.find(provider) {
+            self.0.remove(i);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Group)> {
+        self.0.iter().map(|(p, g)| (p, g))
+    }
+}
+
 #[derive(Debug, Default)]
 struct Stream {
     viewers: HashMap<Arc<str>, Viewer>,
-    groups: BTreeMap<Arc<str>, Group>,
+    groups: Groups,
 }
 
 type GroupKey = (Arc<str>, Arc<str>);
@@ -375,7 +421,7 @@ impl Audience {
                     .insert((Arc::clone(&stream_key), Arc::clone(&old.provider)));
             }
         }
-        let group = stream.groups.entry(Arc::clone(&provider_key)).or_default();
+        let group = stream.groups.get_or_default(Arc::clone(&provider_key));
         group.members += 1;
         group.count(counted, source, cap, true);
         self.touched.insert((Arc::clone(&stream_key), provider_key));
