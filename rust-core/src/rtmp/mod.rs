@@ -131,6 +131,7 @@ impl Supervised {
 struct Viewer {
     process: Supervised,
     timeline: SharedTimeline,
+    pid: Option<u32>,
 }
 
 /// How many stop reports an adapter keeps (newest first) for [`RtmpAdapter::last_stop`].
@@ -229,6 +230,12 @@ impl RtmpAdapter {
             .iter()
             .find(|(id, _)| id == stream_id)
             .map(|(_, t)| viewer::lock(t).snapshot(now))
+    }
+
+    /// The process id of the running viewer of `stream_id` (tests pause it to play a viewer
+    /// whose own link is broken).
+    pub fn viewer_pid(&self, stream_id: &str) -> Option<u32> {
+        self.lock_viewers().get(stream_id).and_then(|v| v.pid)
     }
 
     fn lock_publishers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Supervised>> {
@@ -368,6 +375,7 @@ impl RtmpAdapter {
             ticks,
             url: url.to_string(),
         };
+        let pid = proc.pid();
         let process = self.supervised(proc, stream_id, Some(watch));
         if let Some(sink) = self
             .quality
@@ -382,7 +390,11 @@ impl RtmpAdapter {
                 sink,
             ));
         }
-        Ok(Viewer { process, timeline })
+        Ok(Viewer {
+            process,
+            timeline,
+            pid,
+        })
     }
 
     /// Hand a verified process to its supervisor.

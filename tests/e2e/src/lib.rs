@@ -16,7 +16,9 @@ use streamguard::{
 use streamguard_registry::{serve, Config, RunningRegistry, Seed};
 use tokio::sync::broadcast::Receiver;
 
+mod audience;
 mod placement;
+pub use audience::*;
 pub use placement::*;
 
 /// The admin token of test registries.
