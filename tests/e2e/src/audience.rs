@@ -83,16 +83,7 @@ impl AudienceWorld {
     /// The registry's audience of `stream` on `provider` as an admin sees it: (viewers,
     /// stalled, outage).
     pub async fn audience(&self, stream: &str, provider: &str) -> Option<(u64, u64, bool)> {
-        let v = reqwest::Client::new()
-            .get(format!("{}/api/admin/audience", self.registry.url()))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+        let v = admin_get(&self.registry, "audience").await;
         v["data"]["audience"]
             .as_array()?
             .iter()

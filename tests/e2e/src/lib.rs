@@ -287,6 +287,20 @@ pub async fn registry_with(
     serve(config).await.expect("registry starts")
 }
 
+/// GET an admin route of the registry (`/api/admin/{path}`) as JSON.
+pub async fn admin_get(reg: &RunningRegistry, path: &str) -> serde_json::Value {
+    let text = reqwest::Client::new()
+        .get(format!("{}/api/admin/{path}", reg.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 /// PUT an admin change to the registry.
 pub async fn admin_put(reg: &RunningRegistry, name: &str, body: &str) {
     let resp = reqwest::Client::new()
