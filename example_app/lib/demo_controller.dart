@@ -230,5 +230,7 @@ String describe(StreamEvent e) {
     case EventType.placementChanged:
       return '${id}published on ${e.provider} (epoch ${e.epoch}'
           '${e.live == true ? '' : ', ended'})';
+    case EventType.standbyPromoted:
+      return '${id}standby ${e.to} promoted, ${e.from} left (epoch ${e.epoch})';
   }
 }
