@@ -74,12 +74,20 @@ class RealRegistry {
           'RUST_LOG': 'warn',
         });
     process.stderr.drain<void>();
-    // The first line names the address; the rest of stdout is drained by the listener.
-    final first = await process.stdout
+    // The first line names the address; the listener drains the rest of stdout, so the child
+    // never blocks on a full pipe.
+    final firstLine = Completer<String>();
+    process.stdout
         .transform(utf8.decoder)
         .transform(const LineSplitter())
-        .first
-        .timeout(const Duration(seconds: 15));
+        .listen((line) {
+      if (!firstLine.isCompleted) firstLine.complete(line);
+    });
+    final first =
+        await firstLine.future.timeout(const Duration(seconds: 15), onTimeout: () {
+      process.kill(ProcessSignal.sigkill);
+      throw StateError('registry printed no address within 15 s');
+    });
     const prefix = 'streamguard-registry listening on ';
     if (!first.startsWith(prefix)) {
       process.kill();
@@ -310,11 +318,17 @@ void main() {
   }, skip: skip);
 
   test('a join with waitForLiveMs joins once the publisher starts', () async {
-    final pub = await Engine.start(registry);
+    final pub = await Engine.start(registry, failStartOn: 'agora');
     final viewer = await Engine.start(registry, waitForLiveMs: 20000);
-    final join = viewer.manager.joinStream('cam');
-    await pub.manager.startStream('cam');
-    expect((await join.timeout(wait)).provider, 'agora');
+    var settled = false;
+    final join = viewer.manager.joinStream('cam').whenComplete(() => settled = true);
+    // It waits: not failed with streamNotLive, not joined anywhere (a bounded wait for
+    // nothing to happen).
+    await Future<void>.delayed(const Duration(milliseconds: 800));
+    expect(settled, isFalse);
+    expect(viewer.calls.where((c) => c.contains(' join ')), isEmpty);
+    expect((await pub.manager.startStream('cam')).provider, 'zegocloud');
+    expect((await join.timeout(wait)).provider, 'zegocloud');
   }, skip: skip);
 
   test('a hot standby is listed and promoted when the primary fails', () async {

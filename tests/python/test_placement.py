@@ -340,3 +340,49 @@ def test_ending_the_stream_ends_the_placement(real_registry, run):
                 await viewer.manager.join_stream("cam")
 
     run(scenario())
+
+
+def test_a_viewer_moves_to_the_standby_at_once_on_its_own_error(real_registry, run):
+    pub = Engine(real_registry.base_url, parallel=True, standby_providers=1)
+    viewer = Engine(real_registry.base_url, parallel=True)
+
+    async def scenario():
+        async with engines(pub, viewer):
+            await pub.manager.start_stream("cam")
+            pub.events.expect(EventKind.PLACEMENT_CHANGED, standby=["zegocloud"])
+            assert (await viewer.manager.join_stream("cam")).provider == "agora"
+            # A transient error of the viewer's own player: alone it would only start a check.
+            viewer.manager.record_error("cam", ProviderError.Network("player stalled"))
+            moved = viewer.events.expect(EventKind.MIGRATION_FINISHED, stream_id="cam")
+            assert (moved._from, moved.to) == ("agora", "zegocloud")
+            assert viewer.carrying("cam") == {"zegocloud"}
+            # The publisher did not move: its placement is unchanged.
+            assert pub.manager.session("cam").provider == "agora"
+            assert real_registry.placement("cam")["provider"] == "agora"
+
+    run(scenario())
+
+
+def test_a_viewer_without_a_standby_stays_with_its_publisher_then_follows_it(real_registry, run):
+    pub = Engine(real_registry.base_url)
+    viewer = Engine(real_registry.base_url)
+
+    async def scenario():
+        async with engines(pub, viewer):
+            await pub.manager.start_stream("cam")
+            await viewer.manager.join_stream("cam")
+            # The viewer's own SDK rejects agora, where the stream still is: it does not wander
+            # to a provider that does not carry the stream; it reports and stays.
+            viewer.manager.record_error("cam", fatal("viewer-side failure"))
+            failed = viewer.events.expect(EventKind.MIGRATION_FAILED, stream_id="cam")
+            assert failed.still_on == "agora"
+            session = viewer.manager.session("cam")
+            assert (session.state, session.provider) == (SessionState.LIVE, "agora")
+            assert viewer.journal.count("zegocloud", "join") + viewer.journal.count("webrtc", "join") == 0
+            # The publisher moves: the viewer follows.
+            pub.manager.record_error("cam", fatal("publisher-side failure"))
+            followed = viewer.events.expect(EventKind.MIGRATION_FINISHED, stream_id="cam")
+            assert (followed._from, followed.to) == ("agora", "zegocloud")
+            assert viewer.carrying("cam") == {"zegocloud"}
+
+    run(scenario())

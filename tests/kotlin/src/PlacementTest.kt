@@ -16,8 +16,12 @@ import io.streamguard.SessionState
 import io.streamguard.StreamEvent
 import io.streamguard.StreamguardException
 import io.streamguard.StreamingProviderManager
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.async
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import kotlinx.coroutines.withTimeoutOrNull
 import org.junit.jupiter.api.AfterEach
 import org.junit.jupiter.api.Test
 import java.io.File
@@ -31,6 +35,7 @@ import kotlin.concurrent.thread
 import kotlin.concurrent.withLock
 import kotlin.test.assertEquals
 import kotlin.test.assertFailsWith
+import kotlin.test.assertNull
 import kotlin.test.assertTrue
 
 const val WAIT_MS = 10_000L
@@ -192,6 +197,7 @@ class Engine(
     parallel: Boolean = false,
     failStartOn: String? = null,
     standbyProviders: UInt = 0u,
+    waitForLiveMs: ULong = 0uL,
 ) : AutoCloseable {
     val calls = Calls()
     val events = Events()
@@ -206,6 +212,7 @@ class Engine(
             backoffCapMs = 50uL,
             adapterTimeoutMs = 3000uL,
             standbyProviders = standbyProviders,
+            waitForLiveMs = waitForLiveMs,
         ),
     )
     private val handle: ListenerHandle
@@ -293,6 +300,20 @@ class PlacementTest {
                 }
                 assertEquals("cam" to listOf("webrtc"), noAdapter.streamId to noAdapter.providers)
                 assertEquals(0, viewer.calls.lock.withLock { viewer.calls.list.count { " join " in it } })
+            }
+        }
+    }
+
+    @Test
+    fun aJoinWithWaitForLiveJoinsOnceThePublisherStarts() = runBlocking {
+        Engine(registry, failStartOn = "agora").use { pub ->
+            Engine(registry, waitForLiveMs = 20_000uL).use { viewer ->
+                val join = async(Dispatchers.Default) { viewer.manager.joinStream("cam") }
+                // It waits: not failed with StreamNotLive, not joined anywhere.
+                assertNull(withTimeoutOrNull(800) { join.await() })
+                assertEquals(0, viewer.calls.lock.withLock { viewer.calls.list.count { " join " in it } })
+                assertEquals("zegocloud", pub.manager.startStream("cam").provider)
+                assertEquals("zegocloud", withTimeout(WAIT_MS) { join.await() }.provider)
             }
         }
     }
