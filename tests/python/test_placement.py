@@ -2,7 +2,8 @@
 binary on loopback: a publisher engine and a viewer engine, each with adapters written in
 Python. The publisher claims where it publishes; the viewer joins there and follows it; a second
 publisher, a stream nobody publishes and a placement without an adapter give typed errors; hot
-standby copies are listed and promoted. Every wait is bounded and waits on an event."""
+standby copies are listed and promoted. Every wait is bounded: on an event of an engine, or
+polling the registry's own state."""
 
 import asyncio
 import contextlib
@@ -82,7 +83,8 @@ class Engine:
         raise AssertionError(f"no {kind_class.__name__} {fields}")
 
     def carrying(self, stream_id):
-        """Providers whose adapter was started or joined for `stream_id` and not left since."""
+        """Providers whose adapter was asked to start or join `stream_id` and not left since (a
+        scripted failure counts as a call: use it where no start or join failed)."""
         on = set()
         with self.journal.cond:
             for provider, method, s in self.journal.calls:
