@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import WAIT, Journal, Recorder, ScriptedAdapter, fast_config
-from real_registry import PROVIDERS, TELEMETRY, RealRegistry
+from real_registry import PROVIDERS, SUPER, TELEMETRY, RealRegistry
 from streamguard import (
     EventKind,
     FailoverReason,
@@ -386,5 +386,35 @@ def test_a_viewer_without_a_standby_stays_with_its_publisher_then_follows_it(rea
             followed = viewer.events.expect(EventKind.MIGRATION_FINISHED, stream_id="cam")
             assert (followed._from, followed.to) == ("agora", "zegocloud")
             assert viewer.carrying("cam") == {"zegocloud"}
+
+    run(scenario())
+
+
+def test_the_viewer_follows_by_the_registry_push_without_polling(real_registry, run):
+    pub = Engine(real_registry.base_url)
+    # The viewer re-reads nothing for a minute: only the registry's push (its `placement` event
+    # on the event stream, filtered to the streams the viewer watches) can move it in time.
+    viewer = Engine(real_registry.base_url, provider_refresh_interval_ms=60_000)
+
+    async def scenario():
+        async with engines(pub, viewer):
+            await pub.manager.start_stream("cam")
+            await viewer.manager.join_stream("cam")
+            # The push channel connects in the background, and a move before it is up would
+            # only be seen by the next poll. A new provider is pushed to every subscriber: the
+            # viewer re-reading the list at once shows its channel is up (the list it reports
+            # names only providers it has adapters for, so it looks the same).
+            lists = len(viewer.events.of(EventKind.PROVIDER_LIST_CHANGED))
+            new = {"name": "livekit", "priority": 10, "config": {}}
+            status, _ = real_registry.request("POST", "/api/streaming/providers", new, SUPER)
+            assert status == 201
+            assert viewer.events.wait_for(
+                lambda: len(viewer.events.of(EventKind.PROVIDER_LIST_CHANGED)) > lists, 5.0
+            )
+            started = time.monotonic()
+            pub.manager.record_error("cam", fatal("token revoked"))
+            followed = viewer.events.expect(EventKind.MIGRATION_FINISHED, stream_id="cam", timeout=5.0)
+            assert followed.to == "zegocloud"
+            assert time.monotonic() - started < 5.0
 
     run(scenario())
