@@ -227,7 +227,7 @@ class Engine {
   }
 }
 
-Matcher isStreamguardError(StreamguardErrorKind kind) =>
+TypeMatcher<StreamguardError> isStreamguardError(StreamguardErrorKind kind) =>
     isA<StreamguardError>().having((e) => e.kind, 'kind', kind);
 
 void main() {

@@ -256,7 +256,7 @@ def test_a_join_with_wait_for_live_joins_once_the_publisher_starts(real_registry
             await pub.manager.start_stream("cam")
             joined = await asyncio.wait_for(join, WAIT)
             # Woken by the placement push (the fallback re-reads every second).
-            assert time.monotonic() - started < 3.0
+            assert time.monotonic() - started < 5.0
             assert joined.provider == "zegocloud"
             assert viewer.journal.count("agora", "join") == 0
 
