@@ -60,6 +60,17 @@ impl AudienceWorld {
             )
             .await;
         }
+        // The RTMP publisher and viewers sample their own frames: every engine scores primary.
+        let scored = |app: &App| {
+            app.manager
+                .provider_stats()
+                .iter()
+                .any(|s| s.provider == "primary" && s.quality_score.is_some_and(|q| q > 80.0))
+        };
+        until(Duration::from_secs(5), "quality samples scored", || {
+            scored(&publisher) && apps.iter().all(scored)
+        })
+        .await;
         Self {
             primary,
             backup,
