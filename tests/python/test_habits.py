@@ -123,10 +123,10 @@ def test_a_listener_that_raises_is_counted_not_a_panic(registry, journal, record
         async with m:
             handle = m.add_listener(failing)
             await m.start_stream("s")
-            # It keeps receiving after throwing, and every throw is counted.
             failing.expect(EventKind.SESSION_STATE_CHANGED, to=SessionState.LIVE)
-            assert failing.wait_for(lambda: handle.failures() == len(failing.events))
-            assert handle.failures() >= 2
+        # It kept receiving after throwing, and every throw was counted (shutdown, on leaving
+        # the block, returned once every listener call had returned).
+        assert handle.failures() == len(failing.events) >= 2
 
     run(scenario())
     # Caught at the boundary: no Rust panic message (with a backtrace) per event on stderr.
