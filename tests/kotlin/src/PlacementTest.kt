@@ -9,6 +9,7 @@ import io.streamguard.EventListener
 import io.streamguard.FailoverReason
 import io.streamguard.ListenerHandle
 import io.streamguard.ManagerConfig
+import io.streamguard.tests.fastConfig
 import io.streamguard.ProviderAdapter
 import io.streamguard.ProviderException
 import io.streamguard.ProviderInfo
@@ -202,15 +203,8 @@ class Engine(
     val calls = Calls()
     val events = Events()
     val manager = StreamingProviderManager(
-        ManagerConfig(
-            baseUrl = registry.baseUrl,
+        fastConfig(registry.baseUrl).copy(
             authToken = TELEMETRY,
-            healthCheckIntervalMs = 300uL,
-            suspectRecheckDelayMs = 100uL,
-            providerRefreshIntervalMs = 300uL,
-            backoffBaseMs = 20uL,
-            backoffCapMs = 50uL,
-            adapterTimeoutMs = 3000uL,
             standbyProviders = standbyProviders,
             waitForLiveMs = waitForLiveMs,
         ),
