@@ -56,7 +56,7 @@ cargo test --workspace
 step "registry admin dashboard in headless Chromium"
 ./registry/admin-tests/run.sh
 
-step "bindings: Python (pytest), Kotlin (JUnit 5), Swift header"
+step "bindings: Python (pytest), Kotlin (JUnit 5), Swift (header check, XCTest in a trixie chroot)"
 ./bindings/test.sh
 
 step "Flutter plugin: codegen freshness, facade tests, library hash and symbols"
