@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod error;
+mod fanout;
 pub mod health;
 mod http;
 pub mod model;
@@ -74,6 +75,7 @@ pub struct RunningRegistry {
     server: Option<JoinHandle<std::io::Result<()>>>,
     checker: Option<JoinHandle<()>>,
     sweeper: Option<JoinHandle<()>>,
+    fanout: Option<JoinHandle<()>>,
     registry: Arc<Registry>,
 }
 
@@ -123,9 +125,12 @@ impl RunningRegistry {
             checker.abort();
             let _ = checker.await;
         }
-        if let Some(sweeper) = self.sweeper.take() {
-            sweeper.abort();
-            let _ = sweeper.await;
+        for task in [self.sweeper.take(), self.fanout.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+            let _ = task.await;
         }
         let Some(mut server) = self.server.take() else {
             return Ok(());
@@ -201,25 +206,11 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
     warn_about_tokens(&config);
     let config = Arc::new(config);
     let seed = seed_records(&config)?;
-    let path = config.db_path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path))
-        .await
-        .map_err(|e| RegistryError::Io(std::io::Error::other(e)))??;
-    let history_limit = config.history_limit;
-    let records = store
-        .call(move |conn| {
-            let inserted = store::seed_once(conn, &seed)?;
-            if inserted > 0 {
-                tracing::info!(inserted, "seeded providers");
-            }
-            Ok((
-                store::load_providers(conn, history_limit)?,
-                store::load_sessions(conn)?,
-                placement::store::load(conn)?,
-            ))
-        })
-        .await?;
-    let (records, sessions, placements) = records;
+    let store = Store::open(&config.db_path).await?;
+    let (inserted, records, placements) = store.seed_and_load(seed, config.history_limit).await?;
+    if inserted > 0 {
+        tracing::info!(inserted, "seeded providers");
+    }
 
     let listener = TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
@@ -228,7 +219,6 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
         Arc::clone(&config),
         store,
         records,
-        sessions::Sessions::from_rows(sessions),
         placements,
         prober,
     ));
@@ -253,6 +243,7 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
         })
         .await
     });
+    let fanout = fanout::start(&registry, stop.clone());
     let sweeper = (!config.session_ttl.is_zero()).then(|| {
         tokio::spawn(sweep_sessions(
             Arc::clone(&registry),
@@ -273,13 +264,15 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
             },
         ))
     });
-    tracing::info!(%addr, db = %config.db_path.display(), "registry started");
+    let db = store::Database::parse(&config.db_path).redacted();
+    tracing::info!(%addr, %db, "registry started");
     Ok(RunningRegistry {
         addr,
         shutdown,
         server: Some(server),
         checker,
         sweeper,
+        fanout,
         registry,
     })
 }
