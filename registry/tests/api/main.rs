@@ -5,6 +5,7 @@
 //! always runs on PostgreSQL (several instances on one database).
 
 mod admin;
+mod cache_control;
 mod cluster;
 mod common;
 mod dashboard;
