@@ -342,7 +342,7 @@ impl Pg {
             )
             .await?;
         let history = client
-            .prepare(
+            .prepare_cached(
                 "SELECT at_ms, ok, latency_ms FROM health_history
                  WHERE provider = $1 ORDER BY id DESC LIMIT $2",
             )
@@ -490,7 +490,7 @@ impl Pg {
             .await?;
         }
         let select = tx
-            .prepare(
+            .prepare_cached(
                 "SELECT provider, seen_ms FROM sessions
                  WHERE client_id = $1 AND stream_id = $2 FOR UPDATE",
             )
@@ -509,7 +509,7 @@ impl Pg {
         }
         let (outcome, add_failover) = batch.plan(current);
         let upsert = tx
-            .prepare(
+            .prepare_cached(
                 "INSERT INTO sessions (client_id, stream_id, provider, seen_ms)
                  VALUES ($1, $2, $3, $4)
                  ON CONFLICT (client_id, stream_id) DO UPDATE SET
@@ -557,7 +557,7 @@ impl Pg {
         deltas: &std::collections::BTreeMap<String, Delta>,
     ) -> Result<Vec<Counts>, StoreError> {
         let update = tx
-            .prepare(
+            .prepare_cached(
                 "UPDATE providers SET active_streams = GREATEST(0, active_streams + $2),
                      total_streams = total_streams + $3
                  WHERE name = $1 RETURNING active_streams, total_streams",
