@@ -157,6 +157,8 @@ void main() {
     expect(c.capacityMaxWaitMs, 600000);
     expect(c.capacityLeaseTtlMs, 60000);
     expect(c.maxTotalStreams, isNull);
+    expect(c.standbyProviders, 0);
+    expect(c.waitForLiveMs, 0);
   });
 
   test('create passes the config to the engine', () async {

@@ -48,6 +48,8 @@ pub enum Operation {
     Join,
     /// Moving a live session to another provider.
     Migrate,
+    /// A publisher starting a hot standby copy of its stream (`standby_providers`).
+    Standby,
 }
 
 /// Why the engine moved away from a provider.
@@ -223,6 +225,22 @@ pub enum EventKind {
         epoch: u64,
         /// The publisher's claim is alive.
         live: bool,
+        /// Providers carrying hot standby copies of the stream (`standby_providers`), best
+        /// first; empty without standbys.
+        standby: Vec<String>,
+    },
+    /// A publisher's primary provider failed (or a planned move chose a standby) and a hot
+    /// standby became the primary at once, without starting anything: `epoch` is the
+    /// placement's new epoch. Viewers already on `to` see no gap.
+    StandbyPromoted {
+        /// The stream.
+        stream_id: String,
+        /// The provider left.
+        from: String,
+        /// The standby that is the primary now.
+        to: String,
+        /// The placement epoch claimed for `to` (0 if the registry has no directory).
+        epoch: u64,
     },
     /// A session changed state.
     SessionStateChanged {
@@ -254,6 +272,9 @@ pub struct SessionInfo {
     pub migrations: u32,
     /// The last error seen, if any.
     pub last_error: Option<String>,
+    /// Publisher: providers carrying hot standby copies of the stream (`standby_providers`),
+    /// best first. Empty for viewers and without standbys.
+    pub standby: Vec<String>,
 }
 
 /// Statistics of one provider, as seen by this manager.
@@ -285,8 +306,10 @@ pub struct ProviderStats {
     pub avg_connect_latency: Option<Duration>,
     /// Share of health checks that passed, in percent; `None` before the first check.
     pub uptime_percent: Option<f64>,
-    /// Sessions live on it now.
+    /// Sessions live on it now (primaries only; standby copies are in `standby_sessions`).
     pub live_sessions: u32,
+    /// Hot standby copies of publishers' streams it carries now (each holds a capacity slot).
+    pub standby_sessions: u32,
     /// Times it was ejected (cooled down).
     pub times_ejected: u32,
     /// Time left in its cool-down.

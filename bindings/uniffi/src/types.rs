@@ -156,6 +156,20 @@ pub enum EventKind {
         epoch: u64,
         /// The publisher's claim is alive.
         live: bool,
+        /// Providers carrying hot standby copies of the stream, best first.
+        standby: Vec<String>,
+    },
+    /// A publisher's hot standby became its primary at once (no start, no gap): its primary
+    /// failed, or a planned move chose the standby.
+    StandbyPromoted {
+        /// The stream.
+        stream_id: String,
+        /// The provider left.
+        from: String,
+        /// The standby that is the primary now.
+        to: String,
+        /// The placement epoch claimed for `to` (0 without a placement directory).
+        epoch: u64,
     },
     /// A session changed state.
     SessionStateChanged {
@@ -278,11 +292,24 @@ impl From<sg::EventKind> for EventKind {
                 provider,
                 epoch,
                 live,
+                standby,
             } => Self::PlacementChanged {
                 stream_id,
                 provider,
                 epoch,
                 live,
+                standby,
+            },
+            K::StandbyPromoted {
+                stream_id,
+                from,
+                to,
+                epoch,
+            } => Self::StandbyPromoted {
+                stream_id,
+                from,
+                to,
+                epoch,
             },
             K::SessionStateChanged {
                 stream_id,
@@ -340,6 +367,7 @@ mod tests {
                 provider: "zegocloud".into(),
                 epoch: 4,
                 live: true,
+                standby: vec!["webrtc".into()],
             },
         }
         .into();
@@ -350,6 +378,7 @@ mod tests {
                 provider: "zegocloud".into(),
                 epoch: 4,
                 live: true,
+                standby: vec!["webrtc".into()],
             }
         );
     }

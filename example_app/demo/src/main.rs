@@ -229,10 +229,22 @@ fn event_text(kind: &EventKind) -> String {
             provider,
             epoch,
             live,
+            standby,
         } => format!(
-            "{stream_id}: published on {provider} (epoch {epoch}{})",
+            "{stream_id}: published on {provider}{} (epoch {epoch}{})",
+            if standby.is_empty() {
+                String::new()
+            } else {
+                format!(", standby {}", standby.join(", "))
+            },
             if *live { "" } else { ", ended" }
         ),
+        EventKind::StandbyPromoted {
+            stream_id,
+            from,
+            to,
+            epoch,
+        } => format!("{stream_id}: standby {to} promoted, {from} left (epoch {epoch})"),
         EventKind::WaitingForCapacity {
             stream_id,
             providers,

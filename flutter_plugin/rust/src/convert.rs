@@ -64,6 +64,14 @@ impl From<sg::StreamguardError> for StreamguardError {
             }
             E::CapacityUnavailable(_) => (K::CapacityUnavailable, Vec::new()),
             E::Backend(_) => (K::Backend, Vec::new()),
+            E::StreamNotLive { .. } => (K::StreamNotLive, Vec::new()),
+            E::NoAdapterForPlacement {
+                providers: placed, ..
+            } => {
+                providers = placed;
+                (K::NoAdapterForPlacement, Vec::new())
+            }
+            E::StreamClaimedByOther { .. } => (K::StreamClaimedByOther, Vec::new()),
             E::UnknownSession(_) => (K::UnknownSession, Vec::new()),
             E::SessionBusy { .. } => (K::SessionBusy, Vec::new()),
             E::Cancelled(_) => (K::Cancelled, Vec::new()),
@@ -248,12 +256,26 @@ impl From<sg::StreamEvent> for StreamEvent {
                 provider,
                 epoch,
                 live,
+                standby,
             } => StreamEvent {
                 stream_id: Some(stream_id),
                 provider: Some(provider),
                 epoch: Some(epoch),
                 live: Some(live),
+                providers: standby,
                 ..StreamEvent::empty(at, EventType::PlacementChanged)
+            },
+            K::StandbyPromoted {
+                stream_id,
+                from,
+                to,
+                epoch,
+            } => StreamEvent {
+                stream_id: Some(stream_id),
+                from: Some(from),
+                to: Some(to),
+                epoch: Some(epoch),
+                ..StreamEvent::empty(at, EventType::StandbyPromoted)
             },
             K::SessionStateChanged {
                 stream_id,
@@ -369,12 +391,34 @@ mod tests {
                 provider: "zegocloud".into(),
                 epoch: 3,
                 live: false,
+                standby: vec!["webrtc".into()],
             },
         });
         assert_eq!(e.kind, EventType::PlacementChanged);
         assert_eq!(e.stream_id.as_deref(), Some("s1"));
         assert_eq!(e.provider.as_deref(), Some("zegocloud"));
         assert_eq!((e.epoch, e.live), (Some(3), Some(false)));
+        assert_eq!(e.providers, ["webrtc"]);
+        let e = StreamEvent::from(sg::StreamEvent {
+            at: Duration::from_millis(6),
+            kind: sg::EventKind::StandbyPromoted {
+                stream_id: "s1".into(),
+                from: "agora".into(),
+                to: "zegocloud".into(),
+                epoch: 4,
+            },
+        });
+        assert_eq!(e.kind, EventType::StandbyPromoted);
+        assert_eq!(
+            (e.from.as_deref(), e.to.as_deref(), e.epoch),
+            (Some("agora"), Some("zegocloud"), Some(4))
+        );
+        let e = StreamguardError::from(sg::StreamguardError::NoAdapterForPlacement {
+            stream_id: "s1".into(),
+            providers: vec!["livekit".into()],
+        });
+        assert_eq!(e.kind, StreamguardErrorKind::NoAdapterForPlacement);
+        assert_eq!(e.providers, ["livekit"]);
         assert_eq!(
             FailoverReason::from(sg::FailoverReason::PlacementChanged),
             FailoverReason::PlacementChanged

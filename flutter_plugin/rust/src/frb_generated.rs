@@ -1113,6 +1113,7 @@ impl SseDecode for crate::api::types::EventType {
             9 => crate::api::types::EventType::WaitingForCapacity,
             10 => crate::api::types::EventType::SessionStateChanged,
             11 => crate::api::types::EventType::PlacementChanged,
+            12 => crate::api::types::EventType::StandbyPromoted,
             _ => unreachable!("Invalid variant for EventType: {}", inner),
         };
     }
@@ -1275,6 +1276,8 @@ impl SseDecode for crate::api::types::ManagerConfig {
         let mut var_capacityMaxWaitMs = <u64>::sse_decode(deserializer);
         let mut var_capacityLeaseTtlMs = <u64>::sse_decode(deserializer);
         let mut var_maxTotalStreams = <Option<u32>>::sse_decode(deserializer);
+        let mut var_standbyProviders = <u32>::sse_decode(deserializer);
+        let mut var_waitForLiveMs = <u64>::sse_decode(deserializer);
         return crate::api::types::ManagerConfig {
             base_url: var_baseUrl,
             auth_token: var_authToken,
@@ -1304,6 +1307,8 @@ impl SseDecode for crate::api::types::ManagerConfig {
             capacity_max_wait_ms: var_capacityMaxWaitMs,
             capacity_lease_ttl_ms: var_capacityLeaseTtlMs,
             max_total_streams: var_maxTotalStreams,
+            standby_providers: var_standbyProviders,
+            wait_for_live_ms: var_waitForLiveMs,
         };
     }
 }
@@ -1328,6 +1333,7 @@ impl SseDecode for crate::api::types::Operation {
             0 => crate::api::types::Operation::Start,
             1 => crate::api::types::Operation::Join,
             2 => crate::api::types::Operation::Migrate,
+            3 => crate::api::types::Operation::Standby,
             _ => unreachable!("Invalid variant for Operation: {}", inner),
         };
     }
@@ -1536,6 +1542,7 @@ impl SseDecode for crate::api::types::ProviderStats {
         let mut var_avgConnectLatencyMs = <Option<f64>>::sse_decode(deserializer);
         let mut var_uptimePercent = <Option<f64>>::sse_decode(deserializer);
         let mut var_liveSessions = <u32>::sse_decode(deserializer);
+        let mut var_standbySessions = <u32>::sse_decode(deserializer);
         let mut var_timesEjected = <u32>::sse_decode(deserializer);
         let mut var_coolingForMs = <Option<u64>>::sse_decode(deserializer);
         return crate::api::types::ProviderStats {
@@ -1553,6 +1560,7 @@ impl SseDecode for crate::api::types::ProviderStats {
             avg_connect_latency_ms: var_avgConnectLatencyMs,
             uptime_percent: var_uptimePercent,
             live_sessions: var_liveSessions,
+            standby_sessions: var_standbySessions,
             times_ejected: var_timesEjected,
             cooling_for_ms: var_coolingForMs,
         };
@@ -1581,6 +1589,7 @@ impl SseDecode for crate::api::types::SessionInfo {
         let mut var_attempts = <u32>::sse_decode(deserializer);
         let mut var_migrations = <u32>::sse_decode(deserializer);
         let mut var_lastError = <Option<String>>::sse_decode(deserializer);
+        let mut var_standby = <Vec<String>>::sse_decode(deserializer);
         return crate::api::types::SessionInfo {
             stream_id: var_streamId,
             role: var_role,
@@ -1589,6 +1598,7 @@ impl SseDecode for crate::api::types::SessionInfo {
             attempts: var_attempts,
             migrations: var_migrations,
             last_error: var_lastError,
+            standby: var_standby,
         };
     }
 }
@@ -1703,11 +1713,14 @@ impl SseDecode for crate::api::types::StreamguardErrorKind {
             6 => crate::api::types::StreamguardErrorKind::NoCapacity,
             7 => crate::api::types::StreamguardErrorKind::CapacityUnavailable,
             8 => crate::api::types::StreamguardErrorKind::Backend,
-            9 => crate::api::types::StreamguardErrorKind::UnknownSession,
-            10 => crate::api::types::StreamguardErrorKind::SessionBusy,
-            11 => crate::api::types::StreamguardErrorKind::Cancelled,
-            12 => crate::api::types::StreamguardErrorKind::ShutDown,
-            13 => crate::api::types::StreamguardErrorKind::Internal,
+            9 => crate::api::types::StreamguardErrorKind::StreamNotLive,
+            10 => crate::api::types::StreamguardErrorKind::NoAdapterForPlacement,
+            11 => crate::api::types::StreamguardErrorKind::StreamClaimedByOther,
+            12 => crate::api::types::StreamguardErrorKind::UnknownSession,
+            13 => crate::api::types::StreamguardErrorKind::SessionBusy,
+            14 => crate::api::types::StreamguardErrorKind::Cancelled,
+            15 => crate::api::types::StreamguardErrorKind::ShutDown,
+            16 => crate::api::types::StreamguardErrorKind::Internal,
             _ => unreachable!("Invalid variant for StreamguardErrorKind: {}", inner),
         };
     }
@@ -1918,6 +1931,7 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::EventType {
             Self::WaitingForCapacity => 9.into_dart(),
             Self::SessionStateChanged => 10.into_dart(),
             Self::PlacementChanged => 11.into_dart(),
+            Self::StandbyPromoted => 12.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -2015,6 +2029,8 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::ManagerConfig {
             self.capacity_max_wait_ms.into_into_dart().into_dart(),
             self.capacity_lease_ttl_ms.into_into_dart().into_dart(),
             self.max_total_streams.into_into_dart().into_dart(),
+            self.standby_providers.into_into_dart().into_dart(),
+            self.wait_for_live_ms.into_into_dart().into_dart(),
         ]
         .into_dart()
     }
@@ -2058,6 +2074,7 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::Operation {
             Self::Start => 0.into_dart(),
             Self::Join => 1.into_dart(),
             Self::Migrate => 2.into_dart(),
+            Self::Standby => 3.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -2161,6 +2178,7 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::ProviderStats {
             self.avg_connect_latency_ms.into_into_dart().into_dart(),
             self.uptime_percent.into_into_dart().into_dart(),
             self.live_sessions.into_into_dart().into_dart(),
+            self.standby_sessions.into_into_dart().into_dart(),
             self.times_ejected.into_into_dart().into_dart(),
             self.cooling_for_ms.into_into_dart().into_dart(),
         ]
@@ -2205,6 +2223,7 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::SessionInfo {
             self.attempts.into_into_dart().into_dart(),
             self.migrations.into_into_dart().into_dart(),
             self.last_error.into_into_dart().into_dart(),
+            self.standby.into_into_dart().into_dart(),
         ]
         .into_dart()
     }
@@ -2327,11 +2346,14 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::StreamguardErrorKind {
             Self::NoCapacity => 6.into_dart(),
             Self::CapacityUnavailable => 7.into_dart(),
             Self::Backend => 8.into_dart(),
-            Self::UnknownSession => 9.into_dart(),
-            Self::SessionBusy => 10.into_dart(),
-            Self::Cancelled => 11.into_dart(),
-            Self::ShutDown => 12.into_dart(),
-            Self::Internal => 13.into_dart(),
+            Self::StreamNotLive => 9.into_dart(),
+            Self::NoAdapterForPlacement => 10.into_dart(),
+            Self::StreamClaimedByOther => 11.into_dart(),
+            Self::UnknownSession => 12.into_dart(),
+            Self::SessionBusy => 13.into_dart(),
+            Self::Cancelled => 14.into_dart(),
+            Self::ShutDown => 15.into_dart(),
+            Self::Internal => 16.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -2436,6 +2458,7 @@ impl SseEncode for crate::api::types::EventType {
                 crate::api::types::EventType::WaitingForCapacity => 9,
                 crate::api::types::EventType::SessionStateChanged => 10,
                 crate::api::types::EventType::PlacementChanged => 11,
+                crate::api::types::EventType::StandbyPromoted => 12,
                 _ => {
                     unimplemented!("");
                 }
@@ -2601,6 +2624,8 @@ impl SseEncode for crate::api::types::ManagerConfig {
         <u64>::sse_encode(self.capacity_max_wait_ms, serializer);
         <u64>::sse_encode(self.capacity_lease_ttl_ms, serializer);
         <Option<u32>>::sse_encode(self.max_total_streams, serializer);
+        <u32>::sse_encode(self.standby_providers, serializer);
+        <u64>::sse_encode(self.wait_for_live_ms, serializer);
     }
 }
 
@@ -2628,6 +2653,7 @@ impl SseEncode for crate::api::types::Operation {
                 crate::api::types::Operation::Start => 0,
                 crate::api::types::Operation::Join => 1,
                 crate::api::types::Operation::Migrate => 2,
+                crate::api::types::Operation::Standby => 3,
                 _ => {
                     unimplemented!("");
                 }
@@ -2816,6 +2842,7 @@ impl SseEncode for crate::api::types::ProviderStats {
         <Option<f64>>::sse_encode(self.avg_connect_latency_ms, serializer);
         <Option<f64>>::sse_encode(self.uptime_percent, serializer);
         <u32>::sse_encode(self.live_sessions, serializer);
+        <u32>::sse_encode(self.standby_sessions, serializer);
         <u32>::sse_encode(self.times_ejected, serializer);
         <Option<u64>>::sse_encode(self.cooling_for_ms, serializer);
     }
@@ -2847,6 +2874,7 @@ impl SseEncode for crate::api::types::SessionInfo {
         <u32>::sse_encode(self.attempts, serializer);
         <u32>::sse_encode(self.migrations, serializer);
         <Option<String>>::sse_encode(self.last_error, serializer);
+        <Vec<String>>::sse_encode(self.standby, serializer);
     }
 }
 
@@ -2927,11 +2955,14 @@ impl SseEncode for crate::api::types::StreamguardErrorKind {
                 crate::api::types::StreamguardErrorKind::NoCapacity => 6,
                 crate::api::types::StreamguardErrorKind::CapacityUnavailable => 7,
                 crate::api::types::StreamguardErrorKind::Backend => 8,
-                crate::api::types::StreamguardErrorKind::UnknownSession => 9,
-                crate::api::types::StreamguardErrorKind::SessionBusy => 10,
-                crate::api::types::StreamguardErrorKind::Cancelled => 11,
-                crate::api::types::StreamguardErrorKind::ShutDown => 12,
-                crate::api::types::StreamguardErrorKind::Internal => 13,
+                crate::api::types::StreamguardErrorKind::StreamNotLive => 9,
+                crate::api::types::StreamguardErrorKind::NoAdapterForPlacement => 10,
+                crate::api::types::StreamguardErrorKind::StreamClaimedByOther => 11,
+                crate::api::types::StreamguardErrorKind::UnknownSession => 12,
+                crate::api::types::StreamguardErrorKind::SessionBusy => 13,
+                crate::api::types::StreamguardErrorKind::Cancelled => 14,
+                crate::api::types::StreamguardErrorKind::ShutDown => 15,
+                crate::api::types::StreamguardErrorKind::Internal => 16,
                 _ => {
                     unimplemented!("");
                 }

@@ -116,6 +116,7 @@ fn shared(
         reports,
         telemetry_done: CancellationToken::new(),
         retry_now: watch::channel(0u64).0,
+        placement_news: watch::channel(0u64).0,
         list_version: watch::channel(0u64).0,
         ledger,
         lease_wake: Notify::new(),

@@ -51,6 +51,7 @@ mod monitor;
 mod placement;
 mod push;
 mod session;
+mod standby;
 mod state;
 mod telemetry;
 
@@ -353,6 +354,9 @@ struct Shared {
     attempts: AttemptPolicy,
     /// Bumped whenever a lane ticket is released.
     lane_turn: watch::Sender<u64>,
+    /// Bumped when a viewer waiting for its stream to go live (`wait_for_live`) sees a live
+    /// placement pushed.
+    placement_news: watch::Sender<u64>,
 }
 
 impl Shared {

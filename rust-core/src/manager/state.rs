@@ -75,6 +75,22 @@ pub(super) struct Session {
     /// The capacity lease of the provider the stream runs on (during a make-before-break
     /// migration: of the provider it is leaving). `None` while it runs nowhere.
     pub(super) slot: Option<HeldSlot>,
+    /// Publisher: its hot standby copies (`standby_providers`), best first, each with its slot.
+    pub(super) standbys: Vec<StandbyLeg>,
+    /// Publisher: the provider a standby is being started on now (one at a time), so a
+    /// migration never starts the stream there a second time.
+    pub(super) standby_starting: Option<String>,
+    /// Publisher: a fill job (`standby.rs`) runs for this session.
+    pub(super) standby_filling: bool,
+    /// Viewer: `join_stream` waits for the stream to go live (`wait_for_live`); the push
+    /// channel follows the stream meanwhile.
+    pub(super) awaiting_live: bool,
+}
+
+/// A hot standby copy of a publisher's stream on another provider.
+pub(super) struct StandbyLeg {
+    pub(super) provider: String,
+    pub(super) slot: HeldSlot,
 }
 
 /// A capacity lease held by the engine, renewed by the lease keeper until released.
@@ -159,6 +175,13 @@ impl State {
                 r.health.is_half_open(now) && (r.check_in_flight || r.trials_in_flight > 0)
             }),
         })
+    }
+
+    /// Is a standby of `stream_id` being started on `provider`?
+    pub(super) fn standby_starting_on(&self, stream_id: &str, provider: &str) -> bool {
+        self.sessions
+            .get(stream_id)
+            .is_some_and(|s| s.standby_starting.as_deref() == Some(provider))
     }
 
     /// The session of `stream_id` if it is still generation `gen`.
@@ -275,7 +298,7 @@ impl State {
         v
     }
 
-    /// Providers that need checks: those carrying live sessions and, with failback on, the
+    /// Providers that need checks: those carrying live sessions or standbys and, with failback on, the
     /// preferred provider of every session that runs elsewhere.
     pub(super) fn monitored(&self, now: Instant, failback: bool) -> HashSet<String> {
         let mut set = HashSet::new();
@@ -290,6 +313,8 @@ impl State {
             }
             let Some(p) = &s.info.provider else { continue };
             set.insert(p.clone());
+            // A standby that failed unnoticed would be promoted into an outage.
+            set.extend(s.standbys.iter().map(|l| l.provider.clone()));
             if let Some(best) = ranked.first() {
                 if best != p {
                     set.insert(best.clone());

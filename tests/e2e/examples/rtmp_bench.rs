@@ -2,7 +2,8 @@
 //! `tests/rtmp_viewer.rs` several times and prints detection time, recovery time, migration
 //! durations, planned-migration gaps and the gap a viewer sees (median and range).
 //! Then the placement scenarios of `tests/rtmp_placement.rs` (issue 14): a viewer engine
-//! following its publisher when primary is killed and when only the publisher's SDK fails.
+//! following its publisher when primary is killed and when only the publisher's SDK fails, and
+//! a viewer switching to its publisher's hot standby when primary is killed.
 //! `cargo run --release -p streamguard-e2e --example rtmp_bench -- [runs] [placement]`
 //! (default 5 runs; `placement` runs only the placement scenarios).
 
@@ -50,6 +51,25 @@ async fn placement(runs: usize) {
             r.iter().filter(|f| f.viewer_stayed).count(),
         );
     }
+    let mut standby = vec![];
+    for i in 0..runs {
+        eprintln!(
+            "placement run {}/{runs}: primary killed with a hot standby",
+            i + 1
+        );
+        let r = scenario_standby().await;
+        eprintln!("  {r:?}");
+        standby.push(r);
+    }
+    println!();
+    println!("| primary killed, `standby_providers` 1 ({runs} runs, median (min–max)) | kill → viewer live on the standby | kill → publisher promotes the standby | gap the viewer saw (last frame on primary → first on the standby) | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| hot standby on backup | {} | {} | {} | viewer gap < 1 s |",
+        median_ms(standby.iter().map(|r| r.viewer_moved).collect()),
+        median_ms(standby.iter().map(|r| r.promoted).collect()),
+        median_ms(standby.iter().map(|r| r.gap).collect()),
+    );
 }
 
 async fn failover(runs: usize) {

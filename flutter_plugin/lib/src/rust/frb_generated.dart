@@ -786,7 +786,7 @@ return (raw as List<dynamic>).map(dco_decode_session_info).toList(); }
 
 @protected ManagerConfig dco_decode_manager_config(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
-                if (arr.length != 28) throw Exception('unexpected arr length: expect 28 but see ${arr.length}');
+                if (arr.length != 30) throw Exception('unexpected arr length: expect 30 but see ${arr.length}');
                 return ManagerConfig(baseUrl: dco_decode_String(arr[0]),
 authToken: dco_decode_opt_String(arr[1]),
 maxAttempts: dco_decode_u_32(arr[2]),
@@ -814,7 +814,9 @@ reportSessions: dco_decode_bool(arr[23]),
 waitForCapacity: dco_decode_bool(arr[24]),
 capacityMaxWaitMs: dco_decode_CastedPrimitive_u_64(arr[25]),
 capacityLeaseTtlMs: dco_decode_CastedPrimitive_u_64(arr[26]),
-maxTotalStreams: dco_decode_opt_box_autoadd_u_32(arr[27]),); }
+maxTotalStreams: dco_decode_opt_box_autoadd_u_32(arr[27]),
+standbyProviders: dco_decode_u_32(arr[28]),
+waitForLiveMs: dco_decode_CastedPrimitive_u_64(arr[29]),); }
 
 @protected MigrationStrategy dco_decode_migration_strategy(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return MigrationStrategy.values[raw as int]; }
@@ -879,7 +881,7 @@ activeStreams: dco_decode_opt_box_autoadd_u_32(arr[5]),); }
 
 @protected ProviderStats dco_decode_provider_stats(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
-                if (arr.length != 16) throw Exception('unexpected arr length: expect 16 but see ${arr.length}');
+                if (arr.length != 17) throw Exception('unexpected arr length: expect 17 but see ${arr.length}');
                 return ProviderStats(provider: dco_decode_String(arr[0]),
 status: dco_decode_health_status(arr[1]),
 attempts: dco_decode_CastedPrimitive_u_64(arr[2]),
@@ -894,22 +896,24 @@ avgCheckLatencyMs: dco_decode_opt_box_autoadd_f_64(arr[10]),
 avgConnectLatencyMs: dco_decode_opt_box_autoadd_f_64(arr[11]),
 uptimePercent: dco_decode_opt_box_autoadd_f_64(arr[12]),
 liveSessions: dco_decode_u_32(arr[13]),
-timesEjected: dco_decode_u_32(arr[14]),
-coolingForMs: dco_decode_opt_CastedPrimitive_u_64(arr[15]),); }
+standbySessions: dco_decode_u_32(arr[14]),
+timesEjected: dco_decode_u_32(arr[15]),
+coolingForMs: dco_decode_opt_CastedPrimitive_u_64(arr[16]),); }
 
 @protected Role dco_decode_role(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return Role.values[raw as int]; }
 
 @protected SessionInfo dco_decode_session_info(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
-                if (arr.length != 7) throw Exception('unexpected arr length: expect 7 but see ${arr.length}');
+                if (arr.length != 8) throw Exception('unexpected arr length: expect 8 but see ${arr.length}');
                 return SessionInfo(streamId: dco_decode_String(arr[0]),
 role: dco_decode_role(arr[1]),
 provider: dco_decode_opt_String(arr[2]),
 state: dco_decode_session_state(arr[3]),
 attempts: dco_decode_u_32(arr[4]),
 migrations: dco_decode_u_32(arr[5]),
-lastError: dco_decode_opt_String(arr[6]),); }
+lastError: dco_decode_opt_String(arr[6]),
+standby: dco_decode_list_String(arr[7]),); }
 
 @protected SessionState dco_decode_session_state(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return SessionState.values[raw as int]; }
@@ -1135,7 +1139,9 @@ var var_waitForCapacity = sse_decode_bool(deserializer);
 var var_capacityMaxWaitMs = sse_decode_CastedPrimitive_u_64(deserializer);
 var var_capacityLeaseTtlMs = sse_decode_CastedPrimitive_u_64(deserializer);
 var var_maxTotalStreams = sse_decode_opt_box_autoadd_u_32(deserializer);
-return ManagerConfig(baseUrl: var_baseUrl, authToken: var_authToken, maxAttempts: var_maxAttempts, attemptsPerProvider: var_attemptsPerProvider, healthCheckIntervalMs: var_healthCheckIntervalMs, failureThreshold: var_failureThreshold, suspectRecheckDelayMs: var_suspectRecheckDelayMs, maxUnhealthyForMs: var_maxUnhealthyForMs, requestTimeoutMs: var_requestTimeoutMs, adapterTimeoutMs: var_adapterTimeoutMs, backoffBaseMs: var_backoffBaseMs, backoffCapMs: var_backoffCapMs, operationDeadlineMs: var_operationDeadlineMs, providerRefreshIntervalMs: var_providerRefreshIntervalMs, providerListMaxAgeMs: var_providerListMaxAgeMs, cooldownBaseMs: var_cooldownBaseMs, cooldownMaxMs: var_cooldownMaxMs, failback: var_failback, failbackStabilityMs: var_failbackStabilityMs, maxResponseBytes: var_maxResponseBytes, allowInsecureHttp: var_allowInsecureHttp, eventBuffer: var_eventBuffer, pushUpdates: var_pushUpdates, reportSessions: var_reportSessions, waitForCapacity: var_waitForCapacity, capacityMaxWaitMs: var_capacityMaxWaitMs, capacityLeaseTtlMs: var_capacityLeaseTtlMs, maxTotalStreams: var_maxTotalStreams); }
+var var_standbyProviders = sse_decode_u_32(deserializer);
+var var_waitForLiveMs = sse_decode_CastedPrimitive_u_64(deserializer);
+return ManagerConfig(baseUrl: var_baseUrl, authToken: var_authToken, maxAttempts: var_maxAttempts, attemptsPerProvider: var_attemptsPerProvider, healthCheckIntervalMs: var_healthCheckIntervalMs, failureThreshold: var_failureThreshold, suspectRecheckDelayMs: var_suspectRecheckDelayMs, maxUnhealthyForMs: var_maxUnhealthyForMs, requestTimeoutMs: var_requestTimeoutMs, adapterTimeoutMs: var_adapterTimeoutMs, backoffBaseMs: var_backoffBaseMs, backoffCapMs: var_backoffCapMs, operationDeadlineMs: var_operationDeadlineMs, providerRefreshIntervalMs: var_providerRefreshIntervalMs, providerListMaxAgeMs: var_providerListMaxAgeMs, cooldownBaseMs: var_cooldownBaseMs, cooldownMaxMs: var_cooldownMaxMs, failback: var_failback, failbackStabilityMs: var_failbackStabilityMs, maxResponseBytes: var_maxResponseBytes, allowInsecureHttp: var_allowInsecureHttp, eventBuffer: var_eventBuffer, pushUpdates: var_pushUpdates, reportSessions: var_reportSessions, waitForCapacity: var_waitForCapacity, capacityMaxWaitMs: var_capacityMaxWaitMs, capacityLeaseTtlMs: var_capacityLeaseTtlMs, maxTotalStreams: var_maxTotalStreams, standbyProviders: var_standbyProviders, waitForLiveMs: var_waitForLiveMs); }
 
 @protected MigrationStrategy sse_decode_migration_strategy(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 var inner = sse_decode_i_32(deserializer);
@@ -1286,9 +1292,10 @@ var var_avgCheckLatencyMs = sse_decode_opt_box_autoadd_f_64(deserializer);
 var var_avgConnectLatencyMs = sse_decode_opt_box_autoadd_f_64(deserializer);
 var var_uptimePercent = sse_decode_opt_box_autoadd_f_64(deserializer);
 var var_liveSessions = sse_decode_u_32(deserializer);
+var var_standbySessions = sse_decode_u_32(deserializer);
 var var_timesEjected = sse_decode_u_32(deserializer);
 var var_coolingForMs = sse_decode_opt_CastedPrimitive_u_64(deserializer);
-return ProviderStats(provider: var_provider, status: var_status, attempts: var_attempts, successes: var_successes, failures: var_failures, reportedErrors: var_reportedErrors, consecutiveFailures: var_consecutiveFailures, healthChecks: var_healthChecks, failedHealthChecks: var_failedHealthChecks, lastCheckAtMs: var_lastCheckAtMs, avgCheckLatencyMs: var_avgCheckLatencyMs, avgConnectLatencyMs: var_avgConnectLatencyMs, uptimePercent: var_uptimePercent, liveSessions: var_liveSessions, timesEjected: var_timesEjected, coolingForMs: var_coolingForMs); }
+return ProviderStats(provider: var_provider, status: var_status, attempts: var_attempts, successes: var_successes, failures: var_failures, reportedErrors: var_reportedErrors, consecutiveFailures: var_consecutiveFailures, healthChecks: var_healthChecks, failedHealthChecks: var_failedHealthChecks, lastCheckAtMs: var_lastCheckAtMs, avgCheckLatencyMs: var_avgCheckLatencyMs, avgConnectLatencyMs: var_avgConnectLatencyMs, uptimePercent: var_uptimePercent, liveSessions: var_liveSessions, standbySessions: var_standbySessions, timesEjected: var_timesEjected, coolingForMs: var_coolingForMs); }
 
 @protected Role sse_decode_role(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 var inner = sse_decode_i_32(deserializer);
@@ -1302,7 +1309,8 @@ var var_state = sse_decode_session_state(deserializer);
 var var_attempts = sse_decode_u_32(deserializer);
 var var_migrations = sse_decode_u_32(deserializer);
 var var_lastError = sse_decode_opt_String(deserializer);
-return SessionInfo(streamId: var_streamId, role: var_role, provider: var_provider, state: var_state, attempts: var_attempts, migrations: var_migrations, lastError: var_lastError); }
+var var_standby = sse_decode_list_String(deserializer);
+return SessionInfo(streamId: var_streamId, role: var_role, provider: var_provider, state: var_state, attempts: var_attempts, migrations: var_migrations, lastError: var_lastError, standby: var_standby); }
 
 @protected SessionState sse_decode_session_state(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 var inner = sse_decode_i_32(deserializer);
@@ -1513,6 +1521,8 @@ sse_encode_bool(self.waitForCapacity, serializer);
 sse_encode_CastedPrimitive_u_64(self.capacityMaxWaitMs, serializer);
 sse_encode_CastedPrimitive_u_64(self.capacityLeaseTtlMs, serializer);
 sse_encode_opt_box_autoadd_u_32(self.maxTotalStreams, serializer);
+sse_encode_u_32(self.standbyProviders, serializer);
+sse_encode_CastedPrimitive_u_64(self.waitForLiveMs, serializer);
  }
 
 @protected void sse_encode_migration_strategy(MigrationStrategy self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
@@ -1649,6 +1659,7 @@ sse_encode_opt_box_autoadd_f_64(self.avgCheckLatencyMs, serializer);
 sse_encode_opt_box_autoadd_f_64(self.avgConnectLatencyMs, serializer);
 sse_encode_opt_box_autoadd_f_64(self.uptimePercent, serializer);
 sse_encode_u_32(self.liveSessions, serializer);
+sse_encode_u_32(self.standbySessions, serializer);
 sse_encode_u_32(self.timesEjected, serializer);
 sse_encode_opt_CastedPrimitive_u_64(self.coolingForMs, serializer);
  }
@@ -1664,6 +1675,7 @@ sse_encode_session_state(self.state, serializer);
 sse_encode_u_32(self.attempts, serializer);
 sse_encode_u_32(self.migrations, serializer);
 sse_encode_opt_String(self.lastError, serializer);
+sse_encode_list_String(self.standby, serializer);
  }
 
 @protected void sse_encode_session_state(SessionState self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs

@@ -68,6 +68,14 @@ pub enum StreamguardErrorKind {
     CapacityUnavailable,
     /// The provider registry could not be read and no earlier list is known.
     Backend,
+    /// A viewer's stream is not live (no live publisher placement), and `wait_for_live_ms` was
+    /// 0 or ran out.
+    StreamNotLive,
+    /// A viewer's stream is published only on providers without a registered adapter
+    /// (`providers` names them: the publisher's, then its standbys).
+    NoAdapterForPlacement,
+    /// Another client publishes this stream (its placement claim is alive).
+    StreamClaimedByOther,
     /// No session with this stream id exists.
     UnknownSession,
     /// The session is in a state that does not allow this call.
@@ -134,8 +142,12 @@ pub enum EventType {
     /// now, if any).
     SessionStateChanged,
     /// Where a stream is published changed: a publisher's own claim, or a viewer learning of
-    /// its publisher's move or stop (`stream_id`, `provider`, `epoch`, `live`).
+    /// its publisher's move or stop (`stream_id`, `provider`, `epoch`, `live`, `providers`:
+    /// the hot standbys, best first).
     PlacementChanged,
+    /// A publisher's hot standby became its primary at once, without a start (`stream_id`,
+    /// `from`, `to`, `epoch`: the placement epoch claimed for `to`).
+    StandbyPromoted,
 }
 
 /// One engine decision. `kind` says which; the fields that kind carries are set (see
@@ -186,7 +198,8 @@ pub struct StreamEvent {
     pub state_to: Option<SessionState>,
     /// Active providers, preferred first (provider list changes).
     pub active: Vec<String>,
-    /// The full providers a session waits for, best first (waiting for capacity).
+    /// The full providers a session waits for, best first (waiting for capacity); the hot
+    /// standbys of a stream, best first (placement changes).
     #[frb(default = [])]
     pub providers: Vec<String>,
     /// The longest the session will still wait for a slot (waiting for capacity).
