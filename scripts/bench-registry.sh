@@ -99,7 +99,7 @@ EOF
   PID=$!
   PIDS+=("$PID")
   for _ in $(seq 1 200); do
-    URL=$(sed -n 's/^streamguard-registry listening on //p' "$WORK/$name.out")
+    URL=$(sed -n 's/^streamguard-registry listening on //p' "$WORK/$name.out" 2>/dev/null || true)
     [ -n "$URL" ] && break
     sleep 0.05
   done
@@ -111,7 +111,7 @@ start_nginx() {
   local name=$1 dir="$WORK/$1" port
   port=$(free_port)
   mkdir -p "$dir"
-  sed -e "s|@PREFIX@|$dir|g" -e "s|@LISTEN@|127.0.0.1:$port|" -e "s|worker_processes auto;|worker_processes 1;|" \
+  sed -e "s|@PREFIX@|$dir|g" -e "s|@LISTEN@|127.0.0.1:$port|" \
     "$2" | awk -v ups="$3" '{ if ($0 ~ /@UPSTREAMS@/) print ups; else print }' >"$dir/nginx.conf"
   "$NGINX" -p "$dir" -c nginx.conf -e "$dir/error.log" &
   PIDS+=("$!")
@@ -160,7 +160,7 @@ curl -sf "$SQLITE_URL/api/streaming/providers" >"$WORK/static/api/streaming/prov
 static_port=$(free_port)
 mkdir -p "$WORK/static-nginx"
 cat >"$WORK/static-nginx/nginx.conf" <<EOF
-daemon off; worker_processes 1; error_log $WORK/static-nginx/error.log warn;
+daemon off; worker_processes auto; error_log $WORK/static-nginx/error.log warn;
 pid $WORK/static-nginx/nginx.pid;
 events { worker_connections 4096; }
 http { access_log off; default_type application/json;
@@ -209,7 +209,7 @@ echo "| database | keep-alive connections | keep-alives/s | keep-alive p99 | lis
 echo "|---|---:|---:|---:|---:|---:|"
 for target in "SQLite $SQLITE_URL" "PostgreSQL $PG1_URL"; do
   name=${target%% *}; base=${target#* }
-  for writers in 0 1 4 16; do
+  for writers in 0 1 4 16 64; do
     if [ "$writers" -gt 0 ]; then
       wrk -t1 -c"$writers" -d"${DUR}s" --latency -s scripts/bench/keepalive.lua "$base" >"$WORK/w.out" &
       wpid=$!

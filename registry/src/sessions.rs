@@ -117,6 +117,16 @@ pub struct SessionBatch {
 }
 
 impl SessionBatch {
+    /// Whether the batch holds keep-alives only (no start, end, failover or untracked count).
+    pub fn only_keep_alives(&self) -> bool {
+        self.untracked.is_empty()
+            && self.failover.is_none()
+            && self
+                .tracked
+                .iter()
+                .all(|(_, r)| matches!(r, Reported::Alive(_)))
+    }
+
     /// The distinct keys the batch reads, sorted (locks are taken in this order).
     pub fn keys(&self) -> Vec<Key> {
         let mut keys: Vec<Key> = self.tracked.iter().map(|(k, _)| k.clone()).collect();
@@ -306,6 +316,44 @@ mod tests {
         // A keep-alive for a stream the registry never heard of counts it.
         let o = s.apply(key("c", "new"), Report::Alive("a"), 3);
         assert_eq!(deltas(&o), [("a", 1, 1)]);
+    }
+
+    #[test]
+    fn a_batch_plans_on_the_stored_rows_and_knows_keep_alives() {
+        let mut batch = SessionBatch {
+            now_ms: 10,
+            ..SessionBatch::default()
+        };
+        batch
+            .tracked
+            .push((key("c", "s"), Reported::Alive("a".into())));
+        batch
+            .tracked
+            .push((key("c", "t"), Reported::Alive("b".into())));
+        assert!(batch.only_keep_alives());
+        // "s" is stored on a already: only "t" counts.
+        let (o, _) = batch.plan(vec![(
+            key("c", "s"),
+            Tracked {
+                provider: "a".into(),
+                seen_ms: 1,
+            },
+        )]);
+        assert_eq!(deltas(&o), [("b", 1, 1)]);
+        assert_eq!(o.rows.len(), 2);
+        batch
+            .tracked
+            .push((key("c", "u"), Reported::Start("a".into())));
+        assert!(!batch.only_keep_alives());
+        batch.tracked.pop();
+        batch.untracked.push((
+            "a".into(),
+            Delta {
+                active: 1,
+                total: 1,
+            },
+        ));
+        assert!(!batch.only_keep_alives());
     }
 
     #[test]

@@ -477,6 +477,14 @@ impl Pg {
     ) -> Result<Vec<Counts>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        if batch.only_keep_alives() {
+            // Keep-alives are the highest write rate and repair themselves: one lost in a
+            // database crash (the last few hundred milliseconds of commits) is sent again
+            // within one keep-alive interval. So they do not wait for the WAL flush (SQLite's
+            // synchronous=NORMAL trades the same way); starts, ends and failovers do.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await?;
+        }
         let keys = batch.keys();
         // One client's reports go one at a time across instances (even for rows that do
         // not exist yet, which FOR UPDATE cannot lock).
