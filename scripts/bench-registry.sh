@@ -9,13 +9,15 @@
 #      delivery time of an admin change to all of them;
 #   3. session keep-alive writes per second against the read p99 measured at the same time.
 # Knobs (environment): DUR seconds per run (5), CONNS wrk connections (32), SSE_COUNT
-# event-stream connections (10000), DEVICES keep-alive clients (10000).
+# event-stream connections (10000), DEVICES keep-alive clients (10000), SECTIONS (any of
+# "reads sse keepalive"; all by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR="${DUR:-5}"
 CONNS="${CONNS:-32}"
 SSE_COUNT="${SSE_COUNT:-10000}"
 DEVICES="${DEVICES:-10000}"
+SECTIONS="${SECTIONS:-reads sse keepalive}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 ADMIN=bench-admin-token-0123456789
 TELEMETRY=bench-telemetry-token-0123456789
@@ -154,6 +156,7 @@ start_registry pg1 "$PG_URL"; PG1_URL=$URL; PG1_PID=$PID
 start_registry pg2 "$PG_URL"; PG2_URL=$URL
 claim_placement "$SQLITE_URL"; claim_placement "$PG1_URL"
 
+if [[ $SECTIONS == *reads* ]]; then
 # The ceiling: nginx serving the same list as a static file (with its own ETag).
 mkdir -p "$WORK/static/api/streaming"
 curl -sf "$SQLITE_URL/api/streaming/providers" >"$WORK/static/api/streaming/providers"
@@ -195,6 +198,9 @@ for r in "${ROWS[@]}"; do
   echo "| $who | $what | $rps | $rest | $ratio |"
 done
 
+fi
+
+if [[ $SECTIONS == *sse* ]]; then
 echo
 echo "== event streams: $SSE_COUNT connections to one instance (SQLite), admin change delivery"
 "$SSE" "$SQLITE_URL/api/streaming/providers/events" "$SQLITE_URL/api/streaming/providers/webrtc" \
@@ -202,7 +208,9 @@ echo "== event streams: $SSE_COUNT connections to one instance (SQLite), admin c
 echo "-- the same on one PostgreSQL instance, the change made through the other instance"
 "$SSE" "$PG1_URL/api/streaming/providers/events" "$PG2_URL/api/streaming/providers/webrtc" \
   "$ADMIN" "$PG1_PID" "$SSE_COUNT" 5
+fi
 
+[[ $SECTIONS == *keepalive* ]] || exit 0
 echo
 echo "== session keep-alives ($DEVICES devices, one stream each) against list reads (wrk -c16) at the same time"
 echo "| database | keep-alive connections | keep-alives/s | keep-alive p99 | list req/s | list p99 |"

@@ -1,9 +1,8 @@
 //! Multi-instance fan-out: with PostgreSQL, the changes other instances make arrive as
 //! notifications ([`crate::store::postgres::Pg::listen`]) and are applied to this instance's
 //! in-memory copy, which publishes them to its own event-stream clients like its own changes.
-//! A notification names what changed; the record is read again from the database (counters
-//! travel in the notification itself), so a notification applied late never rolls anything
-//! back. SQLite has one instance by construction: nothing to listen to.
+//! A notification names what changed and the record is read again from the database, so a
+//! notification applied late never rolls anything back. SQLite has one instance by construction: nothing to listen to.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,10 +27,7 @@ pub(crate) fn start(
     Some(tokio::spawn(async move {
         while let Some(change) = changes.recv().await {
             let result = match &change {
-                Change::Counts(counts) => {
-                    registry.counts_changed(counts.clone()).await;
-                    Ok(())
-                }
+                Change::Counts(name) => registry.counts_changed(name).await,
                 Change::Provider(name) => registry.reload_provider(name).await,
                 Change::Placement(id) => registry.placements.reload(id).await,
                 Change::Resync => match registry.reload_providers().await {

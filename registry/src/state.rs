@@ -431,7 +431,7 @@ impl Registry {
         event: SessionEvent,
     ) -> Result<Vec<StreamCounts>, ApiError> {
         event.validate()?;
-        let _guard = self.write_lock.lock().await;
+        // No write lock: the database decides (see `store_sessions`).
         // Unknown providers are refused before anything changes.
         self.record(&event.provider)?;
         let to = event.to_provider.as_deref().unwrap_or_default();
@@ -500,7 +500,6 @@ impl Registry {
     /// Streams on providers that no longer exist are skipped. Returns how many were tracked.
     pub(crate) async fn sessions_alive(&self, report: AliveReport) -> Result<usize, ApiError> {
         report.validate()?;
-        let _guard = self.write_lock.lock().await;
         let mut batch = SessionBatch {
             now_ms: crate::now_ms(),
             ..SessionBatch::default()
@@ -529,7 +528,6 @@ impl Registry {
     /// many expired.
     pub(crate) async fn expire_sessions(&self) -> Result<usize, ApiError> {
         let ttl = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
-        let _guard = self.write_lock.lock().await;
         let (expired, counts) = self
             .store
             .expire_sessions(crate::now_ms().saturating_sub(ttl))
@@ -539,19 +537,35 @@ impl Registry {
                 expired,
                 "sessions expired: their clients stopped confirming them"
             );
-            self.apply_counts(counts);
+            self.refresh_counts(counts).await?;
         }
         Ok(expired)
     }
 
     /// Stores session reports (the database decides what they change, see
-    /// [`SessionBatch::plan`]), then publishes the new counts. Callers hold `write_lock`.
+    /// [`SessionBatch::plan`]), then publishes the new counts. Not under `write_lock`: session
+    /// reports are the highest write rate, and the database orders them (per client), so
+    /// they run concurrently; only publishing a change of counts takes the lock.
     async fn store_sessions(&self, batch: SessionBatch) -> Result<(), ApiError> {
         if batch.tracked.is_empty() && batch.untracked.is_empty() && batch.failover.is_none() {
             return Ok(());
         }
         let limit = self.config.failover_history_limit;
         let counts = self.store.record_sessions(batch, limit).await?;
+        if !counts.is_empty() {
+            self.refresh_counts(counts).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the counters of the providers in `changed` as they are in the database now.
+    /// They are read again under `write_lock` rather than taken from the write that changed
+    /// them: writes commit concurrently (and on other instances), so a write's own values may
+    /// already be older than the cache; the database's current values never are.
+    async fn refresh_counts(&self, changed: Vec<Counts>) -> Result<(), ApiError> {
+        let names = changed.into_iter().map(|(name, ..)| name).collect();
+        let _guard = self.write_lock.lock().await;
+        let counts = self.store.counts(names).await?;
         self.apply_counts(counts);
         Ok(())
     }
@@ -576,10 +590,9 @@ impl Registry {
         }
     }
 
-    /// Another instance changed these counters.
-    pub(crate) async fn counts_changed(&self, counts: Counts) {
-        let _guard = self.write_lock.lock().await;
-        self.apply_counts(vec![counts]);
+    /// Another instance changed the counters of `name`.
+    pub(crate) async fn counts_changed(&self, name: &str) -> Result<(), ApiError> {
+        self.refresh_counts(vec![(name.to_owned(), 0, 0)]).await
     }
 
     /// Another instance created, edited, checked or deleted `name`: reads it again.

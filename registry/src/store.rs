@@ -294,6 +294,11 @@ impl Store {
         })
     }
 
+    /// The current stream counters of the providers named (those that exist).
+    pub async fn counts(&self, names: Vec<String>) -> Result<Vec<Counts>, StoreError> {
+        dispatch!(self, |c| counts(c, &names), |pg| pg.counts(&names))
+    }
+
     /// Removes the sessions not confirmed since `cutoff_ms`; returns how many and the new
     /// counters of their providers.
     pub async fn expire_sessions(
@@ -735,6 +740,24 @@ fn add_deltas(
         }
     }
     Ok(counts)
+}
+
+/// The current stream counters of the providers named (those that exist).
+pub fn counts(conn: &Connection, names: &[String]) -> Result<Vec<Counts>, StoreError> {
+    let mut stmt =
+        conn.prepare("SELECT active_streams, total_streams FROM providers WHERE name = ?1")?;
+    let mut out = Vec::new();
+    for name in names {
+        let row = stmt
+            .query_row(params![name], |r| {
+                Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?))
+            })
+            .optional()?;
+        if let Some((active, total)) = row {
+            out.push((name.clone(), active, total));
+        }
+    }
+    Ok(out)
 }
 
 /// Removes the sessions not confirmed since `cutoff_ms` and counts them off their providers.

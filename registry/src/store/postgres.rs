@@ -114,8 +114,8 @@ CREATE INDEX placements_by_end ON placements(ended_at_ms);
 pub enum Change {
     /// A provider was created, edited, checked or deleted: read it again.
     Provider(String),
-    /// A provider's stream counters are now these (no read needed).
-    Counts(Counts),
+    /// A provider's stream counters changed: read them again.
+    Counts(String),
     /// A stream's placement changed (or was dropped): read it again.
     Placement(String),
     /// Notifications may have been missed (the listening connection was (re)opened): read
@@ -128,9 +128,7 @@ impl Change {
     fn payload(&self, instance: &str) -> String {
         match self {
             Change::Provider(name) => format!("{instance} p {name}"),
-            Change::Counts((name, active, total)) => {
-                format!("{instance} c {active} {total} {name}")
-            }
+            Change::Counts(name) => format!("{instance} c {name}"),
             Change::Placement(id) => format!("{instance} s {id}"),
             Change::Resync => format!("{instance} r"),
         }
@@ -147,12 +145,7 @@ impl Change {
             "p" => Some(Change::Provider(arg.to_owned())),
             "s" => Some(Change::Placement(arg.to_owned())),
             "r" => Some(Change::Resync),
-            "c" => {
-                let mut parts = arg.splitn(3, ' ');
-                let active = parts.next()?.parse().ok()?;
-                let total = parts.next()?.parse().ok()?;
-                Some(Change::Counts((parts.next()?.to_owned(), active, total)))
-            }
+            "c" => Some(Change::Counts(arg.to_owned())),
             _ => None,
         }
     }
@@ -578,7 +571,7 @@ impl Pg {
                 .await?
             {
                 let c = (name.clone(), to_u64(row.get(0)), to_u64(row.get(1)));
-                self.notify(tx, Change::Counts(c.clone())).await?;
+                self.notify(tx, Change::Counts(name.clone())).await?;
                 counts.push(c);
             }
         }
@@ -603,6 +596,22 @@ impl Pg {
         let counts = self.add_deltas(&tx, &deltas).await?;
         tx.commit().await?;
         Ok((providers.len(), counts))
+    }
+
+    /// The current counters of the providers named (those that exist).
+    pub async fn counts(&self, names: &[String]) -> Result<Vec<Counts>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name, active_streams, total_streams FROM providers
+                 WHERE name = ANY($1) ORDER BY name",
+                &[&names],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), to_u64(r.get(1)), to_u64(r.get(2))))
+            .collect())
     }
 
     /// Every tracked session.
@@ -1007,7 +1016,7 @@ mod tests {
     fn payloads_round_trip_and_own_ones_are_skipped() {
         for change in [
             Change::Provider("agora".into()),
-            Change::Counts(("zego cloud".into(), 3, 9)),
+            Change::Counts("zegocloud".into()),
             Change::Placement("match-1".into()),
             Change::Resync,
         ] {
@@ -1015,7 +1024,7 @@ mod tests {
             assert_eq!(Change::parse(&payload, "b2"), Some(change), "{payload}");
             assert_eq!(Change::parse(&payload, "a1"), None, "{payload}");
         }
-        assert_eq!(Change::parse("x c nope 1 a", "b"), None);
+        assert_eq!(Change::parse("x q a", "b"), None);
         assert_eq!(Change::parse("garbage", "b"), None);
     }
 

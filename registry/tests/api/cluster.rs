@@ -190,8 +190,16 @@ async fn a_stream_reported_to_both_instances_at_once_is_counted_once() {
         assert_eq!(x.unwrap().status(), StatusCode::OK);
         assert_eq!(y.unwrap().status(), StatusCode::OK);
     }
-    assert_eq!(stats(&a, "agora").await["activeStreams"], 20);
-    assert_eq!(stats(&a, "agora").await["totalStreams"], 20);
+    // Both instances' event streams (the current list first, then changes) come to 20,
+    // and their admin views agree.
+    for h in [&a, &b] {
+        let mut events = SseClient::connect(h).await;
+        events
+            .wait_for(|name, data| name == "providers" && active_in(data, "agora") == Some(20))
+            .await;
+        assert_eq!(stats(h, "agora").await["activeStreams"], 20);
+        assert_eq!(stats(h, "agora").await["totalStreams"], 20);
+    }
     a.shutdown().await;
     b.shutdown().await;
 }
