@@ -84,7 +84,11 @@ start_postgres() {
      >"$dir/log" 2>&1 &)
   PG_DATA="$dir/data"
   wait_port "$PG_PORT"
-  "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE bench" >/dev/null
+  for _ in $(seq 1 100); do # bounded: the port opens before the server accepts sessions
+    "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE bench" \
+      >/dev/null 2>&1 && break
+    sleep 0.1
+  done
   PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench"
 }
 
@@ -149,7 +153,6 @@ read_suite() { # read_suite LABEL BASE
   row "$label" "placement" "$(wrk_run "$base/api/streaming/streams/bench")"
 }
 
-echo "== reads ($DUR s per run, $CONNS connections, wrk -t1; $(nproc) cores shared by everything)"
 start_postgres
 start_registry sqlite "sqlite:$WORK/bench.db"; SQLITE_URL=$URL; SQLITE_PID=$PID
 start_registry pg1 "$PG_URL"; PG1_URL=$URL; PG1_PID=$PID
@@ -157,6 +160,7 @@ start_registry pg2 "$PG_URL"; PG2_URL=$URL
 claim_placement "$SQLITE_URL"; claim_placement "$PG1_URL"
 
 if [[ $SECTIONS == *reads* ]]; then
+echo "== reads ($DUR s per run, $CONNS connections, wrk -t1; $(nproc) cores shared by everything)"
 # The ceiling: nginx serving the same list as a static file (with its own ETag).
 mkdir -p "$WORK/static/api/streaming"
 curl -sf "$SQLITE_URL/api/streaming/providers" >"$WORK/static/api/streaming/providers"

@@ -38,7 +38,9 @@ const POOL_SIZE: usize = 8;
 const MIGRATION_LOCK: i64 = 0x5354_4755_4152_4401;
 
 /// Ordered migrations, the same versions as SQLite's (`super::MIGRATIONS`) in PostgreSQL's
-/// dialect: `BIGINT`/`BOOLEAN`/`DOUBLE PRECISION` and identity columns.
+/// dialect: `BIGINT`/`BOOLEAN`/`DOUBLE PRECISION` and identity columns. `sessions.seen_ms`
+/// has no index on purpose: every keep-alive rewrites it, and an unindexed column keeps those
+/// updates HOT (no index entry per keep-alive); the expiry sweep's scan is cheap beside that.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE providers (
@@ -90,7 +92,6 @@ CREATE TABLE sessions (
     seen_ms   BIGINT NOT NULL,
     PRIMARY KEY (client_id, stream_id)
 );
-CREATE INDEX sessions_by_seen ON sessions(seen_ms);
 "#,
     // SQLite's third migration is plain SQL that PostgreSQL accepts as it is.
     r#"
