@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audience;
 pub mod config;
 pub mod error;
 mod fanout;
@@ -41,6 +42,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use audience::AudienceConfig;
 pub use config::{Config, RateLimitConfig, Secret, Seed};
 pub use error::{ApiError, RegistryError};
 pub use status::{HealthStatus, PublicStatus};
@@ -76,6 +78,7 @@ pub struct RunningRegistry {
     checker: Option<JoinHandle<()>>,
     sweeper: Option<JoinHandle<()>>,
     fanout: Option<JoinHandle<()>>,
+    audience: Option<JoinHandle<()>>,
     registry: Arc<Registry>,
 }
 
@@ -125,9 +128,13 @@ impl RunningRegistry {
             checker.abort();
             let _ = checker.await;
         }
-        for task in [self.sweeper.take(), self.fanout.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.sweeper.take(),
+            self.fanout.take(),
+            self.audience.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
             let _ = task.await;
@@ -251,6 +258,11 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
             stop.clone(),
         ))
     });
+    let audience = {
+        let registry = Arc::clone(&registry);
+        let stop = stop.clone();
+        tokio::spawn(async move { registry.audience.run(stop).await })
+    };
     let checker = (!config.health_interval.is_zero()).then(|| {
         let registry = Arc::clone(&registry);
         tokio::spawn(health::run_checker(
@@ -273,6 +285,7 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
         checker,
         sweeper,
         fanout,
+        audience: Some(audience),
         registry,
     })
 }

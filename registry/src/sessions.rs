@@ -51,6 +51,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The sessions this outcome removes (ended or expired).
+    pub fn ended(&self) -> Vec<Key> {
+        self.rows
+            .iter()
+            .filter_map(|row| match row {
+                RowChange::Remove(key) => Some(key.clone()),
+                RowChange::Upsert(..) => None,
+            })
+            .collect()
+    }
+
     /// Count `active` and `total` more streams on `provider`.
     pub fn add(&mut self, provider: &str, active: i64, total: u64) {
         let d = self.deltas.entry(provider.to_string()).or_default();

@@ -10,12 +10,13 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{broadcast, Mutex};
 use tokio::task::JoinSet;
 
+use crate::audience::hub::{Hub, Seen};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::health::Prober;
 use crate::model::{PlacementRecord, ProviderRecord};
 use crate::placement::Placements;
-use crate::sessions::{Delta, Reported, SessionBatch};
+use crate::sessions::{Delta, Key, Reported, SessionBatch};
 use crate::store::{Counts, Store};
 use crate::wire::{
     AdminProvider, AliveReport, CheckHistory, CheckReport, CheckSample, FailoverEntry, NewProvider,
@@ -35,6 +36,15 @@ pub(crate) enum Event {
     /// A stream's placement changed; payload `{"streamId","provider","epoch","standby","live"}`.
     /// Sent only to subscribers of that stream.
     Placement {
+        /// The stream, for filtering.
+        stream_id: Arc<str>,
+        /// The event's data.
+        data: Arc<str>,
+    },
+    /// A stream's audience on a provider changed; payload
+    /// `{"streamId","provider","viewers","stalled","degraded","stalledShare","outage","at"}`.
+    /// Sent only to subscribers of that stream.
+    Audience {
         /// The stream, for filtering.
         stream_id: Arc<str>,
         /// The event's data.
@@ -87,6 +97,8 @@ pub(crate) struct Registry {
     prober: Prober,
     /// The placement directory (its own lock: it shares no rows with the above).
     pub(crate) placements: Placements,
+    /// Viewers' reports and the outages they confirm (its own lock).
+    pub(crate) audience: Hub,
 }
 
 impl std::fmt::Debug for Registry {
@@ -151,6 +163,12 @@ impl Registry {
             config.placement_retention,
             placements,
         );
+        let audience = Hub::new(
+            config.audience,
+            events.clone(),
+            store.clone(),
+            config.failover_history_limit,
+        );
         Self {
             config,
             store,
@@ -164,6 +182,7 @@ impl Registry {
             events,
             prober,
             placements,
+            audience,
         }
     }
 
@@ -244,16 +263,17 @@ impl Registry {
     }
 
     /// Subscribes to changes and returns the current state as initial events: the provider
-    /// list, every provider's health and the placement of each of `streams` that has one.
-    /// Subscribing under the cache locks means no change falls between the two.
+    /// list, every provider's health, and the placement and audience of each of `streams` that
+    /// has one. Subscribing under the cache locks means no change falls between the two.
     pub(crate) fn subscribe(
         &self,
         streams: &HashSet<String>,
     ) -> (broadcast::Receiver<Event>, Vec<Event>) {
         let cache = read(&self.cache);
-        let (receiver, placements) = self
-            .placements
-            .subscribe(streams, || self.events.subscribe());
+        let (receiver, placements) = self.audience.subscribe(streams, || {
+            self.placements
+                .subscribe(streams, || self.events.subscribe())
+        });
         let mut initial = vec![Event::Providers(Arc::clone(&cache.list_data))];
         initial.extend(
             cache
@@ -276,6 +296,7 @@ impl Registry {
     pub(crate) fn resync(&self, streams: &HashSet<String>) -> Vec<Event> {
         let mut events = vec![Event::Providers(Arc::clone(&read(&self.cache).list_data))];
         events.extend(self.placements.snapshot(streams));
+        events.extend(self.audience.snapshot(streams));
         events
     }
 
@@ -497,13 +518,19 @@ impl Registry {
 
     /// A client's keep-alive: every stream it still runs. Refreshes them (so they do not
     /// expire), counts ones the registry missed and moves ones it has on another provider.
-    /// Streams on providers that no longer exist are skipped. Returns how many were tracked.
-    pub(crate) async fn sessions_alive(&self, report: AliveReport) -> Result<usize, ApiError> {
+    /// Streams on providers that no longer exist are skipped. Viewers' states go to the
+    /// audience, counted under `ip`. Returns how many were tracked.
+    pub(crate) async fn sessions_alive(
+        &self,
+        report: AliveReport,
+        ip: std::net::IpAddr,
+    ) -> Result<usize, ApiError> {
         report.validate()?;
         let mut batch = SessionBatch {
             now_ms: crate::now_ms(),
             ..SessionBatch::default()
         };
+        let mut seen = Vec::with_capacity(report.sessions.len());
         {
             let known = read(&self.cache);
             for s in &report.sessions {
@@ -514,10 +541,17 @@ impl Registry {
                 batch
                     .tracked
                     .push((key, Reported::Alive(s.provider.clone())));
+                seen.push(Seen {
+                    stream_id: &s.stream_id,
+                    provider: &s.provider,
+                    role: s.role,
+                    state: s.audience.unwrap_or_default(),
+                });
             }
         }
-        let tracked = batch.tracked.len();
+        let tracked = seen.len();
         self.store_sessions(batch).await?;
+        self.audience.keep_alive(&report.client_id, &seen, ip).await;
         // The same keep-alive holds the client's placement claims on these streams.
         let ids = report.sessions.iter().map(|s| s.stream_id.as_str());
         self.placements.refresh(&report.client_id, ids).await?;
@@ -528,16 +562,18 @@ impl Registry {
     /// many expired.
     pub(crate) async fn expire_sessions(&self) -> Result<usize, ApiError> {
         let ttl = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
-        let (expired, counts) = self
+        let (ended, counts) = self
             .store
             .expire_sessions(crate::now_ms().saturating_sub(ttl))
             .await?;
+        let expired = ended.len();
         if expired > 0 {
             tracing::info!(
                 expired,
                 "sessions expired: their clients stopped confirming them"
             );
             self.refresh_counts(counts).await?;
+            self.sessions_ended(&ended).await;
         }
         Ok(expired)
     }
@@ -551,11 +587,19 @@ impl Registry {
             return Ok(());
         }
         let limit = self.config.failover_history_limit;
-        let counts = self.store.record_sessions(batch, limit).await?;
+        let (counts, ended) = self.store.record_sessions(batch, limit).await?;
         if !counts.is_empty() {
             self.refresh_counts(counts).await?;
         }
+        self.sessions_ended(&ended).await;
         Ok(())
+    }
+
+    /// Tracked sessions that ended (an end report, or expiry) leave the audience.
+    async fn sessions_ended(&self, ended: &[Key]) {
+        if !ended.is_empty() {
+            self.audience.ended(ended).await;
+        }
     }
 
     /// Publishes the counters of the providers in `changed` as they are in the database now.

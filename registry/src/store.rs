@@ -283,12 +283,12 @@ impl Store {
     }
 
     /// Applies session reports in one transaction (see [`SessionBatch::plan`]); returns the
-    /// new counters of every provider whose counters changed.
+    /// new counters of every provider whose counters changed and the sessions that ended.
     pub async fn record_sessions(
         &self,
         batch: SessionBatch,
         failover_limit: usize,
-    ) -> Result<Vec<Counts>, StoreError> {
+    ) -> Result<(Vec<Counts>, Vec<Key>), StoreError> {
         dispatch!(self, |c| record_sessions(c, &batch, failover_limit), |pg| {
             pg.record_sessions(&batch, failover_limit)
         })
@@ -299,12 +299,12 @@ impl Store {
         dispatch!(self, |c| counts(c, &names), |pg| pg.counts(&names))
     }
 
-    /// Removes the sessions not confirmed since `cutoff_ms`; returns how many and the new
+    /// Removes the sessions not confirmed since `cutoff_ms`; returns them and the new
     /// counters of their providers.
     pub async fn expire_sessions(
         &self,
         cutoff_ms: i64,
-    ) -> Result<(usize, Vec<Counts>), StoreError> {
+    ) -> Result<(Vec<Key>, Vec<Counts>), StoreError> {
         dispatch!(self, |c| expire_sessions(c, cutoff_ms), |pg| pg
             .expire_sessions(cutoff_ms))
     }
@@ -663,7 +663,7 @@ pub fn record_sessions(
     conn: &mut Connection,
     batch: &SessionBatch,
     failover_limit: usize,
-) -> Result<Vec<Counts>, StoreError> {
+) -> Result<(Vec<Counts>, Vec<Key>), StoreError> {
     let tx = conn.transaction()?;
     let mut current = Vec::new();
     {
@@ -714,7 +714,7 @@ pub fn record_sessions(
         )?;
     }
     tx.commit()?;
-    Ok(counts)
+    Ok((counts, outcome.ended()))
 }
 
 /// Adds counter deltas (in name order; a provider deleted since has none), returning the new
@@ -764,17 +764,21 @@ pub fn counts(conn: &Connection, names: &[String]) -> Result<Vec<Counts>, StoreE
 pub fn expire_sessions(
     conn: &mut Connection,
     cutoff_ms: i64,
-) -> Result<(usize, Vec<Counts>), StoreError> {
+) -> Result<(Vec<Key>, Vec<Counts>), StoreError> {
     let tx = conn.transaction()?;
-    let providers: Vec<String> = {
-        let mut stmt = tx.prepare("DELETE FROM sessions WHERE seen_ms < ?1 RETURNING provider")?;
-        let rows = stmt.query_map(params![cutoff_ms], |r| r.get(0))?;
+    let rows: Vec<(Key, String)> = {
+        let mut stmt = tx.prepare(
+            "DELETE FROM sessions WHERE seen_ms < ?1 RETURNING client_id, stream_id, provider",
+        )?;
+        let rows = stmt.query_map(params![cutoff_ms], |r| {
+            Ok(((r.get(0)?, r.get(1)?), r.get(2)?))
+        })?;
         rows.collect::<Result<_, _>>()?
     };
-    let deltas = crate::sessions::expired_deltas(providers.iter().map(String::as_str));
+    let deltas = crate::sessions::expired_deltas(rows.iter().map(|(_, p)| p.as_str()));
     let counts = add_deltas(&tx, &deltas)?;
     tx.commit()?;
-    Ok((providers.len(), counts))
+    Ok((rows.into_iter().map(|(k, _)| k).collect(), counts))
 }
 
 /// Every tracked session.

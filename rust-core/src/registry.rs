@@ -48,6 +48,9 @@ pub enum PushEvent {
     /// A stream this client follows was placed, moved, or ended (`event: placement`; sent only
     /// to clients that asked for the stream with `?streams=`).
     Placement(Placement),
+    /// The registry's aggregate of a followed stream's viewers on one provider changed
+    /// (`event: audience`, filtered like `placement`).
+    Audience(crate::quality::AudienceView),
 }
 
 /// What a session report says happened (registry session telemetry).
@@ -93,6 +96,25 @@ pub struct LiveSession {
     pub provider: String,
     /// Its stream id.
     pub stream_id: String,
+    /// `"viewer"` for a viewer session; absent for a publisher (the registry's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// A viewer's player state (`ok`, `degraded`, `stalled`), which the registry aggregates
+    /// per stream and provider into its `audience` signal; absent for publishers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<crate::quality::AudienceState>,
+}
+
+impl LiveSession {
+    /// A publisher's entry.
+    pub fn publisher(provider: &str, stream_id: &str) -> Self {
+        Self {
+            provider: provider.to_string(),
+            stream_id: stream_id.to_string(),
+            role: None,
+            audience: None,
+        }
+    }
 }
 
 /// Most sessions per keep-alive request (the reference registry's limit).
@@ -549,6 +571,24 @@ fn push_event(ev: &SseEvent) -> Option<PushEvent> {
             let v: Value = serde_json::from_str(&ev.data).ok()?;
             placement_from(&v).ok().map(PushEvent::Placement)
         }
+        "audience" => {
+            let v: Value = serde_json::from_str(&ev.data).ok()?;
+            let name = |k: &str| {
+                v.get(k)?
+                    .as_str()
+                    .filter(|s| !s.is_empty() && s.len() <= 128)
+                    .map(str::to_string)
+            };
+            let count = |k: &str| v.get(k)?.as_u64().and_then(|n| u32::try_from(n).ok());
+            Some(PushEvent::Audience(crate::quality::AudienceView {
+                stream_id: name("streamId")?,
+                provider: name("provider")?,
+                viewers: count("viewers")?,
+                stalled: count("stalled")?,
+                degraded: count("degraded").unwrap_or(0),
+                outage: v.get("outage")?.as_bool()?,
+            }))
+        }
         _ => None,
     }
 }
@@ -842,6 +882,27 @@ mod tests {
             }))
         );
         assert_eq!(push_event(&ev("placement", r#"{"streamId":"s1"}"#)), None);
+        assert_eq!(
+            push_event(&ev(
+                "audience",
+                r#"{"streamId":"s1","provider":"agora","viewers":5,"stalled":3,"degraded":0,"stalledShare":0.6,"outage":true,"at":1}"#
+            )),
+            Some(PushEvent::Audience(crate::quality::AudienceView {
+                stream_id: "s1".into(),
+                provider: "agora".into(),
+                viewers: 5,
+                stalled: 3,
+                degraded: 0,
+                outage: true,
+            }))
+        );
+        assert_eq!(
+            push_event(&ev(
+                "audience",
+                r#"{"streamId":"s1","provider":"agora","viewers":-1,"stalled":0,"outage":false}"#
+            )),
+            None
+        );
         assert_eq!(push_event(&ev("health", "not json")), None);
         assert_eq!(push_event(&ev("other", "{}")), None);
     }

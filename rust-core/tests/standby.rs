@@ -251,25 +251,23 @@ async fn a_join_waits_for_its_stream_to_go_live_up_to_wait_for_live() {
     let b = Backend::with_placement(SEED_LIST);
     let mut c = b.config();
     c.wait_for_live = secs(10);
-    let m = b.manager(c);
+    let (m, w) = wrapped(&b, c);
+    w.push_on.store(true, std::sync::atomic::Ordering::SeqCst);
     let _t = Trio::register(&m, false);
     let join = tokio::spawn({
         let m = m.clone();
         async move { m.join_stream("S").await }
     });
-    tokio::time::sleep(secs(3)).await;
+    tokio::time::sleep(ms(3500)).await;
     assert!(!join.is_finished());
     assert_eq!(m.session("S").unwrap().state, SessionState::Connecting);
     let placed_at = tokio::time::Instant::now();
     b.ctl.set_placement("S", "zegocloud", 1);
-    // Pushed: the join reads the placement at once, not at its next poll.
-    b.ctl.push(
-        "placement",
-        r#"{"streamId":"S","provider":"zegocloud","epoch":1,"standby":[],"live":true}"#,
-    );
+    // Pushed: the join reads the placement at once, not at its next poll (at 4 s).
+    w.push(placed("S", "zegocloud", 1));
     let v = join.await.unwrap().unwrap();
     assert_eq!(v.provider.as_deref(), Some("zegocloud"));
-    assert!(tokio::time::Instant::now() - placed_at < ms(900));
+    assert!(tokio::time::Instant::now() - placed_at < ms(400));
 
     // Never live: the wait ends with a typed error after `wait_for_live`.
     let started = tokio::time::Instant::now();

@@ -426,6 +426,32 @@ macro_rules! plain_enums {
                 /// A viewer follows its publisher, which moved to another provider (the
                 /// placement directory's new epoch).
                 PlacementChanged,
+                /// The registry confirmed that the stream's viewers on the provider are
+                /// stalled (its minimum count and share reached).
+                AudienceStalled,
+            }
+        }
+        $crate::__plain_enum! { [$(#[$attr])*] from_core
+            /// Where a media quality score (0 to 100) lies.
+            QualityBand {
+                /// 80 or more.
+                Good,
+                /// 40 to 80.
+                Degraded,
+                /// Below 40.
+                Bad,
+            }
+        }
+        $crate::__plain_enum! { [$(#[$attr])*] both
+            /// A media quality level asked of an adapter (`set_quality`); what each means is
+            /// the SDK's choice.
+            QualityLevel {
+                /// The stream's normal quality.
+                High,
+                /// A lighter variant (a lower simulcast layer, half the bitrate).
+                Medium,
+                /// The lightest the SDK offers (the lowest layer, or audio only).
+                Low,
             }
         }
         $crate::__plain_enum! { [$(#[$attr])*] from_core
@@ -601,6 +627,9 @@ macro_rules! plain_records {
                 live_sessions: u32 => live_sessions,
                 /// Hot standby copies of publishers' streams on it now (each holds a slot).
                 standby_sessions: u32 => standby_sessions,
+                /// Its media quality score, 0 to 100 (moving average of `record_quality`
+                /// samples); absent (null) before the first sample.
+                quality_score: Option<f64> => quality_score,
                 /// Times it was ejected (cooled down).
                 times_ejected: u32 => times_ejected,
                 /// Milliseconds left in its cool-down.

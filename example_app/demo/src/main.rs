@@ -239,6 +239,27 @@ fn event_text(kind: &EventKind) -> String {
             },
             if *live { "" } else { ", ended" }
         ),
+        EventKind::QualityChanged {
+            provider,
+            score,
+            to,
+            ..
+        } => format!("{provider}: quality {score:.0} ({to:?})"),
+        EventKind::QualityLowered {
+            stream_id,
+            provider,
+            level,
+        } => format!("{stream_id}: quality lowered to {level:?} on {provider}"),
+        EventKind::AudienceChanged {
+            stream_id,
+            provider,
+            viewers,
+            stalled,
+            outage,
+        } => format!(
+            "{stream_id}: {stalled}/{viewers} viewers stalled on {provider}{}",
+            if *outage { " (outage)" } else { "" }
+        ),
         EventKind::StandbyPromoted {
             stream_id,
             from,

@@ -88,6 +88,19 @@ impl From<sg::StreamguardError> for StreamguardError {
     }
 }
 
+impl From<QualitySample> for sg::QualitySample {
+    fn from(s: QualitySample) -> Self {
+        Self {
+            interval: Duration::from_millis(s.interval_ms),
+            frames: s.frames,
+            stall: Duration::from_millis(s.stall_ms),
+            bitrate_kbps: s.bitrate_kbps,
+            rtt: s.rtt_ms.map(Duration::from_millis),
+            loss_percent: s.loss_percent,
+        }
+    }
+}
+
 impl StreamguardError {
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self {
@@ -129,6 +142,13 @@ impl StreamEvent {
             max_wait_ms: None,
             epoch: None,
             live: None,
+            score: None,
+            quality_from: None,
+            quality_to: None,
+            level: None,
+            viewers: None,
+            stalled: None,
+            outage: None,
             message: None,
         }
     }
@@ -264,6 +284,42 @@ impl From<sg::StreamEvent> for StreamEvent {
                 live: Some(live),
                 providers: standby,
                 ..StreamEvent::empty(at, EventType::PlacementChanged)
+            },
+            K::QualityChanged {
+                provider,
+                score,
+                from,
+                to,
+            } => StreamEvent {
+                provider: Some(provider),
+                score: Some(score),
+                quality_from: from.map(Into::into),
+                quality_to: Some(to.into()),
+                ..StreamEvent::empty(at, EventType::QualityChanged)
+            },
+            K::QualityLowered {
+                stream_id,
+                provider,
+                level,
+            } => StreamEvent {
+                stream_id: Some(stream_id),
+                provider: Some(provider),
+                level: Some(level.into()),
+                ..StreamEvent::empty(at, EventType::QualityLowered)
+            },
+            K::AudienceChanged {
+                stream_id,
+                provider,
+                viewers,
+                stalled,
+                outage,
+            } => StreamEvent {
+                stream_id: Some(stream_id),
+                provider: Some(provider),
+                viewers: Some(viewers),
+                stalled: Some(stalled),
+                outage: Some(outage),
+                ..StreamEvent::empty(at, EventType::AudienceChanged)
             },
             K::StandbyPromoted {
                 stream_id,

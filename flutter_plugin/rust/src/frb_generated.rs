@@ -40,7 +40,7 @@ flutter_rust_bridge::frb_generated_boilerplate!(
     default_rust_auto_opaque = RustAutoOpaqueMoi,
 );
 pub(crate) const FLUTTER_RUST_BRIDGE_CODEGEN_VERSION: &str = "2.13.0";
-pub(crate) const FLUTTER_RUST_BRIDGE_CODEGEN_CONTENT_HASH: i32 = -1008612258;
+pub(crate) const FLUTTER_RUST_BRIDGE_CODEGEN_CONTENT_HASH: i32 = -255008571;
 
 // Section: executor
 
@@ -463,6 +463,61 @@ fn wire__crate__api__manager__StreamingProviderManager_record_error_impl(
                         &*api_that_guard,
                         api_stream_id,
                         api_error,
+                    )?;
+                    std::result::Result::Ok(output_ok)
+                })())
+            }
+        },
+    )
+}
+fn wire__crate__api__manager__StreamingProviderManager_record_quality_impl(
+    port_: flutter_rust_bridge::for_generated::MessagePort,
+    ptr_: flutter_rust_bridge::for_generated::PlatformGeneralizedUint8ListPtr,
+    rust_vec_len_: i32,
+    data_len_: i32,
+) {
+    FLUTTER_RUST_BRIDGE_HANDLER.wrap_normal::<flutter_rust_bridge::for_generated::SseCodec, _, _>(
+        flutter_rust_bridge::for_generated::TaskInfo {
+            debug_name: "StreamingProviderManager_record_quality",
+            port: Some(port_),
+            mode: flutter_rust_bridge::for_generated::FfiCallMode::Normal,
+        },
+        move || {
+            let message = unsafe {
+                flutter_rust_bridge::for_generated::Dart2RustMessageSse::from_wire(
+                    ptr_,
+                    rust_vec_len_,
+                    data_len_,
+                )
+            };
+            let mut deserializer =
+                flutter_rust_bridge::for_generated::SseDeserializer::new(message);
+            let api_that = <RustOpaqueMoi<
+                flutter_rust_bridge::for_generated::RustAutoOpaqueInner<StreamingProviderManager>,
+            >>::sse_decode(&mut deserializer);
+            let api_stream_id = <String>::sse_decode(&mut deserializer);
+            let api_sample = <crate::api::types::QualitySample>::sse_decode(&mut deserializer);
+            deserializer.end();
+            move |context| {
+                transform_result_sse::<_, crate::api::types::StreamguardError>((move || {
+                    let mut api_that_guard = None;
+                    let decode_indices_ =
+                        flutter_rust_bridge::for_generated::lockable_compute_decode_order(vec![
+                            flutter_rust_bridge::for_generated::LockableOrderInfo::new(
+                                &api_that, 0, false,
+                            ),
+                        ]);
+                    for i in decode_indices_ {
+                        match i {
+                            0 => api_that_guard = Some(api_that.lockable_decode_sync_ref()),
+                            _ => unreachable!(),
+                        }
+                    }
+                    let api_that_guard = api_that_guard.unwrap();
+                    let output_ok = crate::api::manager::StreamingProviderManager::record_quality(
+                        &*api_that_guard,
+                        api_stream_id,
+                        api_sample,
                     )?;
                     std::result::Result::Ok(output_ok)
                 })())
@@ -1114,6 +1169,9 @@ impl SseDecode for crate::api::types::EventType {
             10 => crate::api::types::EventType::SessionStateChanged,
             11 => crate::api::types::EventType::PlacementChanged,
             12 => crate::api::types::EventType::StandbyPromoted,
+            13 => crate::api::types::EventType::QualityChanged,
+            14 => crate::api::types::EventType::QualityLowered,
+            15 => crate::api::types::EventType::AudienceChanged,
             _ => unreachable!("Invalid variant for EventType: {}", inner),
         };
     }
@@ -1140,6 +1198,7 @@ impl SseDecode for crate::api::types::FailoverReason {
             6 => crate::api::types::FailoverReason::Failback,
             7 => crate::api::types::FailoverReason::CapacityLost,
             8 => crate::api::types::FailoverReason::PlacementChanged,
+            9 => crate::api::types::FailoverReason::AudienceStalled,
             _ => unreachable!("Invalid variant for FailoverReason: {}", inner),
         };
     }
@@ -1442,6 +1501,28 @@ impl SseDecode for Option<crate::api::types::ProviderError> {
     }
 }
 
+impl SseDecode for Option<crate::api::types::QualityBand> {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
+        if (<bool>::sse_decode(deserializer)) {
+            return Some(<crate::api::types::QualityBand>::sse_decode(deserializer));
+        } else {
+            return None;
+        }
+    }
+}
+
+impl SseDecode for Option<crate::api::types::QualityLevel> {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
+        if (<bool>::sse_decode(deserializer)) {
+            return Some(<crate::api::types::QualityLevel>::sse_decode(deserializer));
+        } else {
+            return None;
+        }
+    }
+}
+
 impl SseDecode for Option<crate::api::types::SessionInfo> {
     // Codec=Sse (Serialization based), see doc to use other codecs
     fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
@@ -1543,6 +1624,7 @@ impl SseDecode for crate::api::types::ProviderStats {
         let mut var_uptimePercent = <Option<f64>>::sse_decode(deserializer);
         let mut var_liveSessions = <u32>::sse_decode(deserializer);
         let mut var_standbySessions = <u32>::sse_decode(deserializer);
+        let mut var_qualityScore = <Option<f64>>::sse_decode(deserializer);
         let mut var_timesEjected = <u32>::sse_decode(deserializer);
         let mut var_coolingForMs = <Option<u64>>::sse_decode(deserializer);
         return crate::api::types::ProviderStats {
@@ -1561,8 +1643,55 @@ impl SseDecode for crate::api::types::ProviderStats {
             uptime_percent: var_uptimePercent,
             live_sessions: var_liveSessions,
             standby_sessions: var_standbySessions,
+            quality_score: var_qualityScore,
             times_ejected: var_timesEjected,
             cooling_for_ms: var_coolingForMs,
+        };
+    }
+}
+
+impl SseDecode for crate::api::types::QualityBand {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
+        let mut inner = <i32>::sse_decode(deserializer);
+        return match inner {
+            0 => crate::api::types::QualityBand::Good,
+            1 => crate::api::types::QualityBand::Degraded,
+            2 => crate::api::types::QualityBand::Bad,
+            _ => unreachable!("Invalid variant for QualityBand: {}", inner),
+        };
+    }
+}
+
+impl SseDecode for crate::api::types::QualityLevel {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
+        let mut inner = <i32>::sse_decode(deserializer);
+        return match inner {
+            0 => crate::api::types::QualityLevel::High,
+            1 => crate::api::types::QualityLevel::Medium,
+            2 => crate::api::types::QualityLevel::Low,
+            _ => unreachable!("Invalid variant for QualityLevel: {}", inner),
+        };
+    }
+}
+
+impl SseDecode for crate::api::types::QualitySample {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
+        let mut var_intervalMs = <u64>::sse_decode(deserializer);
+        let mut var_frames = <u32>::sse_decode(deserializer);
+        let mut var_stallMs = <u64>::sse_decode(deserializer);
+        let mut var_bitrateKbps = <Option<u32>>::sse_decode(deserializer);
+        let mut var_rttMs = <Option<u64>>::sse_decode(deserializer);
+        let mut var_lossPercent = <Option<f64>>::sse_decode(deserializer);
+        return crate::api::types::QualitySample {
+            interval_ms: var_intervalMs,
+            frames: var_frames,
+            stall_ms: var_stallMs,
+            bitrate_kbps: var_bitrateKbps,
+            rtt_ms: var_rttMs,
+            loss_percent: var_lossPercent,
         };
     }
 }
@@ -1649,6 +1778,14 @@ impl SseDecode for crate::api::types::StreamEvent {
         let mut var_maxWaitMs = <Option<u64>>::sse_decode(deserializer);
         let mut var_epoch = <Option<u64>>::sse_decode(deserializer);
         let mut var_live = <Option<bool>>::sse_decode(deserializer);
+        let mut var_score = <Option<f64>>::sse_decode(deserializer);
+        let mut var_qualityFrom =
+            <Option<crate::api::types::QualityBand>>::sse_decode(deserializer);
+        let mut var_qualityTo = <Option<crate::api::types::QualityBand>>::sse_decode(deserializer);
+        let mut var_level = <Option<crate::api::types::QualityLevel>>::sse_decode(deserializer);
+        let mut var_viewers = <Option<u32>>::sse_decode(deserializer);
+        let mut var_stalled = <Option<u32>>::sse_decode(deserializer);
+        let mut var_outage = <Option<bool>>::sse_decode(deserializer);
         let mut var_message = <Option<String>>::sse_decode(deserializer);
         return crate::api::types::StreamEvent {
             at_ms: var_atMs,
@@ -1676,6 +1813,13 @@ impl SseDecode for crate::api::types::StreamEvent {
             max_wait_ms: var_maxWaitMs,
             epoch: var_epoch,
             live: var_live,
+            score: var_score,
+            quality_from: var_qualityFrom,
+            quality_to: var_qualityTo,
+            level: var_level,
+            viewers: var_viewers,
+            stalled: var_stalled,
+            outage: var_outage,
             message: var_message,
         };
     }
@@ -1816,49 +1960,55 @@ fn pde_ffi_dispatcher_primary_impl(
             rust_vec_len,
             data_len,
         ),
-        9 => wire__crate__api__manager__StreamingProviderManager_refresh_providers_impl(
+        9 => wire__crate__api__manager__StreamingProviderManager_record_quality_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        10 => wire__crate__api__manager__StreamingProviderManager_register_adapter_impl(
+        10 => wire__crate__api__manager__StreamingProviderManager_refresh_providers_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        11 => wire__crate__api__manager__StreamingProviderManager_session_impl(
+        11 => wire__crate__api__manager__StreamingProviderManager_register_adapter_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        12 => wire__crate__api__manager__StreamingProviderManager_sessions_impl(
+        12 => wire__crate__api__manager__StreamingProviderManager_session_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        13 => wire__crate__api__manager__StreamingProviderManager_shutdown_impl(
+        13 => wire__crate__api__manager__StreamingProviderManager_sessions_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        14 => wire__crate__api__manager__StreamingProviderManager_start_stream_impl(
+        14 => wire__crate__api__manager__StreamingProviderManager_shutdown_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        15 => wire__crate__api__manager__StreamingProviderManager_task_count_impl(
+        15 => wire__crate__api__manager__StreamingProviderManager_start_stream_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        17 => wire__crate__api__init_app_impl(port, ptr, rust_vec_len, data_len),
+        16 => wire__crate__api__manager__StreamingProviderManager_task_count_impl(
+            port,
+            ptr,
+            rust_vec_len,
+            data_len,
+        ),
+        18 => wire__crate__api__init_app_impl(port, ptr, rust_vec_len, data_len),
         _ => unreachable!(),
     }
 }
@@ -1871,7 +2021,7 @@ fn pde_ffi_dispatcher_sync_impl(
 ) -> flutter_rust_bridge::for_generated::WireSyncRust2DartSse {
     // Codec=Pde (Serialization + dispatch), see doc to use other codecs
     match func_id {
-        16 => wire__crate__api__manager__default_manager_config_impl(ptr, rust_vec_len, data_len),
+        17 => wire__crate__api__manager__default_manager_config_impl(ptr, rust_vec_len, data_len),
         _ => unreachable!(),
     }
 }
@@ -1932,6 +2082,9 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::EventType {
             Self::SessionStateChanged => 10.into_dart(),
             Self::PlacementChanged => 11.into_dart(),
             Self::StandbyPromoted => 12.into_dart(),
+            Self::QualityChanged => 13.into_dart(),
+            Self::QualityLowered => 14.into_dart(),
+            Self::AudienceChanged => 15.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -1957,6 +2110,7 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::FailoverReason {
             Self::Failback => 6.into_dart(),
             Self::CapacityLost => 7.into_dart(),
             Self::PlacementChanged => 8.into_dart(),
+            Self::AudienceStalled => 9.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -2179,6 +2333,7 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::ProviderStats {
             self.uptime_percent.into_into_dart().into_dart(),
             self.live_sessions.into_into_dart().into_dart(),
             self.standby_sessions.into_into_dart().into_dart(),
+            self.quality_score.into_into_dart().into_dart(),
             self.times_ejected.into_into_dart().into_dart(),
             self.cooling_for_ms.into_into_dart().into_dart(),
         ]
@@ -2193,6 +2348,75 @@ impl flutter_rust_bridge::IntoIntoDart<crate::api::types::ProviderStats>
     for crate::api::types::ProviderStats
 {
     fn into_into_dart(self) -> crate::api::types::ProviderStats {
+        self
+    }
+}
+// Codec=Dco (DartCObject based), see doc to use other codecs
+impl flutter_rust_bridge::IntoDart for crate::api::types::QualityBand {
+    fn into_dart(self) -> flutter_rust_bridge::for_generated::DartAbi {
+        match self {
+            Self::Good => 0.into_dart(),
+            Self::Degraded => 1.into_dart(),
+            Self::Bad => 2.into_dart(),
+            _ => unreachable!(),
+        }
+    }
+}
+impl flutter_rust_bridge::for_generated::IntoDartExceptPrimitive
+    for crate::api::types::QualityBand
+{
+}
+impl flutter_rust_bridge::IntoIntoDart<crate::api::types::QualityBand>
+    for crate::api::types::QualityBand
+{
+    fn into_into_dart(self) -> crate::api::types::QualityBand {
+        self
+    }
+}
+// Codec=Dco (DartCObject based), see doc to use other codecs
+impl flutter_rust_bridge::IntoDart for crate::api::types::QualityLevel {
+    fn into_dart(self) -> flutter_rust_bridge::for_generated::DartAbi {
+        match self {
+            Self::High => 0.into_dart(),
+            Self::Medium => 1.into_dart(),
+            Self::Low => 2.into_dart(),
+            _ => unreachable!(),
+        }
+    }
+}
+impl flutter_rust_bridge::for_generated::IntoDartExceptPrimitive
+    for crate::api::types::QualityLevel
+{
+}
+impl flutter_rust_bridge::IntoIntoDart<crate::api::types::QualityLevel>
+    for crate::api::types::QualityLevel
+{
+    fn into_into_dart(self) -> crate::api::types::QualityLevel {
+        self
+    }
+}
+// Codec=Dco (DartCObject based), see doc to use other codecs
+impl flutter_rust_bridge::IntoDart for crate::api::types::QualitySample {
+    fn into_dart(self) -> flutter_rust_bridge::for_generated::DartAbi {
+        [
+            self.interval_ms.into_into_dart().into_dart(),
+            self.frames.into_into_dart().into_dart(),
+            self.stall_ms.into_into_dart().into_dart(),
+            self.bitrate_kbps.into_into_dart().into_dart(),
+            self.rtt_ms.into_into_dart().into_dart(),
+            self.loss_percent.into_into_dart().into_dart(),
+        ]
+        .into_dart()
+    }
+}
+impl flutter_rust_bridge::for_generated::IntoDartExceptPrimitive
+    for crate::api::types::QualitySample
+{
+}
+impl flutter_rust_bridge::IntoIntoDart<crate::api::types::QualitySample>
+    for crate::api::types::QualitySample
+{
+    fn into_into_dart(self) -> crate::api::types::QualitySample {
         self
     }
 }
@@ -2293,6 +2517,13 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::StreamEvent {
             self.max_wait_ms.into_into_dart().into_dart(),
             self.epoch.into_into_dart().into_dart(),
             self.live.into_into_dart().into_dart(),
+            self.score.into_into_dart().into_dart(),
+            self.quality_from.into_into_dart().into_dart(),
+            self.quality_to.into_into_dart().into_dart(),
+            self.level.into_into_dart().into_dart(),
+            self.viewers.into_into_dart().into_dart(),
+            self.stalled.into_into_dart().into_dart(),
+            self.outage.into_into_dart().into_dart(),
             self.message.into_into_dart().into_dart(),
         ]
         .into_dart()
@@ -2459,6 +2690,9 @@ impl SseEncode for crate::api::types::EventType {
                 crate::api::types::EventType::SessionStateChanged => 10,
                 crate::api::types::EventType::PlacementChanged => 11,
                 crate::api::types::EventType::StandbyPromoted => 12,
+                crate::api::types::EventType::QualityChanged => 13,
+                crate::api::types::EventType::QualityLowered => 14,
+                crate::api::types::EventType::AudienceChanged => 15,
                 _ => {
                     unimplemented!("");
                 }
@@ -2489,6 +2723,7 @@ impl SseEncode for crate::api::types::FailoverReason {
                 crate::api::types::FailoverReason::Failback => 6,
                 crate::api::types::FailoverReason::CapacityLost => 7,
                 crate::api::types::FailoverReason::PlacementChanged => 8,
+                crate::api::types::FailoverReason::AudienceStalled => 9,
                 _ => {
                     unimplemented!("");
                 }
@@ -2753,6 +2988,26 @@ impl SseEncode for Option<crate::api::types::ProviderError> {
     }
 }
 
+impl SseEncode for Option<crate::api::types::QualityBand> {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
+        <bool>::sse_encode(self.is_some(), serializer);
+        if let Some(value) = self {
+            <crate::api::types::QualityBand>::sse_encode(value, serializer);
+        }
+    }
+}
+
+impl SseEncode for Option<crate::api::types::QualityLevel> {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
+        <bool>::sse_encode(self.is_some(), serializer);
+        if let Some(value) = self {
+            <crate::api::types::QualityLevel>::sse_encode(value, serializer);
+        }
+    }
+}
+
 impl SseEncode for Option<crate::api::types::SessionInfo> {
     // Codec=Sse (Serialization based), see doc to use other codecs
     fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
@@ -2843,8 +3098,55 @@ impl SseEncode for crate::api::types::ProviderStats {
         <Option<f64>>::sse_encode(self.uptime_percent, serializer);
         <u32>::sse_encode(self.live_sessions, serializer);
         <u32>::sse_encode(self.standby_sessions, serializer);
+        <Option<f64>>::sse_encode(self.quality_score, serializer);
         <u32>::sse_encode(self.times_ejected, serializer);
         <Option<u64>>::sse_encode(self.cooling_for_ms, serializer);
+    }
+}
+
+impl SseEncode for crate::api::types::QualityBand {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
+        <i32>::sse_encode(
+            match self {
+                crate::api::types::QualityBand::Good => 0,
+                crate::api::types::QualityBand::Degraded => 1,
+                crate::api::types::QualityBand::Bad => 2,
+                _ => {
+                    unimplemented!("");
+                }
+            },
+            serializer,
+        );
+    }
+}
+
+impl SseEncode for crate::api::types::QualityLevel {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
+        <i32>::sse_encode(
+            match self {
+                crate::api::types::QualityLevel::High => 0,
+                crate::api::types::QualityLevel::Medium => 1,
+                crate::api::types::QualityLevel::Low => 2,
+                _ => {
+                    unimplemented!("");
+                }
+            },
+            serializer,
+        );
+    }
+}
+
+impl SseEncode for crate::api::types::QualitySample {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
+        <u64>::sse_encode(self.interval_ms, serializer);
+        <u32>::sse_encode(self.frames, serializer);
+        <u64>::sse_encode(self.stall_ms, serializer);
+        <Option<u32>>::sse_encode(self.bitrate_kbps, serializer);
+        <Option<u64>>::sse_encode(self.rtt_ms, serializer);
+        <Option<f64>>::sse_encode(self.loss_percent, serializer);
     }
 }
 
@@ -2926,6 +3228,13 @@ impl SseEncode for crate::api::types::StreamEvent {
         <Option<u64>>::sse_encode(self.max_wait_ms, serializer);
         <Option<u64>>::sse_encode(self.epoch, serializer);
         <Option<bool>>::sse_encode(self.live, serializer);
+        <Option<f64>>::sse_encode(self.score, serializer);
+        <Option<crate::api::types::QualityBand>>::sse_encode(self.quality_from, serializer);
+        <Option<crate::api::types::QualityBand>>::sse_encode(self.quality_to, serializer);
+        <Option<crate::api::types::QualityLevel>>::sse_encode(self.level, serializer);
+        <Option<u32>>::sse_encode(self.viewers, serializer);
+        <Option<u32>>::sse_encode(self.stalled, serializer);
+        <Option<bool>>::sse_encode(self.outage, serializer);
         <Option<String>>::sse_encode(self.message, serializer);
     }
 }

@@ -12,18 +12,24 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::wire::{PlacementClaim, ReleaseQuery};
 
-/// `GET /api/streaming/streams/{streamId}`: where the stream is published (public, read-only).
+/// `GET /api/streaming/streams/{streamId}`: where the stream is published, with its audience
+/// per provider while it has viewers (public, read-only).
 pub(crate) async fn get(
     State(state): State<AppState>,
     StreamId(stream_id): StreamId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let body = state
+    let (data, body) = state
         .registry
         .placements
-        .public_body(&stream_id)
+        .public_data(&stream_id)
         .ok_or_else(|| ApiError::unknown_stream(&stream_id))?;
-    Ok(cached(&headers, &body))
+    Ok(
+        match state.registry.audience.public_body(&stream_id, &data) {
+            Some(with_audience) => cached(&headers, &with_audience),
+            None => cached(&headers, &body),
+        },
+    )
 }
 
 /// `PUT /api/streaming/streams/{streamId}/placement`: a publisher's claim.
@@ -51,4 +57,12 @@ pub(crate) async fn release(
 /// `GET /api/admin/streams`: live placements with their owners (admin).
 pub(crate) async fn admin_list(_: AdminAuth, State(state): State<AppState>) -> impl IntoResponse {
     ok(state.registry.placements.admin_list())
+}
+
+/// `GET /api/admin/audience`: every stream's audience per provider, while it has viewers (admin).
+pub(crate) async fn admin_audience(
+    _: AdminAuth,
+    State(state): State<AppState>,
+) -> impl IntoResponse {
+    ok(state.registry.audience.admin_list())
 }

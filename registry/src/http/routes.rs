@@ -18,7 +18,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
-use super::extract::{AdminAuth, ApiJson, ProviderName, SuperAdminAuth, TelemetryAuth};
+use super::extract::{AdminAuth, ApiJson, ProviderName, SourceIp, SuperAdminAuth, TelemetryAuth};
 use super::AppState;
 use crate::error::ApiError;
 use crate::state::{CachedBody, Event};
@@ -115,6 +115,9 @@ fn sse_event(event: Event, streams: &HashSet<String>) -> Option<SseEvent> {
         Event::Placement { stream_id, data } => streams
             .contains(&*stream_id)
             .then(|| SseEvent::default().event("placement").data(&*data)),
+        Event::Audience { stream_id, data } => streams
+            .contains(&*stream_id)
+            .then(|| SseEvent::default().event("audience").data(&*data)),
         Event::Shutdown => None,
     }
 }
@@ -122,12 +125,12 @@ fn sse_event(event: Event, streams: &HashSet<String>) -> Option<SseEvent> {
 /// Query of the event stream. Other parameters are ignored, as they always were.
 #[derive(Debug, Deserialize)]
 pub(crate) struct EventsQuery {
-    /// Comma-separated stream ids whose `placement` events this subscriber gets.
+    /// Comma-separated stream ids whose `placement` and `audience` events this subscriber gets.
     streams: Option<String>,
 }
 
 /// `GET /api/streaming/providers/events[?streams=a,b]`: current state, then every change;
-/// `placement` events only for the streams named.
+/// `placement` and `audience` events only for the streams named.
 pub(crate) async fn events(
     State(state): State<AppState>,
     query: Result<Query<EventsQuery>, QueryRejection>,
@@ -302,14 +305,16 @@ pub(crate) async fn session_event(
 }
 
 /// `POST /api/streaming/sessions/alive`: a client's keep-alive listing its live streams.
+/// Viewers' audience reports are counted under the sender's address (`SourceIp`).
 pub(crate) async fn sessions_alive(
     _: TelemetryAuth,
+    SourceIp(ip): SourceIp,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<AliveReport>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(ok(field(
         "tracked",
-        state.registry.sessions_alive(body).await?,
+        state.registry.sessions_alive(body, ip).await?,
     )))
 }
 

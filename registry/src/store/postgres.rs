@@ -468,7 +468,7 @@ impl Pg {
         &self,
         batch: &SessionBatch,
         failover_limit: usize,
-    ) -> Result<Vec<Counts>, StoreError> {
+    ) -> Result<(Vec<Counts>, Vec<Key>), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         if batch.only_keep_alives() {
@@ -549,7 +549,7 @@ impl Pg {
             .await?;
         }
         tx.commit().await?;
-        Ok(counts)
+        Ok((counts, outcome.ended()))
     }
 
     /// Adds counter deltas in name order and tells the other instances the new values.
@@ -583,20 +583,20 @@ impl Pg {
     pub async fn expire_sessions(
         &self,
         cutoff_ms: i64,
-    ) -> Result<(usize, Vec<Counts>), StoreError> {
+    ) -> Result<(Vec<Key>, Vec<Counts>), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let rows = tx
             .query(
-                "DELETE FROM sessions WHERE seen_ms < $1 RETURNING provider",
+                "DELETE FROM sessions WHERE seen_ms < $1 RETURNING client_id, stream_id, provider",
                 &[&cutoff_ms],
             )
             .await?;
-        let providers: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let providers: Vec<String> = rows.iter().map(|r| r.get(2)).collect();
         let deltas = crate::sessions::expired_deltas(providers.iter().map(String::as_str));
         let counts = self.add_deltas(&tx, &deltas).await?;
         tx.commit().await?;
-        Ok((providers.len(), counts))
+        Ok((rows.iter().map(|r| (r.get(0), r.get(1))).collect(), counts))
     }
 
     /// The current counters of the providers named (those that exist).

@@ -365,6 +365,9 @@ impl Shared {
         }
         let viewed: Vec<String> = self.viewed_streams();
         for id in viewed {
+            if self.state().session_role(&id) == Some(Role::Publisher) {
+                continue;
+            }
             match self.read_placement(&id).await {
                 Ok(Some(p)) => self.placement_seen(p),
                 Ok(None) => {}
@@ -374,16 +377,20 @@ impl Shared {
         }
     }
 
-    /// Streams with a live (or moving) viewer session, or a join waiting for them to go live.
+    /// Streams the push channel follows: those with a live (or moving) viewer session or a
+    /// join waiting for them to go live (their `placement` and `audience` events), and those a
+    /// live publisher has claimed (their `audience` events).
     pub(super) fn viewed_streams(&self) -> Vec<String> {
         let st = self.state();
         let mut v: Vec<String> = st
             .sessions
             .values()
             .filter(|s| {
-                s.info.role == Role::Viewer
-                    && (s.awaiting_live
-                        || matches!(s.info.state, SessionState::Live | SessionState::Migrating))
+                let running = matches!(s.info.state, SessionState::Live | SessionState::Migrating);
+                match s.info.role {
+                    Role::Viewer => s.awaiting_live || running,
+                    Role::Publisher => running && s.epoch > 0,
+                }
             })
             .map(|s| s.info.stream_id.clone())
             .collect();

@@ -117,6 +117,7 @@ impl Shared {
             }
             PushEvent::HealthChanged { .. } => {}
             PushEvent::Placement(p) => self.placement_seen(p),
+            PushEvent::Audience(v) => self.audience_seen(v),
         }
     }
 }

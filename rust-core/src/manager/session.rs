@@ -131,6 +131,7 @@ impl Shared {
             standby_starting: None,
             standby_filling: false,
             awaiting_live: false,
+            quality: None,
         };
         let lock = session.op_lock.clone();
         st.sessions.insert(stream_id.to_string(), session);
@@ -340,20 +341,10 @@ impl Shared {
         };
         warn!(stream_id, provider, %error, "error reported by the host");
         Self::set_last_error(&mut st, stream_id, gen, error.to_string());
-        if error.class() != ErrorClass::RequestFatal
-            && self.viewer_standby_elsewhere(&st, stream_id, gen, &provider)
-        {
-            info!(
-                stream_id,
-                provider, "viewer moves to a standby of its stream at once"
-            );
-            let job = MigrationJob {
-                stream_id: stream_id.to_string(),
-                gen,
-                from: provider.clone(),
-                reason: FailoverReason::ErrorReported,
-            };
-            self.start_migrations(&mut st, vec![job]);
+        let viewer = st.session_role(stream_id) == Some(Role::Viewer);
+        if error.class() != ErrorClass::RequestFatal && viewer {
+            // A viewer's SDK error is its player failing: its own problem, or its provider's.
+            self.own_stall(&mut st, stream_id, gen, &provider, now);
         }
         let rec = st.record(&provider);
         rec.reported_errors += 1;
@@ -465,6 +456,7 @@ impl Shared {
                         .then(|| 100.0 * (r.checks - r.failed_checks) as f64 / r.checks as f64),
                     live_sessions: live,
                     standby_sessions: standby,
+                    quality_score: r.quality.value(),
                     times_ejected: r.health.times_ejected(),
                     cooling_for: r.health.cooling_left(now),
                 }

@@ -54,6 +54,9 @@ pub(super) struct ProviderRecord {
     /// Starts on the provider while it is half-open (its trial) in flight: one, except in
     /// panic mode (nothing else left to try).
     pub(super) trials_in_flight: u32,
+    /// Its media quality score from `record_quality` samples, and when the last came.
+    pub(super) quality: Score,
+    pub(super) quality_at: Option<Instant>,
 }
 
 pub(super) struct Session {
@@ -85,6 +88,26 @@ pub(super) struct Session {
     /// Viewer: `join_stream` waits for the stream to go live (`wait_for_live`); the push
     /// channel follows the stream meanwhile.
     pub(super) awaiting_live: bool,
+    /// Media quality of this session, from its first `record_quality` sample on (boxed: most
+    /// sessions of an app without samples never have one).
+    pub(super) quality: Option<Box<SessionQuality>>,
+}
+
+/// What the engine knows about one session's media quality.
+#[derive(Default)]
+pub(super) struct SessionQuality {
+    /// Viewer: its player's state, reported to the registry.
+    pub(super) audience: AudienceState,
+    /// Viewer: the registry's latest view of this stream's audience on its provider.
+    pub(super) view: Option<AudienceView>,
+    /// The level last asked of the adapter (`set_quality`); `None`: never lowered (High).
+    pub(super) level: Option<QualityLevel>,
+    pub(super) lowered_at: Option<Instant>,
+    /// The adapter said `set_quality` is not supported: never asked again.
+    pub(super) no_set_quality: bool,
+    /// Publisher: the score of its own samples on each provider it used, oldest first (the
+    /// last three), to tell its uplink from its providers.
+    pub(super) uplink: Vec<(String, Score)>,
 }
 
 /// A hot standby copy of a publisher's stream on another provider.
@@ -165,6 +188,14 @@ impl State {
         only_parallel: bool,
     ) -> Vec<String> {
         rank(&self.providers, |name| Standing {
+            score: self.records.get(name).and_then(|r| {
+                let age = r
+                    .quality_at
+                    .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+                r.quality
+                    .usable(age)
+                    .map(|s| s.round().clamp(0.0, 100.0) as u8)
+            }),
             has_adapter: self
                 .adapters
                 .get(name)
@@ -175,6 +206,10 @@ impl State {
                 r.health.is_half_open(now) && (r.check_in_flight || r.trials_in_flight > 0)
             }),
         })
+    }
+
+    pub(super) fn session_role(&self, stream_id: &str) -> Option<Role> {
+        self.sessions.get(stream_id).map(|s| s.info.role)
     }
 
     /// Is a standby of `stream_id` being started on `provider`?

@@ -30,8 +30,8 @@ mod viewer;
 
 use process::Proc;
 pub use process::{ProcessKind, StopOutcome, StopReport};
-pub use viewer::{QualitySample, ViewerStats, FROZEN_AFTER};
 use viewer::{SharedTimeline, Timeline};
+pub use viewer::{ViewerStats, FROZEN_AFTER};
 
 /// What an [`RtmpAdapter`] publishes.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +104,10 @@ impl Default for RtmpSettings {
     }
 }
 
-pub use crate::provider::ErrorSink;
+pub use crate::provider::{ErrorSink, QualitySink};
+
+/// How often an RTMP viewer sends a quality sample of its own frames to the quality sink.
+pub const QUALITY_PERIOD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Urls {
@@ -146,6 +149,7 @@ pub struct RtmpAdapter {
     /// One probe at a time against this provider's output.
     probe_gate: tokio::sync::Mutex<()>,
     sink: Mutex<Option<ErrorSink>>,
+    quality: Mutex<Option<QualitySink>>,
     stops: Mutex<VecDeque<(String, StopReport)>>,
 }
 
@@ -160,6 +164,7 @@ impl RtmpAdapter {
             ended_viewers: Mutex::new(VecDeque::new()),
             probe_gate: tokio::sync::Mutex::new(()),
             sink: Mutex::new(None),
+            quality: Mutex::new(None),
             stops: Mutex::new(VecDeque::new()),
         })
     }
@@ -187,6 +192,13 @@ impl RtmpAdapter {
         *self.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
     }
 
+    /// Where every viewer sends a quality sample of its own frames each
+    /// [`QUALITY_PERIOD`] (usually the manager's `quality_sink()`, which calls
+    /// `record_quality`).
+    pub fn set_quality_sink(&self, sink: QualitySink) {
+        *self.quality.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+    }
+
     /// Streams this adapter is publishing now.
     pub fn publishing(&self) -> Vec<String> {
         let mut v: Vec<String> = self.lock_publishers().keys().cloned().collect();
@@ -203,7 +215,7 @@ impl RtmpAdapter {
 
     /// The frame timeline of the viewer of `stream_id`: the running one, else the last that
     /// ended (among the last 32 ended viewers of this adapter). Take two snapshots and
-    /// [`QualitySample::between`] them for the frames, bitrate and frozen time of an interval;
+    /// [`ViewerStats::sample_since`] for the frames, bitrate and stall of an interval;
     /// compare `last_frame_at` of the old provider's viewer with `first_frame_at` of the new
     /// one for the gap a viewer saw across a migration.
     pub fn viewer_stats(&self, stream_id: &str) -> Option<ViewerStats> {
@@ -356,10 +368,21 @@ impl RtmpAdapter {
             ticks,
             url: url.to_string(),
         };
-        Ok(Viewer {
-            process: self.supervised(proc, stream_id, Some(watch)),
-            timeline,
-        })
+        let process = self.supervised(proc, stream_id, Some(watch));
+        if let Some(sink) = self
+            .quality
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            tokio::spawn(sample_quality(
+                timeline.clone(),
+                stream_id.to_string(),
+                process.stop.clone(),
+                sink,
+            ));
+        }
+        Ok(Viewer { process, timeline })
     }
 
     /// Hand a verified process to its supervisor.
@@ -521,6 +544,28 @@ async fn supervise(
             }
             changed = next_tick(&mut watch), if stalled && ticking => ticking = changed,
         }
+    }
+}
+
+/// Send a quality sample of a viewer's own frames every [`QUALITY_PERIOD`] until it stops.
+async fn sample_quality(
+    timeline: SharedTimeline,
+    stream_id: String,
+    stop: CancellationToken,
+    sink: QualitySink,
+) {
+    let mut last = viewer::lock(&timeline).snapshot(std::time::Instant::now());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(QUALITY_PERIOD) => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = viewer::lock(&timeline).snapshot(std::time::Instant::now());
+        if now.ended_at.is_some() {
+            return;
+        }
+        sink(&stream_id, now.sample_since(&last));
+        last = now;
     }
 }
 

@@ -662,9 +662,9 @@ pub struct Wrap {
     /// Claims asked for, by provider.
     pub claims_asked: Mutex<Vec<String>>,
     pub claim_count: AtomicU64,
-    /// Placement events for the push channel, queued until the engine follows it.
-    push: tokio::sync::mpsc::UnboundedSender<Placement>,
-    pushed: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Placement>>,
+    /// Events for the push channel, queued until the engine follows it.
+    push: tokio::sync::mpsc::UnboundedSender<PushEvent>,
+    pushed: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<PushEvent>>,
     /// Serve the push channel (off: `PushUnsupported`).
     pub push_on: AtomicBool,
     /// Releases wait this long before they are sent.
@@ -688,7 +688,11 @@ impl Wrap {
     }
     /// Send a placement event on the push channel (delivered once the engine follows it).
     pub fn push(&self, p: Placement) {
-        let _ = self.push.send(p);
+        let _ = self.push.send(PushEvent::Placement(p));
+    }
+    /// Send any event on the push channel (delivered once the engine follows it).
+    pub fn push_event(&self, ev: PushEvent) {
+        let _ = self.push.send(ev);
     }
 }
 
@@ -709,8 +713,8 @@ impl ProviderRegistry for Wrap {
             return Err(BackendError::PushUnsupported);
         }
         let mut rx = self.pushed.lock().await;
-        while let Some(p) = rx.recv().await {
-            on_event(PushEvent::Placement(p));
+        while let Some(ev) = rx.recv().await {
+            on_event(ev);
         }
         Ok(())
     }
@@ -818,6 +822,10 @@ pub struct Calls {
     pub connect_ok: u64,
     pub leaves: u64,
     pub probes: u64,
+    /// Levels asked with `set_quality`, in order (only when `quality_supported`).
+    pub quality: Vec<(String, streamguard::QualityLevel)>,
+    /// Answer `set_quality` (off: the trait's default, "not supported").
+    pub quality_supported: bool,
     /// Streams currently carried (successful start/join minus leaves).
     pub active: HashMap<String, i64>,
     /// The most streams carried at once.
@@ -1061,6 +1069,18 @@ impl ProviderAdapter for FakeAdapter {
     }
     fn supports_parallel_sessions(&self) -> bool {
         self.parallel
+    }
+    async fn set_quality(
+        &self,
+        stream_id: &str,
+        level: streamguard::QualityLevel,
+    ) -> Result<(), ProviderError> {
+        let mut c = self.calls.lock().unwrap();
+        if !c.quality_supported {
+            return Err(ProviderError::not_supported("set_quality"));
+        }
+        c.quality.push((stream_id.to_string(), level));
+        Ok(())
     }
 }
 

@@ -393,6 +393,7 @@ pub fn rtmp_engine_with(
     ];
     for (name, a) in ["primary", "backup"].iter().zip(adapters.iter()) {
         a.set_error_sink(manager.error_sink());
+        a.set_quality_sink(manager.quality_sink());
         manager.register_adapter(name, a.clone()).unwrap();
     }
     (manager, adapters)
