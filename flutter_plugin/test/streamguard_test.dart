@@ -59,6 +59,7 @@ class FakeNative implements native.StreamingProviderManager {
       state: SessionState.live,
       attempts: 1,
       migrations: 0,
+      standby: const [],
     );
   }
 

@@ -108,24 +108,27 @@ async fn a_viewer_reports_its_stall_at_once_and_repeats_it_while_stalled() {
     let m = b.manager(b.config());
     let _t = Trio::register(&m, false);
     m.join_stream("S").await.unwrap();
+    // The first sample is reported at once, so the registry counts viewers that watch fine.
     m.record_quality("S", sample(15, 0)).unwrap();
+    tokio::time::sleep(ms(100)).await;
+    assert_eq!(reported(&b, "S"), ["ok"]);
     m.record_quality("S", sample(0, 1000)).unwrap();
     tokio::time::sleep(ms(100)).await;
     assert_eq!(
         reported(&b, "S"),
-        ["stalled"],
+        ["ok", "stalled"],
         "sent at once, not at the next keep-alive"
     );
     let alive = b.ctl.alive.lock().unwrap().last().cloned().unwrap();
     assert_eq!(alive["sessions"][0]["role"], "viewer");
     // Repeated every second while stalled.
     tokio::time::sleep(ms(2050)).await;
-    assert_eq!(reported(&b, "S"), ["stalled", "stalled", "stalled"]);
+    assert_eq!(reported(&b, "S"), ["ok", "stalled", "stalled", "stalled"]);
     // Recovered: said once, then quiet until the next keep-alive round.
     m.record_quality("S", sample(15, 0)).unwrap();
     tokio::time::sleep(secs(3)).await;
     assert_eq!(reported(&b, "S").last().map(String::as_str), Some("ok"));
-    assert_eq!(reported(&b, "S").len(), 4);
+    assert_eq!(reported(&b, "S").len(), 5);
     m.shutdown().await.unwrap();
 }
 

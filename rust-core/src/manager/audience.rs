@@ -54,7 +54,7 @@ impl Shared {
         match role {
             Role::Viewer => {
                 let state = AudienceState::of(&sample);
-                if std::mem::replace(&mut q.audience, state) != state {
+                if q.audience.replace(state) != Some(state) {
                     debug!(stream_id, ?state, "viewer state");
                     self.audience_wake.notify_one();
                 }
@@ -228,7 +228,7 @@ impl Shared {
         let stream_id = view.stream_id.clone();
         match role {
             Role::Viewer => {
-                let stalled = q.audience == AudienceState::Stalled;
+                let stalled = q.audience == Some(AudienceState::Stalled);
                 q.view = Some(view);
                 if outage && stalled {
                     self.own_stall(&mut st, &stream_id, gen, &provider, now);
@@ -273,7 +273,7 @@ impl Shared {
                 s.info.state == SessionState::Live
                     && s.quality
                         .as_ref()
-                        .is_some_and(|q| q.audience == AudienceState::Stalled)
+                        .is_some_and(|q| q.audience == Some(AudienceState::Stalled))
             });
             let repeat = async {
                 if stalled {

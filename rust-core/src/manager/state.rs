@@ -96,8 +96,9 @@ pub(super) struct Session {
 /// What the engine knows about one session's media quality.
 #[derive(Default)]
 pub(super) struct SessionQuality {
-    /// Viewer: its player's state, reported to the registry.
-    pub(super) audience: AudienceState,
+    /// Viewer: its player's state, reported to the registry (`None` before its first sample:
+    /// the first one is reported at once, so the registry counts the viewers that watch fine).
+    pub(super) audience: Option<AudienceState>,
     /// Viewer: the registry's latest view of this stream's audience on its provider.
     pub(super) view: Option<AudienceView>,
     /// The level last asked of the adapter (`set_quality`); `None`: never lowered (High).

@@ -77,8 +77,12 @@ impl Shared {
                         provider: s.info.provider.clone()?,
                         stream_id: s.info.stream_id.clone(),
                         role: viewer.then_some("viewer"),
-                        audience: viewer
-                            .then(|| s.quality.as_ref().map_or(AudienceState::Ok, |q| q.audience)),
+                        audience: viewer.then(|| {
+                            s.quality
+                                .as_ref()
+                                .and_then(|q| q.audience)
+                                .unwrap_or(AudienceState::Ok)
+                        }),
                     })
                 })
                 .collect()

@@ -131,6 +131,7 @@ impl Supervised {
 struct Viewer {
     process: Supervised,
     timeline: SharedTimeline,
+    pid: Option<u32>,
 }
 
 /// How many stop reports an adapter keeps (newest first) for [`RtmpAdapter::last_stop`].
@@ -192,9 +193,9 @@ impl RtmpAdapter {
         *self.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
     }
 
-    /// Where every viewer sends a quality sample of its own frames each
-    /// [`QUALITY_PERIOD`] (usually the manager's `quality_sink()`, which calls
-    /// `record_quality`).
+    /// Where every viewer (frames received) and publisher (frames sent) sends a quality
+    /// sample of its own media each [`QUALITY_PERIOD`] (usually the manager's
+    /// `quality_sink()`, which calls `record_quality`).
     pub fn set_quality_sink(&self, sink: QualitySink) {
         *self.quality.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
     }
@@ -229,6 +230,12 @@ impl RtmpAdapter {
             .iter()
             .find(|(id, _)| id == stream_id)
             .map(|(_, t)| viewer::lock(t).snapshot(now))
+    }
+
+    /// The process id of the running viewer of `stream_id` (tests pause it to play a viewer
+    /// whose own link is broken).
+    pub fn viewer_pid(&self, stream_id: &str) -> Option<u32> {
+        self.lock_viewers().get(stream_id).and_then(|v| v.pid)
     }
 
     fn lock_publishers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Supervised>> {
@@ -298,8 +305,14 @@ impl RtmpAdapter {
             ])
             .args(["-pix_fmt", "yuv420p", "-g"])
             .arg(self.keyframe_interval().to_string())
+            // Its progress (frames sent) becomes the publisher's quality samples.
+            .args(["-progress", "pipe:1", "-stats_period"])
+            .arg(format!(
+                "{:.3}",
+                self.settings.progress_period.as_secs_f64().max(0.001)
+            ))
             .args(["-f", "flv", url])
-            .stdout(Stdio::null());
+            .stdout(Stdio::piped());
         Proc::spawn(cmd, ProcessKind::Publisher, stream_id)
     }
 
@@ -368,6 +381,7 @@ impl RtmpAdapter {
             ticks,
             url: url.to_string(),
         };
+        let pid = proc.pid();
         let process = self.supervised(proc, stream_id, Some(watch));
         if let Some(sink) = self
             .quality
@@ -382,7 +396,11 @@ impl RtmpAdapter {
                 sink,
             ));
         }
-        Ok(Viewer { process, timeline })
+        Ok(Viewer {
+            process,
+            timeline,
+            pid,
+        })
     }
 
     /// Hand a verified process to its supervisor.
@@ -547,7 +565,8 @@ async fn supervise(
     }
 }
 
-/// Send a quality sample of a viewer's own frames every [`QUALITY_PERIOD`] until it stops.
+/// Send a quality sample of a viewer's (or publisher's) own frames every [`QUALITY_PERIOD`]
+/// until it stops. The first sample comes one period after the first frame.
 async fn sample_quality(
     timeline: SharedTimeline,
     stream_id: String,
@@ -622,6 +641,18 @@ impl ProviderAdapter for RtmpAdapter {
         let ingest = format!("{}/{stream_id}", urls.ingest);
         let playback = format!("{}/{stream_id}", urls.playback);
         let mut proc = self.spawn_publisher(stream_id, &ingest)?;
+        // Its progress is read from the start (a full pipe would block ffmpeg); the frames it
+        // sends are the publisher's quality samples.
+        let timeline = Timeline::new(std::time::Instant::now());
+        if let Some(stdout) = proc.take_stdout() {
+            let (tick, _) = tokio::sync::watch::channel(());
+            tokio::spawn(viewer::read_progress(
+                stdout,
+                timeline.clone(),
+                tick,
+                stream_id.to_string(),
+            ));
+        }
         // Verified playable before it counts as started: make-before-break relies on it.
         let deadline = tokio::time::Instant::now() + self.settings.start_timeout;
         loop {
@@ -645,6 +676,19 @@ impl ProviderAdapter for RtmpAdapter {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let publisher = self.supervised(proc, stream_id, None);
+        if let Some(sink) = self
+            .quality
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            tokio::spawn(sample_quality(
+                timeline,
+                stream_id.to_string(),
+                publisher.stop.clone(),
+                sink,
+            ));
+        }
         self.lock_publishers()
             .insert(stream_id.to_string(), publisher);
         Ok(())

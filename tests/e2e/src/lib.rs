@@ -16,7 +16,9 @@ use streamguard::{
 use streamguard_registry::{serve, Config, RunningRegistry, Seed};
 use tokio::sync::broadcast::Receiver;
 
+mod audience;
 mod placement;
+pub use audience::*;
 pub use placement::*;
 
 /// The admin token of test registries.
@@ -283,6 +285,20 @@ pub async fn registry_with(
     config.seed = Seed::Providers(serde_json::from_value(providers).unwrap());
     customize(&mut config);
     serve(config).await.expect("registry starts")
+}
+
+/// GET an admin route of the registry (`/api/admin/{path}`) as JSON.
+pub async fn admin_get(reg: &RunningRegistry, path: &str) -> serde_json::Value {
+    let text = reqwest::Client::new()
+        .get(format!("{}/api/admin/{path}", reg.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
 }
 
 /// PUT an admin change to the registry.

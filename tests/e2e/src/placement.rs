@@ -249,16 +249,7 @@ impl PlacementWorld {
 
     /// The client id holding `stream` (from the admin list; public answers never name it).
     pub async fn owner(&self, stream: &str) -> String {
-        let v = reqwest::Client::new()
-            .get(format!("{}/api/admin/streams", self.registry.url()))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+        let v = admin_get(&self.registry, "streams").await;
         v["data"]["streams"]
             .as_array()
             .unwrap()
