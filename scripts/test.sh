@@ -28,6 +28,8 @@ command -v ffprobe >/dev/null || need+=(ffmpeg)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx-light)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(redis-server)
+# The registry's PostgreSQL tests start their own server (initdb + postgres as nobody).
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 # The Flutter plugin's Linux CMake build (flutter_plugin/tool/check.sh) needs cmake.
 command -v cmake >/dev/null || need+=(cmake)
 if [ ${#need[@]} -gt 0 ]; then
@@ -52,6 +54,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --workspace
+
+step "registry API tests on PostgreSQL"
+STREAMGUARD_TEST_DB=postgres cargo test -p streamguard-registry --test api
 
 step "registry admin dashboard in headless Chromium"
 ./registry/admin-tests/run.sh
