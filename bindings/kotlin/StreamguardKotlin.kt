@@ -34,4 +34,8 @@ abstract class BaseProviderAdapter : ProviderAdapter {
     override suspend fun probe(): Unit = throw ProviderException.NotSupported("probe")
 
     override fun supportsParallelSessions(): Boolean = false
+
+    /** Default: the SDK cannot change a stream's quality (the engine never asks again). */
+    override suspend fun setQuality(streamId: String, level: QualityLevel): Unit =
+        throw ProviderException.NotSupported("set_quality")
 }

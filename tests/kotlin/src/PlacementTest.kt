@@ -13,6 +13,7 @@ import io.streamguard.tests.fastConfig
 import io.streamguard.ProviderAdapter
 import io.streamguard.ProviderException
 import io.streamguard.ProviderInfo
+import io.streamguard.QualityLevel
 import io.streamguard.SessionState
 import io.streamguard.StreamEvent
 import io.streamguard.StreamguardException
@@ -148,6 +149,8 @@ class SimAdapter(
     override suspend fun joinStream(streamId: String) = call("join", streamId)
     override suspend fun leaveStream(streamId: String) = call("leave", streamId)
     override suspend fun probe() = throw ProviderException.NotSupported("probe")
+    override suspend fun setQuality(streamId: String, level: QualityLevel) =
+        throw ProviderException.NotSupported("set_quality")
     override fun supportsParallelSessions() = parallel
 }
 

@@ -13,6 +13,7 @@ import io.streamguard.ProviderAdapter
 import io.streamguard.ProviderErrorKind
 import io.streamguard.ProviderException
 import io.streamguard.ProviderInfo
+import io.streamguard.QualityLevel
 import io.streamguard.SessionState
 import io.streamguard.StreamEvent
 import io.streamguard.StreamguardException
@@ -152,6 +153,8 @@ class ScriptedAdapter(
     override suspend fun joinStream(streamId: String) = call("join", streamId)
     override suspend fun leaveStream(streamId: String) = call("leave", streamId)
     override suspend fun probe() = throw ProviderException.NotSupported("probe")
+    override suspend fun setQuality(streamId: String, level: QualityLevel) =
+        throw ProviderException.NotSupported("set_quality")
     override fun supportsParallelSessions() = false
 }
 

@@ -15,8 +15,9 @@ health monitoring, live migration, cool-downs, and an event for every decision::
             raise ProviderError.Timeout("join timed out")   # retried, then next provider
         async def join_stream(self, stream_id): ...
         async def leave_stream(self, stream_id): ...
-        # Optional: async def probe(self) (default: not supported) and
-        # def supports_parallel_sessions(self) (default: False).
+        # Optional: async def probe(self) (default: not supported),
+        # def supports_parallel_sessions(self) (default: False) and
+        # async def set_quality(self, stream_id, level) (default: not supported).
 
     async def main():
         config = ManagerConfig(base_url="https://api.example.com/api")
@@ -198,12 +199,18 @@ def _no_parallel_sessions(self):
     return False
 
 
-# The engine's trait has defaults for these two; give Python adapters the same, so one that
+async def _set_quality_not_supported(self, stream_id, level):
+    raise ProviderError.NotSupported("set_quality")
+
+
+# The engine's trait has defaults for these three; give Python adapters the same, so one that
 # does not define them is not reported as failing every health check.
 _probe_not_supported.__doc__ = ProviderAdapter.probe.__doc__
 _no_parallel_sessions.__doc__ = ProviderAdapter.supports_parallel_sessions.__doc__
+_set_quality_not_supported.__doc__ = ProviderAdapter.set_quality.__doc__
 ProviderAdapter.probe = _probe_not_supported
 ProviderAdapter.supports_parallel_sessions = _no_parallel_sessions
+ProviderAdapter.set_quality = _set_quality_not_supported
 
 
 class EventStream:

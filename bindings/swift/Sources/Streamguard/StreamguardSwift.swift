@@ -64,4 +64,9 @@ extension ProviderAdapter {
     public func supportsParallelSessions() -> Bool {
         false
     }
+
+    /// Default: the SDK cannot change a stream's quality (the engine never asks again).
+    public func setQuality(streamId: String, level: QualityLevel) async throws {
+        throw ProviderError.NotSupported(detail: "set_quality")
+    }
 }
