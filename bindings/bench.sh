@@ -2,8 +2,10 @@
 # Benchmarks of the UniFFI boundary against the shipped library (cargo profile release-ffi:
 # release + opt-level "s", fat LTO, one codegen unit; override with STREAMGUARD_FFI_PROFILE):
 # calls per second of a cheap synchronous method and of async round trips (into the engine
-# only, and through a host adapter) from Python and from Kotlin; then the size of the stripped
-# library. Pass a divisor to shorten the runs (e.g. `bench.sh 10`). Honours CARGO_TARGET_DIR.
+# only, and through a host adapter) from Python, Kotlin and Swift (swiftlang in the Debian trixie
+# chroot that bindings/test.sh uses, created here if missing; needs root or sudo); then the size
+# of the stripped library. Pass a divisor to shorten the runs (e.g. `bench.sh 10`). Honours
+# CARGO_TARGET_DIR.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/lib.sh"
 scale="${1:-1}"
@@ -23,6 +25,10 @@ step "Kotlin/JNA (library, profile $profile)"
 java -Djna.library.path="$(dirname "$LIB")" \
     -cp "$KOTLIN_CLASSES:$KOTLIN_CP:$KOTLINC_HOME/lib/kotlin-stdlib.jar" \
     io.streamguard.tests.BenchKt "$scale"
+
+step "Swift (swift build -c release in the chroot ${SWIFT_CHROOT#"$REPO"/}, library profile $profile)"
+ensure_swift_chroot
+run_swift_bench "$scale"
 
 step "Library size (profile $profile)"
 # The library bindings are generated from keeps its symbols and metadata; apps ship a

@@ -181,13 +181,13 @@ ensure_swift_chroot() {
     as_root mv "$tmp" "$SWIFT_CHROOT"
 }
 
-# run_swift_tests: stage the package (bindings/swift + the generated Swift and header) and the
-# library into the chroot, then `swift build` and `swift test` there. Output in build/swift-test.txt.
-run_swift_tests() {
-    local pkg="$SWIFT_CHROOT/src/streamguard-swift"
-    as_root mkdir -p "$pkg" "$SWIFT_CHROOT/src/lib"
-    # Fresh copies of the hand-written files; .build stays for incremental builds. The generated
-    # files are copied only when they changed, so an unchanged module is not rebuilt.
+# stage_swift_package DIR: the package (bindings/swift + the generated Swift and header) in DIR,
+# a folder inside the chroot. Fresh copies of the hand-written files; .build stays for
+# incremental builds. The generated files are copied only when they changed, so an unchanged
+# module is not rebuilt.
+stage_swift_package() {
+    local pkg="$1"
+    as_root mkdir -p "$pkg"
     as_root rm -rf "$pkg/Package.swift" "$pkg/Tests"
     as_root find "$pkg/Sources" -type f ! -name Streamguard.swift ! -name StreamguardFFI.h -delete 2>/dev/null || true
     as_root cp -a "$BINDINGS/swift/Package.swift" "$BINDINGS/swift/Tests" "$pkg/"
@@ -197,6 +197,13 @@ run_swift_tests() {
         to="$pkg/${from#*:}/${from%%:*}"
         cmp -s "$BUILD/generated/${from%%:*}" "$to" || as_root cp "$BUILD/generated/${from%%:*}" "$to"
     done
+}
+
+# run_swift_tests: stage the package and the library into the chroot, then `swift build` and
+# `swift test` there. Output in build/swift-test.txt.
+run_swift_tests() {
+    stage_swift_package "$SWIFT_CHROOT/src/streamguard-swift"
+    as_root mkdir -p "$SWIFT_CHROOT/src/lib"
     as_root cp "$LIB" "$SWIFT_CHROOT/src/lib/libstreamguard_ffi.so"
     # Line-buffered, so a hung test shows which one; bounded, so it cannot hang CI.
     with_proc "$SWIFT_CHROOT" as_root chroot "$SWIFT_CHROOT" env HOME=/root LD_LIBRARY_PATH=/src/lib \
@@ -204,4 +211,27 @@ run_swift_tests() {
             swift build --build-tests -Xlinker -L/src/lib &&
             timeout 600 stdbuf -oL swift test --skip-build' \
         >"$BUILD/swift-test.txt" 2>&1
+}
+
+# run_swift_bench SCALE: the benchmark executable of bindings/swift-bench, built with
+# `swift build -c release` in the chroot against $LIB, then run with SCALE. Staged under the
+# chroot's /src/bench (its own package copy, library and .build, apart from the tests' debug
+# ones); the test suite's Support.swift (registry, Journal, ScriptedAdapter) is compiled in.
+# Build output in build/swift-bench-build.txt; the figures go to stdout.
+run_swift_bench() {
+    local scale="$1" root="$SWIFT_CHROOT/src/bench"
+    local bench="$root/streamguard-bench/Sources/StreamguardBench"
+    stage_swift_package "$root/streamguard-swift"
+    as_root rm -rf "$root/streamguard-bench/Package.swift" "$bench"
+    as_root mkdir -p "$root/lib" "$bench"
+    as_root cp "$BINDINGS/swift-bench/Package.swift" "$root/streamguard-bench/"
+    as_root cp "$BINDINGS"/swift-bench/Sources/StreamguardBench/*.swift \
+        "$BINDINGS/swift/Tests/StreamguardTests/Support.swift" "$bench/"
+    as_root cp "$LIB" "$root/lib/libstreamguard_ffi.so"
+    with_proc "$SWIFT_CHROOT" as_root chroot "$SWIFT_CHROOT" env HOME=/root LD_LIBRARY_PATH=/src/bench/lib \
+        sh -c 'cd /src/bench/streamguard-bench &&
+            swift build -c release -Xlinker -L/src/bench/lib >/src/bench/build.txt 2>&1 ||
+                { tail -40 /src/bench/build.txt; exit 1; }
+            timeout 600 .build/release/StreamguardBench "$1"' sh "$scale"
+    cp "$root/build.txt" "$BUILD/swift-bench-build.txt"
 }

@@ -3,8 +3,9 @@
 // `StreamguardSwift.swift` (cancellable starts, `events()` as an AsyncStream, adapter defaults)
 // over the C module `StreamguardFFI` (the generated header and the Rust library).
 //
-// The generated files are not committed: `bindings/scripts/swift.sh stage DIR` copies this package
-// with them into DIR (`bindings/test.sh` does that for the XCTest run). On Linux the module map
+// The generated files are not committed: `stage_swift_package DIR` in bindings/scripts/lib.sh copies
+// this package with them into DIR (`bindings/test.sh` does that for the XCTest run, `bench.sh` for
+// the benchmark in ../swift-bench). On Linux the module map
 // links `libstreamguard_ffi.so`: pass its directory with `-Xlinker -L<dir>` and put it on
 // `LD_LIBRARY_PATH` to run. On Apple platforms replace the `StreamguardFFI` system library with
 // the XCFramework (see bindings/README.md, "iOS (Swift)").
