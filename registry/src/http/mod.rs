@@ -4,6 +4,7 @@
 
 mod dashboard;
 mod extract;
+pub(crate) mod openapi;
 mod placement;
 mod routes;
 
@@ -95,6 +96,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/admin/app.css", get(dashboard::stylesheet).layer(limited))
         .route("/healthz", get(routes::liveness))
+        .route("/api/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
