@@ -66,6 +66,8 @@ url="${line##* }"
 echo "registry at $url (pid $pid)"
 
 status=0
+# From the scratch dir: schemathesis keeps a cache (.schemathesis/) in the current directory.
+cd "$work"
 "$venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "$url/api/openapi.json" \
   --checks all \
   --exclude-checks positive_data_acceptance \
