@@ -7,6 +7,10 @@ mod extract;
 pub(crate) mod openapi;
 mod placement;
 mod routes;
+mod server;
+mod subscribers;
+
+pub(crate) use server::{serve as serve_connections, ConnectionLimits};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -100,6 +104,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        // The event stream's per-client cap (one per server).
+        .layer(axum::Extension(subscribers::ClientStreams::new(
+            state.config.max_event_subscribers_per_client,
+        )))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
 }

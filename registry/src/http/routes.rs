@@ -18,16 +18,21 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
+use super::extract::client_ip;
 use super::extract::{AdminAuth, ApiJson, ProviderName, SuperAdminAuth, TelemetryAuth};
 use super::openapi::{
     AdminProviders, CheckResults, Deleted, Failovers, Failure, Liveness, PublicProviders,
     SessionCounts, Tracked,
 };
+use super::subscribers::ClientStreams;
 use super::AppState;
 use crate::error::ApiError;
 use crate::state::{CachedBody, Event};
 use crate::wire::{parse_stream_list, AliveReport, NewProvider, ProviderUpdate, SessionEvent};
 use crate::wire::{AdminProvider, CheckHistory, CheckReport, PublicHealth};
+use axum::extract::ConnectInfo;
+use axum::Extension;
+use std::net::SocketAddr;
 
 /// Interval of the comment line that keeps idle event streams (and proxies) alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -162,6 +167,9 @@ pub(crate) struct EventsQuery {
 )]
 pub(crate) async fn events(
     State(state): State<AppState>,
+    Extension(per_client): Extension<Arc<ClientStreams>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
@@ -178,6 +186,18 @@ pub(crate) async fn events(
             "too many open event streams, retry later",
         ));
     }
+    let client = client_ip(
+        &headers,
+        connect.map(|Extension(ConnectInfo(peer))| peer),
+        state.config.trust_forwarded_for,
+    );
+    let slot = per_client.try_open(client).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_event_streams",
+            "this client has too many open event streams",
+        )
+    })?;
     let (receiver, initial) = state.registry.subscribe(&streams);
     let registry = state.registry;
     let followed = Arc::clone(&streams);
@@ -191,7 +211,11 @@ pub(crate) async fn events(
     let live = futures_util::StreamExt::flat_map(live, tokio_stream::iter);
     let stream = tokio_stream::iter(initial)
         .chain(live)
-        .filter_map(move |event| sse_event(event, &streams))
+        // The stream owns the client's slot: it is freed when the stream ends.
+        .filter_map(move |event| {
+            let _owned = &slot;
+            sse_event(event, &streams)
+        })
         .map(Ok::<_, Infallible>);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
 }

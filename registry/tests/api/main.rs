@@ -8,6 +8,7 @@ mod dashboard;
 mod events;
 mod health;
 mod history;
+mod limits;
 mod persistence;
 mod placement;
 mod process;
