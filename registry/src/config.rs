@@ -121,6 +121,9 @@ pub struct Config {
     /// Connections open at once; at the limit new clients wait in the listen backlog until one
     /// closes. Keep it below the process's file-descriptor limit (`ulimit -n`).
     pub max_connections: usize,
+    /// Connections one client address may hold; more are closed at once. Behind a proxy every
+    /// client has the proxy's address: raise it there.
+    pub max_connections_per_client: usize,
     /// A stream reported with a `clientId` stops counting when its client has not confirmed
     /// it (start, failover or keep-alive report) for this long: a client that died cannot hold
     /// a provider's slots for ever. Zero turns expiry off.
@@ -156,6 +159,7 @@ impl Default for Config {
             max_event_subscribers_per_client: 16,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            max_connections_per_client: 256,
         }
     }
 }
@@ -184,6 +188,7 @@ struct FileConfig {
     max_event_subscribers_per_client: Option<usize>,
     header_read_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
     session_ttl_ms: Option<u64>,
     placement_retention_ms: Option<u64>,
 }
@@ -261,6 +266,10 @@ impl Config {
             f.header_read_timeout_ms.map(Duration::from_millis),
         );
         set(&mut c.max_connections, f.max_connections);
+        set(
+            &mut c.max_connections_per_client,
+            f.max_connections_per_client,
+        );
         set(
             &mut c.session_ttl,
             f.session_ttl_ms.map(Duration::from_millis),
@@ -351,8 +360,11 @@ impl Config {
         if self.header_read_timeout.is_zero() {
             return bad("headerReadTimeoutMs must be at least 1");
         }
-        if self.max_connections == 0 || self.max_event_subscribers_per_client == 0 {
-            return bad("maxConnections and maxEventSubscribersPerClient must be at least 1");
+        if self.max_connections == 0
+            || self.max_connections_per_client == 0
+            || self.max_event_subscribers_per_client == 0
+        {
+            return bad("connection and event-stream limits must be at least 1");
         }
         if self.history_limit == 0 || self.failover_history_limit == 0 {
             return bad("history limits must be at least 1");

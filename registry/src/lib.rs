@@ -245,6 +245,7 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
     let limits = http::ConnectionLimits {
         header_read_timeout: config.header_read_timeout,
         max_connections: config.max_connections,
+        max_connections_per_client: config.max_connections_per_client,
     };
     let server = tokio::spawn(http::serve_connections(listener, app, limits, stop.clone()));
     let sweeper = (!config.session_ttl.is_zero()).then(|| {

@@ -5,10 +5,10 @@
 mod dashboard;
 mod extract;
 pub(crate) mod openapi;
+mod per_client;
 mod placement;
 mod routes;
 mod server;
-mod subscribers;
 
 pub(crate) use server::{serve as serve_connections, ConnectionLimits};
 
@@ -105,7 +105,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         // The event stream's per-client cap (one per server).
-        .layer(axum::Extension(subscribers::ClientStreams::new(
+        .layer(axum::Extension(per_client::PerClient::new(
             state.config.max_event_subscribers_per_client,
         )))
         .layer(middleware::from_fn_with_state(state.clone(), cors))

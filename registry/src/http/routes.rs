@@ -24,7 +24,7 @@ use super::openapi::{
     AdminProviders, CheckResults, Deleted, Failovers, Failure, Liveness, PublicProviders,
     SessionCounts, Tracked,
 };
-use super::subscribers::ClientStreams;
+use super::per_client::PerClient;
 use super::AppState;
 use crate::error::ApiError;
 use crate::state::{CachedBody, Event};
@@ -167,7 +167,7 @@ pub(crate) struct EventsQuery {
 )]
 pub(crate) async fn events(
     State(state): State<AppState>,
-    Extension(per_client): Extension<Arc<ClientStreams>>,
+    Extension(per_client): Extension<Arc<PerClient>>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,

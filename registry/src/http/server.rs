@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
+use super::per_client::PerClient;
+
 /// Bounds on connections (see the registry README, "Limits").
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnectionLimits {
@@ -26,6 +28,8 @@ pub(crate) struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Most connections open at once; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Most connections one address may hold; more are closed at once.
+    pub max_connections_per_client: usize,
 }
 
 /// Serves `app` on `listener` until `stop` turns true, then lets open requests finish (event
@@ -37,6 +41,7 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = PerClient::new(limits.max_connections_per_client);
     let graceful = GracefulShutdown::new();
     loop {
         // A free slot first: at the limit the loop stops accepting, so the kernel's backlog
@@ -57,6 +62,11 @@ pub(crate) async fn serve(
             },
             () = stopped(&mut stop) => break,
         };
+        // Over its share, a client's connection is closed before anything is read.
+        let Some(client_slot) = per_client.try_open(peer.ip()) else {
+            tracing::debug!(%peer, "too many connections from this client");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let service = tower::service_fn(move |mut request: Request<Incoming>| {
@@ -72,7 +82,7 @@ pub(crate) async fn serve(
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            drop(slot);
+            drop((slot, client_slot));
         });
     }
     drop(listener);

@@ -130,3 +130,36 @@ async fn one_client_cannot_hold_every_event_stream() {
     drop(open);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_client_cannot_hold_every_connection() {
+    let mut h = Harness::start_with(|c| {
+        c.max_connections_per_client = 2;
+        c.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let addr = h.registry.as_ref().unwrap().addr();
+    let _first = TcpStream::connect(addr).await.unwrap();
+    let _second = TcpStream::connect(addr).await.unwrap();
+    // The third from the same address is closed without an answer...
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert!(read_until_closed(&mut third).await.is_empty());
+    // ...while another address is served.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(addr).await.unwrap();
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut other).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    h.shutdown().await;
+}

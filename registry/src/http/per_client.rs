@@ -1,26 +1,27 @@
-//! A per-client cap on open event streams: without it one client could open every one of the
+//! Per-client caps (by address): on open connections, so one client cannot take every
+//! connection slot, and on open event streams, so one client cannot take every one of the
 //! `max_event_subscribers` slots and leave every other client with 503s.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Open event streams per client address.
+/// Open things (connections, event streams) per client address.
 #[derive(Debug)]
-pub(crate) struct ClientStreams {
+pub(crate) struct PerClient {
     max: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// One open stream of a client; dropping it (when the stream ends) frees the slot.
+/// One open thing of a client; dropping it frees the slot.
 #[derive(Debug)]
-pub(crate) struct StreamSlot {
-    owner: Arc<ClientStreams>,
+pub(crate) struct ClientSlot {
+    owner: Arc<PerClient>,
     client: IpAddr,
 }
 
-impl ClientStreams {
-    /// At most `max` streams per client.
+impl PerClient {
+    /// At most `max` per client.
     pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(Self {
             max,
@@ -28,22 +29,22 @@ impl ClientStreams {
         })
     }
 
-    /// A slot for `client`, or `None` when it already holds `max` streams.
-    pub(crate) fn try_open(self: &Arc<Self>, client: IpAddr) -> Option<StreamSlot> {
+    /// A slot for `client`, or `None` when it already holds `max`.
+    pub(crate) fn try_open(self: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(client).or_insert(0);
         if *count >= self.max {
             return None;
         }
         *count += 1;
-        Some(StreamSlot {
+        Some(ClientSlot {
             owner: Arc::clone(self),
             client,
         })
     }
 }
 
-impl Drop for StreamSlot {
+impl Drop for ClientSlot {
     fn drop(&mut self) {
         let mut open = self
             .owner
@@ -65,7 +66,7 @@ mod tests {
 
     #[test]
     fn slots_are_counted_per_client_and_freed_on_drop() {
-        let streams = ClientStreams::new(2);
+        let streams = PerClient::new(2);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let first = streams.try_open(a).unwrap();
