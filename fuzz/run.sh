@@ -26,7 +26,15 @@ if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]
 fi
 
 export RUSTC_BOOTSTRAP=1
-export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-$PWD/target}-fuzz}"
+# Its own target dir (sanitizer flags rebuild everything): FUZZ_TARGET_DIR, else next to the
+# caller's CARGO_TARGET_DIR, else fuzz/target.
+if [ -n "${FUZZ_TARGET_DIR:-}" ]; then
+  export CARGO_TARGET_DIR="$FUZZ_TARGET_DIR"
+elif [ -n "${CARGO_TARGET_DIR:-}" ]; then
+  export CARGO_TARGET_DIR="$CARGO_TARGET_DIR-fuzz"
+else
+  export CARGO_TARGET_DIR="$PWD/target"
+fi
 # -O with debug assertions: optimised like production, overflow checks on.
 flags=(-O -a)
 cargo fuzz build "${flags[@]}"

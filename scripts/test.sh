@@ -30,6 +30,9 @@ command -v ffprobe >/dev/null || need+=(ffmpeg)
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(redis-server)
 # The Flutter plugin's Linux CMake build (flutter_plugin/tool/check.sh) needs cmake.
 command -v cmake >/dev/null || need+=(cmake)
+# libFuzzer (fuzz/run.sh) is C++; schemathesis runs in a Python venv.
+command -v c++ >/dev/null || need+=(g++)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   step "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -52,6 +55,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --workspace
+
+step "fuzz targets: build (cargo-fuzz, libFuzzer, ASan) and replay the committed corpora"
+./fuzz/run.sh 0
+
+step "registry API against its own OpenAPI document (schemathesis, live registry, 60 s)"
+./registry/tests/schemathesis/run.sh 60
 
 step "registry admin dashboard in headless Chromium"
 ./registry/admin-tests/run.sh
