@@ -118,15 +118,12 @@ async fn scenario(name: &str, addr: SocketAddr, attack: impl FnOnce(&mut JoinSet
     let mut failed = 0;
     for _ in 0..SAMPLES {
         let start = Instant::now();
-        match client.get(&url).send().await {
-            Ok(r) if r.status().is_success() && r.bytes().await.is_ok() => {
-                took.push(start.elapsed())
-            }
-            _ => {
-                failed += 1;
-                took.push(start.elapsed());
-            }
-        }
+        let ok = match client.get(&url).send().await {
+            Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+            Err(_) => false,
+        };
+        took.push(start.elapsed());
+        failed += usize::from(!ok);
     }
     set.shutdown().await;
     took.sort();
