@@ -1,6 +1,7 @@
 //! Resource bounds under abuse, measured: a normal client's latency (p50, p99, max) for the
 //! public provider list, on a new connection per request from its own address (127.0.0.2),
-//! while one abusive client (127.0.0.1) runs each attack in turn.
+//! while one abusive client (127.0.0.1) runs each attack in turn; then whether the normal
+//! client can still open an event stream of its own (`stream`: the status it got).
 //!
 //! ```text
 //! cargo run --release -p streamguard-registry --example abuse_bench              # the limits
@@ -63,8 +64,8 @@ async fn main() {
     let addr = registry.addr();
 
     println!(
-        "{:<34} {:>9} {:>9} {:>9} {:>7}",
-        "attack", "p50 ms", "p99 ms", "max ms", "failed"
+        "{:<34} {:>9} {:>9} {:>9} {:>7} {:>7}",
+        "attack", "p50 ms", "p99 ms", "max ms", "failed", "stream"
     );
     scenario("none (baseline)", addr, |_| {}).await;
     scenario("slow-loris, 2000 connections", addr, |set| {
@@ -125,11 +126,17 @@ async fn scenario(name: &str, addr: SocketAddr, attack: impl FnOnce(&mut JoinSet
         took.push(start.elapsed());
         failed += usize::from(!ok);
     }
+    let stream = client
+        .get(format!("http://{addr}/api/streaming/providers/events"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16().to_string())
+        .unwrap_or_else(|_| "error".into());
     set.shutdown().await;
     took.sort();
     let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
     println!(
-        "{name:<34} {:>9.2} {:>9.2} {:>9.2} {failed:>7}",
+        "{name:<34} {:>9.2} {:>9.2} {:>9.2} {failed:>7} {stream:>7}",
         at(0.5),
         at(0.99),
         at(1.0)
