@@ -14,6 +14,12 @@ build_library dev
 generate_sources
 build_wheel dev "$BUILD/wheels"
 
+# The placement tests (tests/python/test_placement.py, tests/kotlin/src/PlacementTest.kt) run
+# the workspace's real registry as a child process.
+step "cargo build -p streamguard-registry (the real registry of the placement tests)"
+cargo build --manifest-path "$REPO/Cargo.toml" -p streamguard-registry --bin streamguard-registry
+export STREAMGUARD_REGISTRY_BIN="$TARGET/debug/streamguard-registry"
+
 failed=()
 
 step "cargo test -p streamguard-ffi"

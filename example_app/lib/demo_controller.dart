@@ -230,5 +230,16 @@ String describe(StreamEvent e) {
     case EventType.placementChanged:
       return '${id}published on ${e.provider} (epoch ${e.epoch}'
           '${e.live == true ? '' : ', ended'})';
+    case EventType.standbyPromoted:
+      return '${id}standby ${e.to} promoted, ${e.from} left (epoch ${e.epoch})';
+    case EventType.qualityChanged:
+      return '${e.provider} quality ${e.qualityFrom?.name ?? 'new'} → '
+          '${e.qualityTo?.name} (score ${e.score?.toStringAsFixed(0)})';
+    case EventType.qualityLowered:
+      return '${id}quality lowered to ${e.level?.name} on ${e.provider}';
+    case EventType.audienceChanged:
+      return '${id}audience on ${e.provider}: ${e.viewers} viewers'
+          '${e.stalled == null ? '' : ', ${e.stalled} stalled'}'
+          '${e.outage == true ? ' (outage)' : ''}';
   }
 }

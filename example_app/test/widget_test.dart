@@ -77,6 +77,7 @@ class FakeEngine implements native.StreamingProviderManager {
             state: SessionState.live,
             attempts: attempts.length + 1,
             migrations: 0,
+            standby: const [],
           );
         }
         attempts.add(Attempt(
@@ -105,6 +106,7 @@ class FakeEngine implements native.StreamingProviderManager {
       state: SessionState.ended,
       attempts: s.attempts,
       migrations: s.migrations,
+      standby: const [],
     );
     _emit(EventType.sessionStateChanged, state: SessionState.ended);
   }

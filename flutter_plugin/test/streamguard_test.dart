@@ -59,6 +59,7 @@ class FakeNative implements native.StreamingProviderManager {
       state: SessionState.live,
       attempts: 1,
       migrations: 0,
+      standby: const [],
     );
   }
 
@@ -157,6 +158,8 @@ void main() {
     expect(c.capacityMaxWaitMs, 600000);
     expect(c.capacityLeaseTtlMs, 60000);
     expect(c.maxTotalStreams, isNull);
+    expect(c.standbyProviders, 0);
+    expect(c.waitForLiveMs, 0);
   });
 
   test('create passes the config to the engine', () async {

@@ -93,6 +93,9 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 step "cargo test"
 t0=$SECONDS
+# tests/placement.rs runs the workspace's real registry binary.
+cargo build --quiet --manifest-path "$repo/Cargo.toml" -p streamguard-registry --bin streamguard-registry
+export STREAMGUARD_REGISTRY_BIN="$target/debug/streamguard-registry"
 cargo test --quiet
 echo "tests passed ($((SECONDS - t0)) s)"
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::audience::AudienceConfig;
 use crate::error::RegistryError;
 use crate::wire::NewProvider;
 
@@ -132,6 +133,9 @@ pub struct Config {
     /// `GET` still answers it, `live: false`) before it is dropped. Swept with the sessions,
     /// so nothing is dropped while `session_ttl` is zero.
     pub placement_retention: Duration,
+    /// When viewers' stall reports confirm an outage of a stream's provider (window, minimum
+    /// count and share, per-source cap); see [`AudienceConfig`] for the defaults.
+    pub audience: AudienceConfig,
 }
 
 impl Default for Config {
@@ -160,6 +164,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_connections_per_client: 256,
+            audience: AudienceConfig::default(),
         }
     }
 }
@@ -191,6 +196,17 @@ struct FileConfig {
     max_connections_per_client: Option<usize>,
     session_ttl_ms: Option<u64>,
     placement_retention_ms: Option<u64>,
+    audience: Option<FileAudience>,
+}
+
+/// `audience` in the config file; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileAudience {
+    window_ms: Option<u64>,
+    min_stalled: Option<usize>,
+    min_share: Option<f64>,
+    per_source: Option<usize>,
 }
 
 impl Config {
@@ -278,6 +294,13 @@ impl Config {
             &mut c.placement_retention,
             f.placement_retention_ms.map(Duration::from_millis),
         );
+        if let Some(a) = f.audience {
+            let to = &mut c.audience;
+            set(&mut to.window, a.window_ms.map(Duration::from_millis));
+            set(&mut to.min_stalled, a.min_stalled);
+            set(&mut to.min_share, a.min_share);
+            set(&mut to.per_source, a.per_source);
+        }
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), RegistryError> {
@@ -333,6 +356,19 @@ impl Config {
             self.placement_retention =
                 Duration::from_millis(parse_var("STREAMGUARD_PLACEMENT_RETENTION_MS", &v)?);
         }
+        if let Some(v) = get("STREAMGUARD_AUDIENCE_WINDOW_MS") {
+            self.audience.window =
+                Duration::from_millis(parse_var("STREAMGUARD_AUDIENCE_WINDOW_MS", &v)?);
+        }
+        if let Some(v) = get("STREAMGUARD_AUDIENCE_MIN_STALLED") {
+            self.audience.min_stalled = parse_var("STREAMGUARD_AUDIENCE_MIN_STALLED", &v)?;
+        }
+        if let Some(v) = get("STREAMGUARD_AUDIENCE_MIN_SHARE") {
+            self.audience.min_share = parse_var("STREAMGUARD_AUDIENCE_MIN_SHARE", &v)?;
+        }
+        if let Some(v) = get("STREAMGUARD_AUDIENCE_PER_SOURCE") {
+            self.audience.per_source = parse_var("STREAMGUARD_AUDIENCE_PER_SOURCE", &v)?;
+        }
         if let Some(v) = get("STREAMGUARD_OPEN_TELEMETRY") {
             self.open_telemetry = parse_var("STREAMGUARD_OPEN_TELEMETRY", &v)?;
         }
@@ -368,6 +404,9 @@ impl Config {
         }
         if self.history_limit == 0 || self.failover_history_limit == 0 {
             return bad("history limits must be at least 1");
+        }
+        if let Some(problem) = self.audience.problem() {
+            return bad(problem);
         }
         for origin in &self.cors_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
@@ -465,6 +504,41 @@ mod tests {
         assert!(Config::load(None, env(&[("STREAMGUARD_CORS_ORIGINS", "evil.com")])).is_err());
         assert!(Config::load(None, env(&[("STREAMGUARD_REGISTRY_ADDR", "nope")])).is_err());
         assert!(Config::load(None, env(&[("STREAMGUARD_OPEN_TELEMETRY", "yes")])).is_err());
+    }
+
+    #[test]
+    fn audience_settings_come_from_file_and_environment() {
+        let dir = std::env::temp_dir().join(format!("sg-config-audience-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("registry.json");
+        std::fs::write(&file, r#"{"audience":{"windowMs":5000,"minShare":0.8}}"#).unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("STREAMGUARD_AUDIENCE_MIN_STALLED", "5"),
+                ("STREAMGUARD_AUDIENCE_PER_SOURCE", "4"),
+                ("STREAMGUARD_AUDIENCE_MIN_SHARE", "0.6"),
+            ]),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        let a = config.unwrap().audience;
+        assert_eq!(
+            (a.window, a.min_stalled, a.min_share, a.per_source),
+            (Duration::from_secs(5), 5, 0.6, 4)
+        );
+        assert_eq!(Config::default().audience, AudienceConfig::default());
+        for (var, value) in [
+            ("STREAMGUARD_AUDIENCE_MIN_SHARE", "0"),
+            ("STREAMGUARD_AUDIENCE_MIN_SHARE", "2"),
+            ("STREAMGUARD_AUDIENCE_PER_SOURCE", "0"),
+            ("STREAMGUARD_AUDIENCE_MIN_STALLED", "-1"),
+            ("STREAMGUARD_AUDIENCE_WINDOW_MS", "0"),
+        ] {
+            assert!(
+                Config::load(None, env(&[(var, value)])).is_err(),
+                "{var}={value}"
+            );
+        }
     }
 
     #[test]

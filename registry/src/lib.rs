@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audience;
 pub mod config;
 pub mod error;
 pub mod health;
@@ -40,6 +41,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use audience::AudienceConfig;
 pub use config::{Config, RateLimitConfig, Secret, Seed};
 pub use error::{ApiError, RegistryError};
 pub use status::{HealthStatus, PublicStatus};
@@ -74,6 +76,7 @@ pub struct RunningRegistry {
     server: Option<JoinHandle<std::io::Result<()>>>,
     checker: Option<JoinHandle<()>>,
     sweeper: Option<JoinHandle<()>>,
+    audience: Option<JoinHandle<()>>,
     registry: Arc<Registry>,
 }
 
@@ -123,9 +126,12 @@ impl RunningRegistry {
             checker.abort();
             let _ = checker.await;
         }
-        if let Some(sweeper) = self.sweeper.take() {
-            sweeper.abort();
-            let _ = sweeper.await;
+        for task in [self.sweeper.take(), self.audience.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+            let _ = task.await;
         }
         let Some(mut server) = self.server.take() else {
             return Ok(());
@@ -255,6 +261,11 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
             stop.clone(),
         ))
     });
+    let audience = {
+        let registry = Arc::clone(&registry);
+        let stop = stop.clone();
+        tokio::spawn(async move { registry.audience.run(stop).await })
+    };
     let checker = (!config.health_interval.is_zero()).then(|| {
         let registry = Arc::clone(&registry);
         tokio::spawn(health::run_checker(
@@ -275,6 +286,7 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
         server: Some(server),
         checker,
         sweeper,
+        audience: Some(audience),
         registry,
     })
 }

@@ -8,12 +8,13 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{broadcast, Mutex};
 use tokio::task::JoinSet;
 
+use crate::audience::hub::{Hub, Seen};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::health::Prober;
 use crate::model::{PlacementRecord, ProviderRecord};
 use crate::placement::Placements;
-use crate::sessions::{Outcome, Report, Sessions};
+use crate::sessions::{Outcome, Report, RowChange, Sessions};
 use crate::store::{self, Store};
 use crate::wire::{
     AdminProvider, AliveReport, CheckHistory, CheckReport, CheckSample, FailoverEntry, NewProvider,
@@ -33,6 +34,15 @@ pub(crate) enum Event {
     /// A stream's placement changed; payload `{"streamId","provider","epoch","standby","live"}`.
     /// Sent only to subscribers of that stream.
     Placement {
+        /// The stream, for filtering.
+        stream_id: Arc<str>,
+        /// The event's data.
+        data: Arc<str>,
+    },
+    /// A stream's audience on a provider changed; payload
+    /// `{"streamId","provider","viewers","stalled","degraded","stalledShare","outage","at"}`.
+    /// Sent only to subscribers of that stream.
+    Audience {
         /// The stream, for filtering.
         stream_id: Arc<str>,
         /// The event's data.
@@ -87,6 +97,8 @@ pub(crate) struct Registry {
     sessions: std::sync::Mutex<Sessions>,
     /// The placement directory (its own lock: it shares no rows with the above).
     pub(crate) placements: Placements,
+    /// Viewers' reports and the outages they confirm (its own lock).
+    pub(crate) audience: Hub,
 }
 
 impl std::fmt::Debug for Registry {
@@ -156,6 +168,12 @@ impl Registry {
             config.placement_retention,
             placements,
         );
+        let audience = Hub::new(
+            config.audience,
+            events.clone(),
+            store.clone(),
+            config.failover_history_limit,
+        );
         Self {
             config,
             store,
@@ -170,6 +188,7 @@ impl Registry {
             prober,
             sessions: std::sync::Mutex::new(sessions),
             placements,
+            audience,
         }
     }
 
@@ -250,16 +269,17 @@ impl Registry {
     }
 
     /// Subscribes to changes and returns the current state as initial events: the provider
-    /// list, every provider's health and the placement of each of `streams` that has one.
-    /// Subscribing under the cache locks means no change falls between the two.
+    /// list, every provider's health, and the placement and audience of each of `streams` that
+    /// has one. Subscribing under the cache locks means no change falls between the two.
     pub(crate) fn subscribe(
         &self,
         streams: &HashSet<String>,
     ) -> (broadcast::Receiver<Event>, Vec<Event>) {
         let cache = read(&self.cache);
-        let (receiver, placements) = self
-            .placements
-            .subscribe(streams, || self.events.subscribe());
+        let (receiver, placements) = self.audience.subscribe(streams, || {
+            self.placements
+                .subscribe(streams, || self.events.subscribe())
+        });
         let mut initial = vec![Event::Providers(Arc::clone(&cache.list_data))];
         initial.extend(
             cache
@@ -282,6 +302,7 @@ impl Registry {
     pub(crate) fn resync(&self, streams: &HashSet<String>) -> Vec<Event> {
         let mut events = vec![Event::Providers(Arc::clone(&read(&self.cache).list_data))];
         events.extend(self.placements.snapshot(streams));
+        events.extend(self.audience.snapshot(streams));
         events
     }
 
@@ -507,13 +528,18 @@ impl Registry {
 
     /// A client's keep-alive: every stream it still runs. Refreshes them (so they do not
     /// expire), counts ones the registry missed and moves ones it has on another provider.
-    /// Streams on providers that no longer exist are skipped. Returns how many were tracked.
-    pub(crate) async fn sessions_alive(&self, report: AliveReport) -> Result<usize, ApiError> {
+    /// Streams on providers that no longer exist are skipped. Viewers' states go to the
+    /// audience, counted under `ip`. Returns how many were tracked.
+    pub(crate) async fn sessions_alive(
+        &self,
+        report: AliveReport,
+        ip: std::net::IpAddr,
+    ) -> Result<usize, ApiError> {
         report.validate()?;
         let _guard = self.write_lock.lock().await;
         let now = crate::now_ms();
         let mut outcome = Outcome::default();
-        let mut tracked = 0;
+        let mut seen = Vec::with_capacity(report.sessions.len());
         {
             let known = read(&self.cache);
             let mut sessions = lock(&self.sessions);
@@ -524,10 +550,17 @@ impl Registry {
                 let key = (report.client_id.clone(), s.stream_id.clone());
                 let o = sessions.apply(key, Report::Alive(&s.provider), now);
                 Sessions::merge(&mut outcome, o);
-                tracked += 1;
+                seen.push(Seen {
+                    stream_id: &s.stream_id,
+                    provider: &s.provider,
+                    role: s.role,
+                    state: s.audience.unwrap_or_default(),
+                });
             }
         }
+        let tracked = seen.len();
         self.store_outcome(outcome, None).await?;
+        self.audience.keep_alive(&report.client_id, &seen, ip).await;
         // The same keep-alive holds the client's placement claims on these streams.
         let ids = report.sessions.iter().map(|s| s.stream_id.as_str());
         self.placements.refresh(&report.client_id, ids).await?;
@@ -574,6 +607,13 @@ impl Registry {
             r.metrics.total_streams += d.total;
             changed.push(r);
         }
+        let ended: Vec<(String, String)> = rows
+            .iter()
+            .filter_map(|row| match row {
+                RowChange::Remove(key) => Some(key.clone()),
+                RowChange::Upsert(..) => None,
+            })
+            .collect();
         let stored = changed.clone();
         let limit = self.config.failover_history_limit;
         let result = self
@@ -585,6 +625,7 @@ impl Registry {
             return Err(e.into());
         }
         self.commit(changed, None);
+        self.audience.ended(&ended).await;
         Ok(())
     }
 

@@ -79,7 +79,22 @@ pub struct ManagerConfig {
     /// ledger's global limit). `None` = unlimited. Must stay `None` when a ledger is passed to
     /// the builder, which carries its own global limit. Default `None`.
     pub max_total_streams: Option<u32>,
+    /// Publishers: hot standby copies of each stream, on the next healthy parallel-capable
+    /// providers after the primary (0 to 3; default 0, off). Listed in the placement, so
+    /// viewers switch to one at once on their own signals, and promoted (no start, next epoch)
+    /// when the primary fails. Each standby is a full publish: it holds a capacity slot on its
+    /// provider and costs its upstream bandwidth. Needs adapters that support parallel
+    /// sessions; a provider without that is never a standby.
+    pub standby_providers: u32,
+    /// Viewers: how long `join_stream` waits for a stream that is not live yet (no publisher
+    /// placement), woken by the placement push event or a poll every second. Default zero:
+    /// `StreamNotLive` at once.
+    pub wait_for_live: Duration,
 }
+
+/// Most hot standby copies a publisher may keep (`standby_providers`): each is a full publish
+/// with its own upstream bandwidth and capacity slot, so more is rarely worth it.
+pub const MAX_STANDBY_PROVIDERS: u32 = 3;
 
 impl ManagerConfig {
     /// Defaults for everything but the registry URL.
@@ -113,6 +128,8 @@ impl ManagerConfig {
             capacity_max_wait: crate::capacity::DEFAULT_MAX_WAIT,
             capacity_lease_ttl: crate::capacity::DEFAULT_LEASE_TTL,
             max_total_streams: None,
+            standby_providers: 0,
+            wait_for_live: Duration::ZERO,
         }
     }
 
@@ -195,6 +212,14 @@ impl ManagerConfig {
         if self.event_buffer == 0 {
             return bad("event_buffer must be at least 1".into());
         }
+        if self.standby_providers > MAX_STANDBY_PROVIDERS {
+            return bad(format!(
+                "standby_providers must be at most {MAX_STANDBY_PROVIDERS} (each standby is a full publish)"
+            ));
+        }
+        if self.wait_for_live > self.operation_deadline {
+            return bad("wait_for_live must not exceed operation_deadline".into());
+        }
         Ok(())
     }
 
@@ -245,6 +270,8 @@ impl fmt::Debug for ManagerConfig {
             .field("capacity_max_wait", &self.capacity_max_wait)
             .field("capacity_lease_ttl", &self.capacity_lease_ttl)
             .field("max_total_streams", &self.max_total_streams)
+            .field("standby_providers", &self.standby_providers)
+            .field("wait_for_live", &self.wait_for_live)
             .finish()
     }
 }
@@ -327,6 +354,14 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("capacity_max_wait"), "{e}");
         let mut c = ok();
+        c.standby_providers = MAX_STANDBY_PROVIDERS + 1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("standby_providers"), "{e}");
+        c.standby_providers = MAX_STANDBY_PROVIDERS;
+        c.wait_for_live = c.operation_deadline + Duration::from_secs(1);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("wait_for_live"), "{e}");
+        c.wait_for_live = Duration::ZERO;
         c.max_total_streams = Some(0);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("max_total_streams"), "{e}");

@@ -222,6 +222,30 @@ pub enum StreamguardError {
     /// The provider registry could not be read and no earlier list is known.
     #[error("provider registry unavailable: {0}")]
     Backend(BackendError),
+    /// A viewer's stream is not live: the registry's placement directory has no live claim of
+    /// a publisher for it (never published, or ended), and `wait_for_live` was zero or ran out.
+    #[error("stream {stream_id:?} is not live (no publisher placement)")]
+    StreamNotLive {
+        /// The stream.
+        stream_id: String,
+    },
+    /// A viewer's stream is published only on providers this manager has no adapter for.
+    #[error(
+        "stream {stream_id:?} is published on {providers:?}: no adapter registered for any of them"
+    )]
+    NoAdapterForPlacement {
+        /// The stream.
+        stream_id: String,
+        /// Where it is published: the publisher's provider, then its standbys.
+        providers: Vec<String>,
+    },
+    /// Another client publishes this stream (its placement claim is alive): a second publisher
+    /// of the same stream id is refused until that claim ends or expires.
+    #[error("stream {stream_id:?} is published by another client")]
+    StreamClaimedByOther {
+        /// The stream.
+        stream_id: String,
+    },
     /// No session with this stream id exists.
     #[error("unknown session {0:?}")]
     UnknownSession(String),

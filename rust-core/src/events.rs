@@ -48,6 +48,8 @@ pub enum Operation {
     Join,
     /// Moving a live session to another provider.
     Migrate,
+    /// A publisher starting a hot standby copy of its stream (`standby_providers`).
+    Standby,
 }
 
 /// Why the engine moved away from a provider.
@@ -73,13 +75,20 @@ pub enum FailoverReason {
     /// A viewer follows its publisher, which moved to another provider (the placement
     /// directory's new epoch).
     PlacementChanged,
+    /// The registry confirmed that the stream's viewers on the provider are stalled (enough of
+    /// them, see the registry's audience settings): the publisher's provider failed for its
+    /// audience even though the publisher itself sees nothing wrong.
+    AudienceStalled,
 }
 
 impl FailoverReason {
     /// The provider failed (health checks or a confirmed SDK error), as opposed to a planned
     /// move: such a move never goes back to the provider it left.
     pub fn is_health_driven(self) -> bool {
-        matches!(self, Self::HealthCheckFailed | Self::ErrorReported)
+        matches!(
+            self,
+            Self::HealthCheckFailed | Self::ErrorReported | Self::AudienceStalled
+        )
     }
 }
 
@@ -223,6 +232,59 @@ pub enum EventKind {
         epoch: u64,
         /// The publisher's claim is alive.
         live: bool,
+        /// Providers carrying hot standby copies of the stream (`standby_providers`), best
+        /// first; empty without standbys.
+        standby: Vec<String>,
+    },
+    /// A provider's media quality score (from `record_quality` samples, see
+    /// [`quality`](crate::quality)) moved into another band.
+    QualityChanged {
+        /// The provider.
+        provider: String,
+        /// Its moving score now, 0 to 100.
+        score: f64,
+        /// The band it left (`None`: its first sample).
+        from: Option<crate::quality::QualityBand>,
+        /// The band it is in now.
+        to: crate::quality::QualityBand,
+    },
+    /// The engine asked an adapter to lower a stream's quality (`set_quality`) instead of
+    /// moving: a viewer stalling while the rest of the audience watches fine, or a publisher
+    /// whose uplink is bad on every provider.
+    QualityLowered {
+        /// The stream.
+        stream_id: String,
+        /// The provider carrying it.
+        provider: String,
+        /// The level asked for.
+        level: crate::provider::QualityLevel,
+    },
+    /// The registry's view of a stream's audience on a provider changed (its `audience` push
+    /// event): how many viewers, how many stalled, and whether that is a confirmed outage.
+    AudienceChanged {
+        /// The stream.
+        stream_id: String,
+        /// The provider its viewers watch on.
+        provider: String,
+        /// Viewers reporting.
+        viewers: u32,
+        /// Of them, stalled.
+        stalled: u32,
+        /// The registry confirmed an outage (its minimum count and share reached).
+        outage: bool,
+    },
+    /// A publisher's primary provider failed (or a planned move chose a standby) and a hot
+    /// standby became the primary at once, without starting anything: `epoch` is the
+    /// placement's new epoch. Viewers already on `to` see no gap.
+    StandbyPromoted {
+        /// The stream.
+        stream_id: String,
+        /// The provider left.
+        from: String,
+        /// The standby that is the primary now.
+        to: String,
+        /// The placement epoch claimed for `to` (0 if the registry has no directory).
+        epoch: u64,
     },
     /// A session changed state.
     SessionStateChanged {
@@ -254,6 +316,9 @@ pub struct SessionInfo {
     pub migrations: u32,
     /// The last error seen, if any.
     pub last_error: Option<String>,
+    /// Publisher: providers carrying hot standby copies of the stream (`standby_providers`),
+    /// best first. Empty for viewers and without standbys.
+    pub standby: Vec<String>,
 }
 
 /// Statistics of one provider, as seen by this manager.
@@ -285,8 +350,13 @@ pub struct ProviderStats {
     pub avg_connect_latency: Option<Duration>,
     /// Share of health checks that passed, in percent; `None` before the first check.
     pub uptime_percent: Option<f64>,
-    /// Sessions live on it now.
+    /// Sessions live on it now (primaries only; standby copies are in `standby_sessions`).
     pub live_sessions: u32,
+    /// Hot standby copies of publishers' streams it carries now (each holds a capacity slot).
+    pub standby_sessions: u32,
+    /// Its media quality score, 0 to 100 (moving average of `record_quality` samples, see
+    /// [`quality`](crate::quality)); `None` before the first sample.
+    pub quality_score: Option<f64>,
     /// Times it was ejected (cooled down).
     pub times_ejected: u32,
     /// Time left in its cool-down.

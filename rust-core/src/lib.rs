@@ -34,6 +34,7 @@ pub mod ordering;
 pub mod placement;
 pub mod planning;
 mod provider;
+pub mod quality;
 pub mod registry;
 #[cfg(feature = "rtmp")]
 pub mod rtmp;
@@ -51,7 +52,8 @@ pub use events::{
 pub use health::HealthStatus;
 pub use manager::{ManagerBuilder, StreamingProviderManager};
 pub use placement::{Placement, PlacementClaim};
-pub use provider::{ErrorSink, ProviderAdapter, ProviderInfo};
+pub use provider::{ErrorSink, ProviderAdapter, ProviderInfo, QualityLevel, QualitySink};
+pub use quality::{AudienceState, AudienceView, QualityBand, QualitySample};
 pub use registry::{
     HttpRegistry, LiveSession, ProviderList, ProviderRegistry, PushEvent, RegistryHealth,
     ReportKind, SessionReport,

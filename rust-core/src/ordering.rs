@@ -16,6 +16,9 @@ pub struct Standing {
     /// It is half-open (its cool-down ran out, nothing succeeded since) and a trial of it (a
     /// start or a health check) is in flight: other operations go elsewhere meanwhile.
     pub trial_busy: bool,
+    /// Its recent media quality score (0 to 100, rounded), if it may order providers
+    /// ([`Score::usable`](crate::quality::Score::usable)).
+    pub score: Option<u8>,
 }
 
 fn by_priority(a: &ProviderInfo, b: &ProviderInfo) -> Ordering {
@@ -44,11 +47,42 @@ pub fn rank(providers: &[ProviderInfo], standing: impl Fn(&str) -> Standing) -> 
     }
     ready.sort_by(|a, b| by_priority(a, b));
     cooling.sort_by(|a, b| by_priority(a, b));
+    prefer_quality(&mut ready, &standing);
     ready
         .into_iter()
         .chain(cooling)
         .map(|p| p.name.clone())
         .collect()
+}
+
+/// Within each run of equal priority, the provider with the best score goes first if it beats
+/// the first by name by at least [`MIN_GAIN`](crate::quality::MIN_GAIN) points (hysteresis:
+/// a small difference never reorders, so noise cannot flip the choice). Priority always wins
+/// over quality: the admin's order is kept between priorities.
+fn prefer_quality(list: &mut [&ProviderInfo], standing: &impl Fn(&str) -> Standing) {
+    let score = |p: &ProviderInfo| standing(&p.name).score.map(f64::from);
+    let mut start = 0;
+    while start < list.len() {
+        let prio = list[start].priority;
+        let end = start
+            + list[start..]
+                .iter()
+                .take_while(|p| p.priority == prio)
+                .count();
+        let best = (start..end)
+            .filter(|&i| score(list[i]).is_some())
+            .max_by(|&a, &b| {
+                score(list[a])
+                    .partial_cmp(&score(list[b]))
+                    .unwrap_or(Ordering::Equal)
+            });
+        if let Some(best) = best {
+            if crate::quality::clearly_better(score(list[best]), score(list[start])) {
+                list[start..=best].rotate_right(1);
+            }
+        }
+        start = end;
+    }
 }
 
 /// The position of `name` among active providers by (priority, name); `None` if it is absent
@@ -134,5 +168,45 @@ mod tests {
         assert_eq!(position(&list, "a"), Some(1));
         assert_eq!(position(&list, "b"), None);
         assert_eq!(position(&list, "zzz"), None);
+    }
+
+    #[test]
+    fn within_a_priority_a_clearly_better_score_goes_first() {
+        let list = vec![p("agora", 1), p("zego", 1), p("webrtc", 1), p("rtmp", 2)];
+        let with = |scores: &'static [(&'static str, u8)]| {
+            move |name: &str| Standing {
+                has_adapter: true,
+                score: scores.iter().find(|(n, _)| *n == name).map(|(_, s)| *s),
+                ..Standing::default()
+            }
+        };
+        // (scores, order)
+        type Scores = &'static [(&'static str, u8)];
+        let table: [(Scores, [&str; 4]); 6] = [
+            (&[], ["agora", "webrtc", "zego", "rtmp"]),
+            (
+                &[("agora", 50), ("zego", 90)],
+                ["zego", "agora", "webrtc", "rtmp"],
+            ),
+            // Below the minimum gain: the order stays.
+            (
+                &[("agora", 85), ("zego", 90)],
+                ["agora", "webrtc", "zego", "rtmp"],
+            ),
+            // Unknown against known: no preference.
+            (&[("zego", 90)], ["agora", "webrtc", "zego", "rtmp"]),
+            // Priority wins over quality.
+            (
+                &[("agora", 10), ("webrtc", 10), ("zego", 10), ("rtmp", 100)],
+                ["agora", "webrtc", "zego", "rtmp"],
+            ),
+            (
+                &[("agora", 30), ("webrtc", 80), ("zego", 60)],
+                ["webrtc", "agora", "zego", "rtmp"],
+            ),
+        ];
+        for (scores, want) in table {
+            assert_eq!(rank(&list, with(scores)), want, "{scores:?}");
+        }
     }
 }

@@ -44,6 +44,15 @@ impl Placement {
     pub fn providers(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.provider.as_str()).chain(self.standby.iter().map(String::as_str))
     }
+
+    /// Is this placement news to a viewer that knows `known`? A higher epoch is; so is the
+    /// end of the known epoch's claim (a release keeps its epoch and only ends `live`; a new
+    /// claim always goes above, so that is never undone within the epoch).
+    pub fn supersedes(&self, known: Option<&Placement>) -> bool {
+        known.is_none_or(|old| {
+            self.epoch > old.epoch || (self.epoch == old.epoch && old.live && !self.live)
+        })
+    }
 }
 
 /// A publisher's claim of a stream's placement.
@@ -125,6 +134,35 @@ pub fn error_code(body: &[u8]) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_viewer_takes_as_news() {
+        let p = |epoch, live| Placement {
+            stream_id: "s".into(),
+            provider: "agora".into(),
+            epoch,
+            standby: Vec::new(),
+            live,
+        };
+        // (new, known, news?)
+        let table = [
+            (p(1, true), None, true),
+            (p(2, true), Some(p(1, true)), true),
+            (p(2, false), Some(p(1, true)), true),
+            (p(1, true), Some(p(2, true)), false),
+            (p(2, true), Some(p(2, true)), false),
+            (p(2, false), Some(p(2, true)), true),
+            // A release is never undone within its epoch.
+            (p(2, true), Some(p(2, false)), false),
+        ];
+        for (new, known, news) in table {
+            assert_eq!(
+                new.supersedes(known.as_ref()),
+                news,
+                "{new:?} after {known:?}"
+            );
+        }
+    }
 
     #[test]
     fn parses_a_placement() {

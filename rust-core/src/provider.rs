@@ -80,7 +80,50 @@ pub trait ProviderAdapter: Send + Sync + 'static {
     fn supports_parallel_sessions(&self) -> bool {
         false
     }
+
+    /// Lower (or raise) the media quality of `stream_id` on this provider: the remedy for a
+    /// device whose own link is the problem (a viewer stalling alone, a publisher whose uplink
+    /// is bad on every provider), instead of moving. The default says "not supported".
+    async fn set_quality(&self, stream_id: &str, level: QualityLevel) -> Result<(), ProviderError> {
+        let _ = (stream_id, level);
+        Err(ProviderError::not_supported("set_quality"))
+    }
 }
+
+/// A media quality level asked of an adapter ([`ProviderAdapter::set_quality`]): what each
+/// means (resolution, bitrate, simulcast layer, audio only) is the SDK's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum QualityLevel {
+    /// The stream's normal quality (where every session starts).
+    High,
+    /// A lighter variant (e.g. a lower simulcast layer or half the bitrate).
+    Medium,
+    /// The lightest the SDK offers (e.g. the lowest layer, or audio only).
+    Low,
+}
+
+impl QualityLevel {
+    /// The level above `self` (`None` above `High`: back to "never lowered").
+    pub fn raise_from(self) -> Option<Self> {
+        match self {
+            Self::High | Self::Medium => None,
+            Self::Low => Some(Self::Medium),
+        }
+    }
+
+    /// The next lower level, if any.
+    pub fn lower(self) -> Option<Self> {
+        match self {
+            Self::High => Some(Self::Medium),
+            Self::Medium => Some(Self::Low),
+            Self::Low => None,
+        }
+    }
+}
+
+/// Where adapters that measure media themselves send their quality samples (the manager's
+/// `quality_sink()`, which calls `record_quality`).
+pub type QualitySink = std::sync::Arc<dyn Fn(&str, crate::quality::QualitySample) + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

@@ -48,6 +48,9 @@ pub enum PushEvent {
     /// A stream this client follows was placed, moved, or ended (`event: placement`; sent only
     /// to clients that asked for the stream with `?streams=`).
     Placement(Placement),
+    /// The registry's aggregate of a followed stream's viewers on one provider changed
+    /// (`event: audience`, filtered like `placement`).
+    Audience(crate::quality::AudienceView),
 }
 
 /// What a session report says happened (registry session telemetry).
@@ -93,6 +96,25 @@ pub struct LiveSession {
     pub provider: String,
     /// Its stream id.
     pub stream_id: String,
+    /// `"viewer"` for a viewer session; absent for a publisher (the registry's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// A viewer's player state (`ok`, `degraded`, `stalled`), which the registry aggregates
+    /// per stream and provider into its `audience` signal; absent for publishers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<crate::quality::AudienceState>,
+}
+
+impl LiveSession {
+    /// A publisher's entry.
+    pub fn publisher(provider: &str, stream_id: &str) -> Self {
+        Self {
+            provider: provider.to_string(),
+            stream_id: stream_id.to_string(),
+            role: None,
+            audience: None,
+        }
+    }
 }
 
 /// Most sessions per keep-alive request (the reference registry's limit).
@@ -479,7 +501,8 @@ pub struct SseEvent {
 pub struct SseParser {
     line: Vec<u8>,
     event: Option<String>,
-    data: Vec<String>,
+    /// The `data:` lines so far, joined by newlines; `None` before the first.
+    data: Option<String>,
     max: usize,
 }
 
@@ -489,7 +512,7 @@ impl SseParser {
         Self {
             line: Vec::new(),
             event: None,
-            data: Vec::new(),
+            data: None,
             max,
         }
     }
@@ -510,10 +533,10 @@ impl SseParser {
             }
             let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
             if line.is_empty() {
-                if !self.data.is_empty() || self.event.is_some() {
+                if self.data.is_some() || self.event.is_some() {
                     out.push(SseEvent {
                         event: self.event.take().unwrap_or_else(|| "message".into()),
-                        data: std::mem::take(&mut self.data).join("\n"),
+                        data: self.data.take().unwrap_or_default(),
                     });
                 }
                 continue;
@@ -527,7 +550,21 @@ impl SseParser {
             };
             match field {
                 "event" => self.event = Some(value.to_string()),
-                "data" => self.data.push(value.to_string()),
+                "data" => {
+                    // The whole event is bounded, not only each line: `data:` lines without
+                    // the blank line that ends an event must not pile up for ever.
+                    let len = self.data.as_ref().map_or(0, |d| d.len() + 1) + value.len();
+                    if len > self.max {
+                        return Err(BackendError::TooLarge { limit: self.max });
+                    }
+                    match &mut self.data {
+                        Some(data) => {
+                            data.push('\n');
+                            data.push_str(value);
+                        }
+                        None => self.data = Some(value.to_string()),
+                    }
+                }
                 _ => {}
             }
         }
@@ -548,6 +585,24 @@ fn push_event(ev: &SseEvent) -> Option<PushEvent> {
         "placement" => {
             let v: Value = serde_json::from_str(&ev.data).ok()?;
             placement_from(&v).ok().map(PushEvent::Placement)
+        }
+        "audience" => {
+            let v: Value = serde_json::from_str(&ev.data).ok()?;
+            let name = |k: &str| {
+                v.get(k)?
+                    .as_str()
+                    .filter(|s| !s.is_empty() && s.len() <= 128)
+                    .map(str::to_string)
+            };
+            let count = |k: &str| v.get(k)?.as_u64().and_then(|n| u32::try_from(n).ok());
+            Some(PushEvent::Audience(crate::quality::AudienceView {
+                stream_id: name("streamId")?,
+                provider: name("provider")?,
+                viewers: count("viewers")?,
+                stalled: count("stalled")?,
+                degraded: count("degraded").unwrap_or(0),
+                outage: v.get("outage")?.as_bool()?,
+            }))
         }
         _ => None,
     }
@@ -799,6 +854,34 @@ mod tests {
         );
     }
 
+    /// Found while writing the `sse` fuzz target's bound on the parser's state: each line was
+    /// bounded, but `data:` lines without the blank line that ends an event piled up without
+    /// limit (a hostile registry could grow a client's memory for ever).
+    #[test]
+    fn sse_parser_bounds_an_event_without_its_blank_line() {
+        let mut p = SseParser::new(64);
+        let mut result = Ok(Vec::new());
+        for _ in 0..1000 {
+            result = p.push(b"data: x\n");
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(BackendError::TooLarge { limit: 64 }));
+        // Empty data lines count too (each adds a newline).
+        let mut p = SseParser::new(64);
+        assert!(p.push(&b"data:\n".repeat(100)).is_err());
+        // An event within the limit still parses, empty lines and all.
+        let mut p = SseParser::new(64);
+        assert_eq!(
+            p.push(b"data:\ndata:\ndata: a\n\n").unwrap(),
+            vec![SseEvent {
+                event: "message".into(),
+                data: "\n\na".into()
+            }]
+        );
+    }
+
     #[test]
     fn sse_parser_refuses_endless_lines() {
         let mut p = SseParser::new(16);
@@ -842,6 +925,27 @@ mod tests {
             }))
         );
         assert_eq!(push_event(&ev("placement", r#"{"streamId":"s1"}"#)), None);
+        assert_eq!(
+            push_event(&ev(
+                "audience",
+                r#"{"streamId":"s1","provider":"agora","viewers":5,"stalled":3,"degraded":0,"stalledShare":0.6,"outage":true,"at":1}"#
+            )),
+            Some(PushEvent::Audience(crate::quality::AudienceView {
+                stream_id: "s1".into(),
+                provider: "agora".into(),
+                viewers: 5,
+                stalled: 3,
+                degraded: 0,
+                outage: true,
+            }))
+        );
+        assert_eq!(
+            push_event(&ev(
+                "audience",
+                r#"{"streamId":"s1","provider":"agora","viewers":-1,"stalled":0,"outage":false}"#
+            )),
+            None
+        );
         assert_eq!(push_event(&ev("health", "not json")), None);
         assert_eq!(push_event(&ev("other", "{}")), None);
     }

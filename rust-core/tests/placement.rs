@@ -10,9 +10,7 @@ use common::*;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use streamguard::ProviderErrorKind::Unauthorized;
-use streamguard::{
-    BackendError, EventKind, FailoverReason, ProviderError, SessionState, StreamguardError,
-};
+use streamguard::{EventKind, FailoverReason, ProviderError, SessionState, StreamguardError};
 
 #[tokio::test(start_paused = true)]
 async fn a_publisher_claims_where_it_publishes_and_after_every_move() {
@@ -92,7 +90,7 @@ async fn a_second_client_publishing_a_live_stream_gets_a_typed_error() {
     let t2 = Trio::register(&second, false);
     let r = second.start_stream("S").await;
     assert!(
-        matches!(&r, Err(StreamguardError::Backend(BackendError::Conflict { code, .. })) if code == "owned_by_other"),
+        matches!(&r, Err(StreamguardError::StreamClaimedByOther { stream_id }) if stream_id == "S"),
         "{r:?}"
     );
     assert_eq!(second.session("S").unwrap().state, SessionState::Failed);
@@ -140,13 +138,13 @@ async fn a_viewer_of_a_stream_that_is_not_live_or_not_reachable_gets_a_typed_err
     let t = Trio::register(&m, false);
     let r = m.join_stream("nobody-publishes").await;
     assert!(
-        matches!(&r, Err(StreamguardError::NoProviderAvailable { reason }) if reason.contains("not live")),
+        matches!(&r, Err(StreamguardError::StreamNotLive { stream_id }) if stream_id == "nobody-publishes"),
         "{r:?}"
     );
     b.ctl.set_placement("S", "livekit", 1);
     let r = m.join_stream("S").await;
     assert!(
-        matches!(&r, Err(StreamguardError::NoProviderAvailable { reason }) if reason.contains("no adapter")),
+        matches!(&r, Err(StreamguardError::NoAdapterForPlacement { providers, .. }) if providers == &["livekit"]),
         "{r:?}"
     );
     assert!(t.all().iter().all(|a| a.connects() == 0));

@@ -1,7 +1,9 @@
 //! Property test of stream placement over random schedules: publishers (another client) move
-//! between providers or stop, viewers join, leave and report errors, adapters go down. A viewer
-//! never joins a provider the stream is not placed on at that moment, and after things settle
-//! every live viewer is on its publisher's provider.
+//! between providers (with or without a hot standby) or stop, viewers join, leave and report
+//! errors (provider-fatal, or transient ones that move a viewer to a standby at once), adapters
+//! go down. A viewer never joins a provider the stream is not placed on (as publisher or
+//! standby) at that moment, and after things settle every live viewer is on its publisher's
+//! provider or one of its standbys.
 //!
 //! 300 cases by default; `PROPTEST_CASES=N` for a longer run.
 
@@ -18,24 +20,25 @@ const STREAMS: [&str; 2] = ["s1", "s2"];
 
 #[derive(Debug, Clone)]
 enum Action {
-    /// The publisher of a stream moves to a provider (next epoch).
-    Move(usize, usize),
+    /// The publisher of a stream moves to a provider (next epoch), maybe with a standby.
+    Move(usize, usize, Option<usize>),
     /// The publisher stops (the placement is no longer live).
     Stop(usize),
     Join(usize),
     End(usize),
-    /// The viewer's own SDK reports a provider-fatal error.
-    ViewerError(usize),
+    /// The viewer's own SDK reports an error: provider-fatal, or transient.
+    ViewerError(usize, bool),
     Down(usize, bool),
 }
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        3 => (0..2usize, 0..3usize).prop_map(|(s, p)| Action::Move(s, p)),
+        3 => (0..2usize, 0..3usize, prop::option::of(1..3usize))
+            .prop_map(|(s, p, sb)| Action::Move(s, p, sb.map(|d| (p + d) % 3))),
         1 => (0..2usize).prop_map(Action::Stop),
         3 => (0..2usize).prop_map(Action::Join),
         1 => (0..2usize).prop_map(Action::End),
-        2 => (0..2usize).prop_map(Action::ViewerError),
+        2 => (0..2usize, any::<bool>()).prop_map(|(s, f)| Action::ViewerError(s, f)),
         1 => (0..3usize, any::<bool>()).prop_map(|(p, d)| Action::Down(p, d)),
     ]
 }
@@ -47,10 +50,16 @@ fn schedule() -> impl Strategy<Value = Vec<(u64, Action)>> {
     })
 }
 
-async fn run(actions: Vec<(u64, Action)>) -> Result<(), TestCaseError> {
+/// Where `stream` may be watched now: its live publisher's provider and standbys.
+fn allowed(ctl: &BackendCtl, stream: &str) -> Option<Vec<String>> {
+    let (p, _, live) = ctl.placement_of(stream)?;
+    live.then(|| std::iter::once(p).chain(ctl.standby_of(stream)).collect())
+}
+
+async fn run(actions: Vec<(u64, Action)>, parallel: bool) -> Result<(), TestCaseError> {
     let b = Backend::with_placement(SEED_LIST);
     let m = b.manager(b.config());
-    let t = Trio::register(&m, false);
+    let t = Trio::register(&m, parallel);
     // Every successful join is checked against the directory at that instant.
     let wrong: Arc<Mutex<Vec<String>>> = Arc::default();
     {
@@ -59,10 +68,10 @@ async fn run(actions: Vec<(u64, Action)>) -> Result<(), TestCaseError> {
             if what != "join" {
                 return;
             }
-            let placed = ctl.placement_of(stream);
+            let placed = allowed(&ctl, stream);
             let ok = placed
                 .as_ref()
-                .is_some_and(|(p, _, live)| *live && p == provider);
+                .is_some_and(|a| a.iter().any(|p| p == provider));
             if !ok {
                 wrong
                     .lock()
@@ -79,9 +88,11 @@ async fn run(actions: Vec<(u64, Action)>) -> Result<(), TestCaseError> {
     for (at, action) in actions {
         tokio::time::sleep_until(start + Duration::from_secs(at)).await;
         match action {
-            Action::Move(s, p) => {
+            Action::Move(s, p, standby) => {
                 epochs[s] += 1;
-                b.ctl.set_placement(STREAMS[s], PROVIDERS[p], epochs[s]);
+                let standby: Vec<&str> = standby.map(|i| PROVIDERS[i]).into_iter().collect();
+                b.ctl
+                    .set_placement_with_standby(STREAMS[s], PROVIDERS[p], epochs[s], &standby);
             }
             Action::Stop(s) => {
                 if let Some(entry) = b.ctl.placements.lock().unwrap().get_mut(STREAMS[s]) {
@@ -100,11 +111,13 @@ async fn run(actions: Vec<(u64, Action)>) -> Result<(), TestCaseError> {
                     let _ = m2.end_stream(STREAMS[s]).await;
                 });
             }
-            Action::ViewerError(s) => {
-                let _ = m.record_error(
-                    STREAMS[s],
-                    ProviderError::new(ProviderErrorKind::Unauthorized, "viewer side"),
-                );
+            Action::ViewerError(s, fatal) => {
+                let kind = if fatal {
+                    ProviderErrorKind::Unauthorized
+                } else {
+                    ProviderErrorKind::Network
+                };
+                let _ = m.record_error(STREAMS[s], ProviderError::new(kind, "viewer side"));
             }
             Action::Down(p, d) => t.all()[p].set_down(d),
         }
@@ -120,13 +133,12 @@ async fn run(actions: Vec<(u64, Action)>) -> Result<(), TestCaseError> {
         if s.state != SessionState::Live {
             continue;
         }
-        let placed = b.ctl.placement_of(&s.stream_id);
-        if let Some((p, _, true)) = placed {
-            prop_assert_eq!(
-                s.provider.as_deref(),
-                Some(p.as_str()),
-                "{} did not follow its publisher",
-                s.stream_id
+        if let Some(a) = allowed(&b.ctl, &s.stream_id) {
+            prop_assert!(
+                s.provider.as_ref().is_some_and(|p| a.contains(p)),
+                "{} on {:?} did not follow its publisher ({a:?})",
+                s.stream_id,
+                s.provider
             );
         }
     }
@@ -145,12 +157,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn viewers_only_join_where_the_stream_is_placed(actions in schedule()) {
+    fn viewers_only_join_where_the_stream_is_placed(actions in schedule(), parallel in any::<bool>()) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)
             .build()
             .unwrap();
-        rt.block_on(run(actions))?;
+        rt.block_on(run(actions, parallel))?;
     }
 }

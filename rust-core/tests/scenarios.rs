@@ -82,8 +82,8 @@ async fn all_providers_down_fails_after_exactly_three_attempts() {
     assert_eq!(m.session("s1").unwrap().state, SessionState::Failed);
     assert_eq!(
         m.task_count(),
-        3,
-        "only the idle monitor, push listener and lease keeper remain"
+        4,
+        "only the idle monitor, push listener, lease keeper and audience reporter remain"
     );
     m.shutdown().await.unwrap();
 }

@@ -211,6 +211,14 @@ macro_rules! manager_config {
             /// Limit on this manager's concurrent streams over all providers. Absent (null) =
             /// unlimited; `0` is rejected.
             max_total_streams: Option<u32> = (None) => max_total_streams,
+            /// Publishers: hot standby copies of each stream on the next healthy
+            /// parallel-capable providers (0 to 3; 0 = off). Listed in the placement so viewers
+            /// switch to one at once; promoted when the primary fails. Each standby is a full
+            /// publish and holds a capacity slot on its provider.
+            standby_providers: u32 = (0) => standby_providers,
+            /// Viewers: how long `join_stream` waits for a stream that is not live yet (woken
+            /// by the placement push, re-read every second); 0 = `StreamNotLive` at once.
+            wait_for_live_ms: u64 = (0) => wait_for_live,
         }}
     };
 }
@@ -390,6 +398,8 @@ macro_rules! plain_enums {
                 Join,
                 /// Moving a live session to another provider.
                 Migrate,
+                /// A publisher starting a hot standby copy of its stream.
+                Standby,
             }
         }
         $crate::__plain_enum! { [$(#[$attr])*] from_core
@@ -416,6 +426,32 @@ macro_rules! plain_enums {
                 /// A viewer follows its publisher, which moved to another provider (the
                 /// placement directory's new epoch).
                 PlacementChanged,
+                /// The registry confirmed that the stream's viewers on the provider are
+                /// stalled (its minimum count and share reached).
+                AudienceStalled,
+            }
+        }
+        $crate::__plain_enum! { [$(#[$attr])*] from_core
+            /// Where a media quality score (0 to 100) lies.
+            QualityBand {
+                /// 80 or more.
+                Good,
+                /// 40 to 80.
+                Degraded,
+                /// Below 40.
+                Bad,
+            }
+        }
+        $crate::__plain_enum! { [$(#[$attr])*] both
+            /// A media quality level asked of an adapter (`set_quality`); what each means is
+            /// the SDK's choice.
+            QualityLevel {
+                /// The stream's normal quality.
+                High,
+                /// A lighter variant (a lower simulcast layer, half the bitrate).
+                Medium,
+                /// The lightest the SDK offers (the lowest layer, or audio only).
+                Low,
             }
         }
         $crate::__plain_enum! { [$(#[$attr])*] from_core
@@ -552,6 +588,8 @@ macro_rules! plain_records {
                 migrations: u32 => migrations,
                 /// The last error seen, if any.
                 last_error: Option<String> => last_error,
+                /// Publisher: providers carrying hot standby copies of it, best first.
+                standby: Vec<String> => standby,
             }
         }
 
@@ -585,8 +623,13 @@ macro_rules! plain_records {
                 /// Share of health checks that passed, in percent; absent (null) before the
                 /// first check.
                 uptime_percent: Option<f64> => uptime_percent,
-                /// Sessions live on it now.
+                /// Sessions live on it now (primaries only).
                 live_sessions: u32 => live_sessions,
+                /// Hot standby copies of publishers' streams on it now (each holds a slot).
+                standby_sessions: u32 => standby_sessions,
+                /// Its media quality score, 0 to 100 (moving average of `record_quality`
+                /// samples); absent (null) before the first sample.
+                quality_score: Option<f64> => quality_score,
                 /// Times it was ejected (cooled down).
                 times_ejected: u32 => times_ejected,
                 /// Milliseconds left in its cool-down.

@@ -229,6 +229,29 @@ pub enum StreamguardError {
         /// What failed.
         detail: String,
     },
+    /// A viewer's stream is not live (no live publisher placement), and `wait_for_live_ms`
+    /// was 0 or ran out.
+    #[error("stream {stream_id:?} is not live (no publisher placement)")]
+    StreamNotLive {
+        /// The stream.
+        stream_id: String,
+    },
+    /// A viewer's stream is published only on providers without a registered adapter.
+    #[error(
+        "stream {stream_id:?} is published on {providers:?}: no adapter registered for any of them"
+    )]
+    NoAdapterForPlacement {
+        /// The stream.
+        stream_id: String,
+        /// Where it is published: the publisher's provider, then its standbys.
+        providers: Vec<String>,
+    },
+    /// Another client publishes this stream (its placement claim is alive).
+    #[error("stream {stream_id:?} is published by another client")]
+    StreamClaimedByOther {
+        /// The stream.
+        stream_id: String,
+    },
     /// No session with this stream id exists.
     #[error("unknown session {stream_id:?}")]
     UnknownSession {
@@ -292,6 +315,15 @@ impl From<sg::StreamguardError> for StreamguardError {
             E::Backend(b) => Self::Backend {
                 detail: b.to_string(),
             },
+            E::StreamNotLive { stream_id } => Self::StreamNotLive { stream_id },
+            E::NoAdapterForPlacement {
+                stream_id,
+                providers,
+            } => Self::NoAdapterForPlacement {
+                stream_id,
+                providers,
+            },
+            E::StreamClaimedByOther { stream_id } => Self::StreamClaimedByOther { stream_id },
             E::UnknownSession(stream_id) => Self::UnknownSession { stream_id },
             E::SessionBusy { stream_id, state } => Self::SessionBusy {
                 stream_id,

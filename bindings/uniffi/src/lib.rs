@@ -27,7 +27,8 @@ pub use manager::StreamingProviderManager;
 pub use runtime::quiesce;
 pub use types::{
     EventKind, FailoverReason, HealthStatus, MigrationStrategy, Operation, ProviderErrorKind,
-    ProviderInfo, ProviderStats, Role, SessionInfo, SessionState, StreamEvent,
+    ProviderInfo, ProviderStats, QualityBand, QualityLevel, QualitySample, Role, SessionInfo,
+    SessionState, StreamEvent,
 };
 
 // The namespace names the generated modules: `streamguard.py`, `streamguard.kt`,

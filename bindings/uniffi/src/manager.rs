@@ -7,7 +7,7 @@ use crate::config::ManagerConfig;
 use crate::errors::{ProviderError, StreamguardError};
 use crate::listener::{EventListener, ListenerHandle};
 use crate::runtime::{run, RUNTIME};
-use crate::types::{ProviderInfo, ProviderStats, SessionInfo};
+use crate::types::{ProviderInfo, ProviderStats, QualitySample, SessionInfo};
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use streamguard as sg;
@@ -97,6 +97,20 @@ impl StreamingProviderManager {
         // May start a health check: spawn it on the bindings' runtime.
         let _rt = RUNTIME.enter();
         Ok(self.inner.record_error(&stream_id, error.into())?)
+    }
+
+    /// Take one media quality sample of `stream_id` from the vendor SDK (about one per
+    /// second): it scores the provider (`ProviderStats.quality_score`, `QualityChanged`
+    /// events), tells the registry a viewer's player state (stalled viewers move their
+    /// publisher when enough of them stall) and lowers the quality of a device whose own link
+    /// is the problem. Throws `InvalidArgument` for a bad sample, `UnknownSession`.
+    pub fn record_quality(
+        &self,
+        stream_id: String,
+        sample: QualitySample,
+    ) -> Result<(), StreamguardError> {
+        let _rt = RUNTIME.enter();
+        Ok(self.inner.record_quality(&stream_id, sample.into())?)
     }
 
     /// Hint that connectivity changed (Wi-Fi to cellular, VPN): cut pending backoff waits

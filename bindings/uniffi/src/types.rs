@@ -156,6 +156,54 @@ pub enum EventKind {
         epoch: u64,
         /// The publisher's claim is alive.
         live: bool,
+        /// Providers carrying hot standby copies of the stream, best first.
+        standby: Vec<String>,
+    },
+    /// A provider's media quality score moved into another band.
+    QualityChanged {
+        /// The provider.
+        provider: String,
+        /// Its moving score now, 0 to 100.
+        score: f64,
+        /// The band it left (absent: its first sample).
+        from: Option<QualityBand>,
+        /// The band it is in now.
+        to: QualityBand,
+    },
+    /// The engine asked an adapter to lower a stream's quality instead of moving (a viewer
+    /// stalling alone, a publisher whose uplink is bad on every provider).
+    QualityLowered {
+        /// The stream.
+        stream_id: String,
+        /// The provider carrying it.
+        provider: String,
+        /// The level asked for.
+        level: QualityLevel,
+    },
+    /// The registry's view of a stream's audience on a provider changed.
+    AudienceChanged {
+        /// The stream.
+        stream_id: String,
+        /// The provider its viewers watch on.
+        provider: String,
+        /// Viewers reporting.
+        viewers: u32,
+        /// Of them, stalled.
+        stalled: u32,
+        /// The registry confirmed an outage.
+        outage: bool,
+    },
+    /// A publisher's hot standby became its primary at once (no start, no gap): its primary
+    /// failed, or a planned move chose the standby.
+    StandbyPromoted {
+        /// The stream.
+        stream_id: String,
+        /// The provider left.
+        from: String,
+        /// The standby that is the primary now.
+        to: String,
+        /// The placement epoch claimed for `to` (0 without a placement directory).
+        epoch: u64,
     },
     /// A session changed state.
     SessionStateChanged {
@@ -168,6 +216,44 @@ pub enum EventKind {
         /// Provider it runs on now, if any.
         provider: Option<String>,
     },
+}
+
+/// One media quality sample from the host's SDK (`record_quality`), about one per second.
+/// Only `interval_ms` is required; fill in what the SDK knows. Scored by the formula of the
+/// engine's `quality` module: stalls dominate, loss and round-trip time reduce the score.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct QualitySample {
+    /// The time the sample covers, in milliseconds (greater than zero).
+    pub interval_ms: u64,
+    /// Frames received (viewer) or sent (publisher) in the interval.
+    #[uniffi(default = 0)]
+    pub frames: u32,
+    /// Milliseconds of the interval without media (at most `interval_ms`).
+    #[uniffi(default = 0)]
+    pub stall_ms: u64,
+    /// Media bitrate over the interval, in kbit/s.
+    #[uniffi(default = None)]
+    pub bitrate_kbps: Option<u32>,
+    /// Round-trip time to the provider's edge, in milliseconds.
+    #[uniffi(default = None)]
+    pub rtt_ms: Option<u64>,
+    /// Packet loss over the interval, in percent (0 to 100).
+    #[uniffi(default = None)]
+    pub loss_percent: Option<f64>,
+}
+
+impl From<QualitySample> for sg::QualitySample {
+    fn from(s: QualitySample) -> Self {
+        use std::time::Duration;
+        Self {
+            interval: Duration::from_millis(s.interval_ms),
+            frames: s.frames,
+            stall: Duration::from_millis(s.stall_ms),
+            bitrate_kbps: s.bitrate_kbps,
+            rtt: s.rtt_ms.map(Duration::from_millis),
+            loss_percent: s.loss_percent,
+        }
+    }
 }
 
 impl From<sg::EventKind> for EventKind {
@@ -278,11 +364,57 @@ impl From<sg::EventKind> for EventKind {
                 provider,
                 epoch,
                 live,
+                standby,
             } => Self::PlacementChanged {
                 stream_id,
                 provider,
                 epoch,
                 live,
+                standby,
+            },
+            K::QualityChanged {
+                provider,
+                score,
+                from,
+                to,
+            } => Self::QualityChanged {
+                provider,
+                score,
+                from: from.map(Into::into),
+                to: to.into(),
+            },
+            K::QualityLowered {
+                stream_id,
+                provider,
+                level,
+            } => Self::QualityLowered {
+                stream_id,
+                provider,
+                level: level.into(),
+            },
+            K::AudienceChanged {
+                stream_id,
+                provider,
+                viewers,
+                stalled,
+                outage,
+            } => Self::AudienceChanged {
+                stream_id,
+                provider,
+                viewers,
+                stalled,
+                outage,
+            },
+            K::StandbyPromoted {
+                stream_id,
+                from,
+                to,
+                epoch,
+            } => Self::StandbyPromoted {
+                stream_id,
+                from,
+                to,
+                epoch,
             },
             K::SessionStateChanged {
                 stream_id,
@@ -340,6 +472,7 @@ mod tests {
                 provider: "zegocloud".into(),
                 epoch: 4,
                 live: true,
+                standby: vec!["webrtc".into()],
             },
         }
         .into();
@@ -350,6 +483,7 @@ mod tests {
                 provider: "zegocloud".into(),
                 epoch: 4,
                 live: true,
+                standby: vec!["webrtc".into()],
             }
         );
     }

@@ -229,10 +229,43 @@ fn event_text(kind: &EventKind) -> String {
             provider,
             epoch,
             live,
+            standby,
         } => format!(
-            "{stream_id}: published on {provider} (epoch {epoch}{})",
+            "{stream_id}: published on {provider}{} (epoch {epoch}{})",
+            if standby.is_empty() {
+                String::new()
+            } else {
+                format!(", standby {}", standby.join(", "))
+            },
             if *live { "" } else { ", ended" }
         ),
+        EventKind::QualityChanged {
+            provider,
+            score,
+            to,
+            ..
+        } => format!("{provider}: quality {score:.0} ({to:?})"),
+        EventKind::QualityLowered {
+            stream_id,
+            provider,
+            level,
+        } => format!("{stream_id}: quality lowered to {level:?} on {provider}"),
+        EventKind::AudienceChanged {
+            stream_id,
+            provider,
+            viewers,
+            stalled,
+            outage,
+        } => format!(
+            "{stream_id}: {stalled}/{viewers} viewers stalled on {provider}{}",
+            if *outage { " (outage)" } else { "" }
+        ),
+        EventKind::StandbyPromoted {
+            stream_id,
+            from,
+            to,
+            epoch,
+        } => format!("{stream_id}: standby {to} promoted, {from} left (epoch {epoch})"),
         EventKind::WaitingForCapacity {
             stream_id,
             providers,

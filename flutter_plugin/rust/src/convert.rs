@@ -64,6 +64,14 @@ impl From<sg::StreamguardError> for StreamguardError {
             }
             E::CapacityUnavailable(_) => (K::CapacityUnavailable, Vec::new()),
             E::Backend(_) => (K::Backend, Vec::new()),
+            E::StreamNotLive { .. } => (K::StreamNotLive, Vec::new()),
+            E::NoAdapterForPlacement {
+                providers: placed, ..
+            } => {
+                providers = placed;
+                (K::NoAdapterForPlacement, Vec::new())
+            }
+            E::StreamClaimedByOther { .. } => (K::StreamClaimedByOther, Vec::new()),
             E::UnknownSession(_) => (K::UnknownSession, Vec::new()),
             E::SessionBusy { .. } => (K::SessionBusy, Vec::new()),
             E::Cancelled(_) => (K::Cancelled, Vec::new()),
@@ -76,6 +84,19 @@ impl From<sg::StreamguardError> for StreamguardError {
             attempts: attempts.into_iter().map(Attempt::from).collect(),
             providers,
             waited_ms,
+        }
+    }
+}
+
+impl From<QualitySample> for sg::QualitySample {
+    fn from(s: QualitySample) -> Self {
+        Self {
+            interval: Duration::from_millis(s.interval_ms),
+            frames: s.frames,
+            stall: Duration::from_millis(s.stall_ms),
+            bitrate_kbps: s.bitrate_kbps,
+            rtt: s.rtt_ms.map(Duration::from_millis),
+            loss_percent: s.loss_percent,
         }
     }
 }
@@ -121,6 +142,13 @@ impl StreamEvent {
             max_wait_ms: None,
             epoch: None,
             live: None,
+            score: None,
+            quality_from: None,
+            quality_to: None,
+            level: None,
+            viewers: None,
+            stalled: None,
+            outage: None,
             message: None,
         }
     }
@@ -248,12 +276,62 @@ impl From<sg::StreamEvent> for StreamEvent {
                 provider,
                 epoch,
                 live,
+                standby,
             } => StreamEvent {
                 stream_id: Some(stream_id),
                 provider: Some(provider),
                 epoch: Some(epoch),
                 live: Some(live),
+                providers: standby,
                 ..StreamEvent::empty(at, EventType::PlacementChanged)
+            },
+            K::QualityChanged {
+                provider,
+                score,
+                from,
+                to,
+            } => StreamEvent {
+                provider: Some(provider),
+                score: Some(score),
+                quality_from: from.map(Into::into),
+                quality_to: Some(to.into()),
+                ..StreamEvent::empty(at, EventType::QualityChanged)
+            },
+            K::QualityLowered {
+                stream_id,
+                provider,
+                level,
+            } => StreamEvent {
+                stream_id: Some(stream_id),
+                provider: Some(provider),
+                level: Some(level.into()),
+                ..StreamEvent::empty(at, EventType::QualityLowered)
+            },
+            K::AudienceChanged {
+                stream_id,
+                provider,
+                viewers,
+                stalled,
+                outage,
+            } => StreamEvent {
+                stream_id: Some(stream_id),
+                provider: Some(provider),
+                viewers: Some(viewers),
+                stalled: Some(stalled),
+                outage: Some(outage),
+                ..StreamEvent::empty(at, EventType::AudienceChanged)
+            },
+            K::StandbyPromoted {
+                stream_id,
+                from,
+                to,
+                epoch,
+            } => StreamEvent {
+                stream_id: Some(stream_id),
+                from: Some(from),
+                to: Some(to),
+                epoch: Some(epoch),
+                ..StreamEvent::empty(at, EventType::StandbyPromoted)
             },
             K::SessionStateChanged {
                 stream_id,
@@ -369,12 +447,34 @@ mod tests {
                 provider: "zegocloud".into(),
                 epoch: 3,
                 live: false,
+                standby: vec!["webrtc".into()],
             },
         });
         assert_eq!(e.kind, EventType::PlacementChanged);
         assert_eq!(e.stream_id.as_deref(), Some("s1"));
         assert_eq!(e.provider.as_deref(), Some("zegocloud"));
         assert_eq!((e.epoch, e.live), (Some(3), Some(false)));
+        assert_eq!(e.providers, ["webrtc"]);
+        let e = StreamEvent::from(sg::StreamEvent {
+            at: Duration::from_millis(6),
+            kind: sg::EventKind::StandbyPromoted {
+                stream_id: "s1".into(),
+                from: "agora".into(),
+                to: "zegocloud".into(),
+                epoch: 4,
+            },
+        });
+        assert_eq!(e.kind, EventType::StandbyPromoted);
+        assert_eq!(
+            (e.from.as_deref(), e.to.as_deref(), e.epoch),
+            (Some("agora"), Some("zegocloud"), Some(4))
+        );
+        let e = StreamguardError::from(sg::StreamguardError::NoAdapterForPlacement {
+            stream_id: "s1".into(),
+            providers: vec!["livekit".into()],
+        });
+        assert_eq!(e.kind, StreamguardErrorKind::NoAdapterForPlacement);
+        assert_eq!(e.providers, ["livekit"]);
         assert_eq!(
             FailoverReason::from(sg::FailoverReason::PlacementChanged),
             FailoverReason::PlacementChanged

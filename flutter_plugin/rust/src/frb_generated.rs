@@ -40,7 +40,7 @@ flutter_rust_bridge::frb_generated_boilerplate!(
     default_rust_auto_opaque = RustAutoOpaqueMoi,
 );
 pub(crate) const FLUTTER_RUST_BRIDGE_CODEGEN_VERSION: &str = "2.13.0";
-pub(crate) const FLUTTER_RUST_BRIDGE_CODEGEN_CONTENT_HASH: i32 = -1008612258;
+pub(crate) const FLUTTER_RUST_BRIDGE_CODEGEN_CONTENT_HASH: i32 = -255008571;
 
 // Section: executor
 
@@ -463,6 +463,61 @@ fn wire__crate__api__manager__StreamingProviderManager_record_error_impl(
                         &*api_that_guard,
                         api_stream_id,
                         api_error,
+                    )?;
+                    std::result::Result::Ok(output_ok)
+                })())
+            }
+        },
+    )
+}
+fn wire__crate__api__manager__StreamingProviderManager_record_quality_impl(
+    port_: flutter_rust_bridge::for_generated::MessagePort,
+    ptr_: flutter_rust_bridge::for_generated::PlatformGeneralizedUint8ListPtr,
+    rust_vec_len_: i32,
+    data_len_: i32,
+) {
+    FLUTTER_RUST_BRIDGE_HANDLER.wrap_normal::<flutter_rust_bridge::for_generated::SseCodec, _, _>(
+        flutter_rust_bridge::for_generated::TaskInfo {
+            debug_name: "StreamingProviderManager_record_quality",
+            port: Some(port_),
+            mode: flutter_rust_bridge::for_generated::FfiCallMode::Normal,
+        },
+        move || {
+            let message = unsafe {
+                flutter_rust_bridge::for_generated::Dart2RustMessageSse::from_wire(
+                    ptr_,
+                    rust_vec_len_,
+                    data_len_,
+                )
+            };
+            let mut deserializer =
+                flutter_rust_bridge::for_generated::SseDeserializer::new(message);
+            let api_that = <RustOpaqueMoi<
+                flutter_rust_bridge::for_generated::RustAutoOpaqueInner<StreamingProviderManager>,
+            >>::sse_decode(&mut deserializer);
+            let api_stream_id = <String>::sse_decode(&mut deserializer);
+            let api_sample = <crate::api::types::QualitySample>::sse_decode(&mut deserializer);
+            deserializer.end();
+            move |context| {
+                transform_result_sse::<_, crate::api::types::StreamguardError>((move || {
+                    let mut api_that_guard = None;
+                    let decode_indices_ =
+                        flutter_rust_bridge::for_generated::lockable_compute_decode_order(vec![
+                            flutter_rust_bridge::for_generated::LockableOrderInfo::new(
+                                &api_that, 0, false,
+                            ),
+                        ]);
+                    for i in decode_indices_ {
+                        match i {
+                            0 => api_that_guard = Some(api_that.lockable_decode_sync_ref()),
+                            _ => unreachable!(),
+                        }
+                    }
+                    let api_that_guard = api_that_guard.unwrap();
+                    let output_ok = crate::api::manager::StreamingProviderManager::record_quality(
+                        &*api_that_guard,
+                        api_stream_id,
+                        api_sample,
                     )?;
                     std::result::Result::Ok(output_ok)
                 })())
@@ -1113,6 +1168,10 @@ impl SseDecode for crate::api::types::EventType {
             9 => crate::api::types::EventType::WaitingForCapacity,
             10 => crate::api::types::EventType::SessionStateChanged,
             11 => crate::api::types::EventType::PlacementChanged,
+            12 => crate::api::types::EventType::StandbyPromoted,
+            13 => crate::api::types::EventType::QualityChanged,
+            14 => crate::api::types::EventType::QualityLowered,
+            15 => crate::api::types::EventType::AudienceChanged,
             _ => unreachable!("Invalid variant for EventType: {}", inner),
         };
     }
@@ -1139,6 +1198,7 @@ impl SseDecode for crate::api::types::FailoverReason {
             6 => crate::api::types::FailoverReason::Failback,
             7 => crate::api::types::FailoverReason::CapacityLost,
             8 => crate::api::types::FailoverReason::PlacementChanged,
+            9 => crate::api::types::FailoverReason::AudienceStalled,
             _ => unreachable!("Invalid variant for FailoverReason: {}", inner),
         };
     }
@@ -1275,6 +1335,8 @@ impl SseDecode for crate::api::types::ManagerConfig {
         let mut var_capacityMaxWaitMs = <u64>::sse_decode(deserializer);
         let mut var_capacityLeaseTtlMs = <u64>::sse_decode(deserializer);
         let mut var_maxTotalStreams = <Option<u32>>::sse_decode(deserializer);
+        let mut var_standbyProviders = <u32>::sse_decode(deserializer);
+        let mut var_waitForLiveMs = <u64>::sse_decode(deserializer);
         return crate::api::types::ManagerConfig {
             base_url: var_baseUrl,
             auth_token: var_authToken,
@@ -1304,6 +1366,8 @@ impl SseDecode for crate::api::types::ManagerConfig {
             capacity_max_wait_ms: var_capacityMaxWaitMs,
             capacity_lease_ttl_ms: var_capacityLeaseTtlMs,
             max_total_streams: var_maxTotalStreams,
+            standby_providers: var_standbyProviders,
+            wait_for_live_ms: var_waitForLiveMs,
         };
     }
 }
@@ -1328,6 +1392,7 @@ impl SseDecode for crate::api::types::Operation {
             0 => crate::api::types::Operation::Start,
             1 => crate::api::types::Operation::Join,
             2 => crate::api::types::Operation::Migrate,
+            3 => crate::api::types::Operation::Standby,
             _ => unreachable!("Invalid variant for Operation: {}", inner),
         };
     }
@@ -1436,6 +1501,28 @@ impl SseDecode for Option<crate::api::types::ProviderError> {
     }
 }
 
+impl SseDecode for Option<crate::api::types::QualityBand> {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
+        if (<bool>::sse_decode(deserializer)) {
+            return Some(<crate::api::types::QualityBand>::sse_decode(deserializer));
+        } else {
+            return None;
+        }
+    }
+}
+
+impl SseDecode for Option<crate::api::types::QualityLevel> {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
+        if (<bool>::sse_decode(deserializer)) {
+            return Some(<crate::api::types::QualityLevel>::sse_decode(deserializer));
+        } else {
+            return None;
+        }
+    }
+}
+
 impl SseDecode for Option<crate::api::types::SessionInfo> {
     // Codec=Sse (Serialization based), see doc to use other codecs
     fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
@@ -1536,6 +1623,8 @@ impl SseDecode for crate::api::types::ProviderStats {
         let mut var_avgConnectLatencyMs = <Option<f64>>::sse_decode(deserializer);
         let mut var_uptimePercent = <Option<f64>>::sse_decode(deserializer);
         let mut var_liveSessions = <u32>::sse_decode(deserializer);
+        let mut var_standbySessions = <u32>::sse_decode(deserializer);
+        let mut var_qualityScore = <Option<f64>>::sse_decode(deserializer);
         let mut var_timesEjected = <u32>::sse_decode(deserializer);
         let mut var_coolingForMs = <Option<u64>>::sse_decode(deserializer);
         return crate::api::types::ProviderStats {
@@ -1553,8 +1642,56 @@ impl SseDecode for crate::api::types::ProviderStats {
             avg_connect_latency_ms: var_avgConnectLatencyMs,
             uptime_percent: var_uptimePercent,
             live_sessions: var_liveSessions,
+            standby_sessions: var_standbySessions,
+            quality_score: var_qualityScore,
             times_ejected: var_timesEjected,
             cooling_for_ms: var_coolingForMs,
+        };
+    }
+}
+
+impl SseDecode for crate::api::types::QualityBand {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
+        let mut inner = <i32>::sse_decode(deserializer);
+        return match inner {
+            0 => crate::api::types::QualityBand::Good,
+            1 => crate::api::types::QualityBand::Degraded,
+            2 => crate::api::types::QualityBand::Bad,
+            _ => unreachable!("Invalid variant for QualityBand: {}", inner),
+        };
+    }
+}
+
+impl SseDecode for crate::api::types::QualityLevel {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
+        let mut inner = <i32>::sse_decode(deserializer);
+        return match inner {
+            0 => crate::api::types::QualityLevel::High,
+            1 => crate::api::types::QualityLevel::Medium,
+            2 => crate::api::types::QualityLevel::Low,
+            _ => unreachable!("Invalid variant for QualityLevel: {}", inner),
+        };
+    }
+}
+
+impl SseDecode for crate::api::types::QualitySample {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_decode(deserializer: &mut flutter_rust_bridge::for_generated::SseDeserializer) -> Self {
+        let mut var_intervalMs = <u64>::sse_decode(deserializer);
+        let mut var_frames = <u32>::sse_decode(deserializer);
+        let mut var_stallMs = <u64>::sse_decode(deserializer);
+        let mut var_bitrateKbps = <Option<u32>>::sse_decode(deserializer);
+        let mut var_rttMs = <Option<u64>>::sse_decode(deserializer);
+        let mut var_lossPercent = <Option<f64>>::sse_decode(deserializer);
+        return crate::api::types::QualitySample {
+            interval_ms: var_intervalMs,
+            frames: var_frames,
+            stall_ms: var_stallMs,
+            bitrate_kbps: var_bitrateKbps,
+            rtt_ms: var_rttMs,
+            loss_percent: var_lossPercent,
         };
     }
 }
@@ -1581,6 +1718,7 @@ impl SseDecode for crate::api::types::SessionInfo {
         let mut var_attempts = <u32>::sse_decode(deserializer);
         let mut var_migrations = <u32>::sse_decode(deserializer);
         let mut var_lastError = <Option<String>>::sse_decode(deserializer);
+        let mut var_standby = <Vec<String>>::sse_decode(deserializer);
         return crate::api::types::SessionInfo {
             stream_id: var_streamId,
             role: var_role,
@@ -1589,6 +1727,7 @@ impl SseDecode for crate::api::types::SessionInfo {
             attempts: var_attempts,
             migrations: var_migrations,
             last_error: var_lastError,
+            standby: var_standby,
         };
     }
 }
@@ -1639,6 +1778,14 @@ impl SseDecode for crate::api::types::StreamEvent {
         let mut var_maxWaitMs = <Option<u64>>::sse_decode(deserializer);
         let mut var_epoch = <Option<u64>>::sse_decode(deserializer);
         let mut var_live = <Option<bool>>::sse_decode(deserializer);
+        let mut var_score = <Option<f64>>::sse_decode(deserializer);
+        let mut var_qualityFrom =
+            <Option<crate::api::types::QualityBand>>::sse_decode(deserializer);
+        let mut var_qualityTo = <Option<crate::api::types::QualityBand>>::sse_decode(deserializer);
+        let mut var_level = <Option<crate::api::types::QualityLevel>>::sse_decode(deserializer);
+        let mut var_viewers = <Option<u32>>::sse_decode(deserializer);
+        let mut var_stalled = <Option<u32>>::sse_decode(deserializer);
+        let mut var_outage = <Option<bool>>::sse_decode(deserializer);
         let mut var_message = <Option<String>>::sse_decode(deserializer);
         return crate::api::types::StreamEvent {
             at_ms: var_atMs,
@@ -1666,6 +1813,13 @@ impl SseDecode for crate::api::types::StreamEvent {
             max_wait_ms: var_maxWaitMs,
             epoch: var_epoch,
             live: var_live,
+            score: var_score,
+            quality_from: var_qualityFrom,
+            quality_to: var_qualityTo,
+            level: var_level,
+            viewers: var_viewers,
+            stalled: var_stalled,
+            outage: var_outage,
             message: var_message,
         };
     }
@@ -1703,11 +1857,14 @@ impl SseDecode for crate::api::types::StreamguardErrorKind {
             6 => crate::api::types::StreamguardErrorKind::NoCapacity,
             7 => crate::api::types::StreamguardErrorKind::CapacityUnavailable,
             8 => crate::api::types::StreamguardErrorKind::Backend,
-            9 => crate::api::types::StreamguardErrorKind::UnknownSession,
-            10 => crate::api::types::StreamguardErrorKind::SessionBusy,
-            11 => crate::api::types::StreamguardErrorKind::Cancelled,
-            12 => crate::api::types::StreamguardErrorKind::ShutDown,
-            13 => crate::api::types::StreamguardErrorKind::Internal,
+            9 => crate::api::types::StreamguardErrorKind::StreamNotLive,
+            10 => crate::api::types::StreamguardErrorKind::NoAdapterForPlacement,
+            11 => crate::api::types::StreamguardErrorKind::StreamClaimedByOther,
+            12 => crate::api::types::StreamguardErrorKind::UnknownSession,
+            13 => crate::api::types::StreamguardErrorKind::SessionBusy,
+            14 => crate::api::types::StreamguardErrorKind::Cancelled,
+            15 => crate::api::types::StreamguardErrorKind::ShutDown,
+            16 => crate::api::types::StreamguardErrorKind::Internal,
             _ => unreachable!("Invalid variant for StreamguardErrorKind: {}", inner),
         };
     }
@@ -1803,49 +1960,55 @@ fn pde_ffi_dispatcher_primary_impl(
             rust_vec_len,
             data_len,
         ),
-        9 => wire__crate__api__manager__StreamingProviderManager_refresh_providers_impl(
+        9 => wire__crate__api__manager__StreamingProviderManager_record_quality_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        10 => wire__crate__api__manager__StreamingProviderManager_register_adapter_impl(
+        10 => wire__crate__api__manager__StreamingProviderManager_refresh_providers_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        11 => wire__crate__api__manager__StreamingProviderManager_session_impl(
+        11 => wire__crate__api__manager__StreamingProviderManager_register_adapter_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        12 => wire__crate__api__manager__StreamingProviderManager_sessions_impl(
+        12 => wire__crate__api__manager__StreamingProviderManager_session_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        13 => wire__crate__api__manager__StreamingProviderManager_shutdown_impl(
+        13 => wire__crate__api__manager__StreamingProviderManager_sessions_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        14 => wire__crate__api__manager__StreamingProviderManager_start_stream_impl(
+        14 => wire__crate__api__manager__StreamingProviderManager_shutdown_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        15 => wire__crate__api__manager__StreamingProviderManager_task_count_impl(
+        15 => wire__crate__api__manager__StreamingProviderManager_start_stream_impl(
             port,
             ptr,
             rust_vec_len,
             data_len,
         ),
-        17 => wire__crate__api__init_app_impl(port, ptr, rust_vec_len, data_len),
+        16 => wire__crate__api__manager__StreamingProviderManager_task_count_impl(
+            port,
+            ptr,
+            rust_vec_len,
+            data_len,
+        ),
+        18 => wire__crate__api__init_app_impl(port, ptr, rust_vec_len, data_len),
         _ => unreachable!(),
     }
 }
@@ -1858,7 +2021,7 @@ fn pde_ffi_dispatcher_sync_impl(
 ) -> flutter_rust_bridge::for_generated::WireSyncRust2DartSse {
     // Codec=Pde (Serialization + dispatch), see doc to use other codecs
     match func_id {
-        16 => wire__crate__api__manager__default_manager_config_impl(ptr, rust_vec_len, data_len),
+        17 => wire__crate__api__manager__default_manager_config_impl(ptr, rust_vec_len, data_len),
         _ => unreachable!(),
     }
 }
@@ -1918,6 +2081,10 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::EventType {
             Self::WaitingForCapacity => 9.into_dart(),
             Self::SessionStateChanged => 10.into_dart(),
             Self::PlacementChanged => 11.into_dart(),
+            Self::StandbyPromoted => 12.into_dart(),
+            Self::QualityChanged => 13.into_dart(),
+            Self::QualityLowered => 14.into_dart(),
+            Self::AudienceChanged => 15.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -1943,6 +2110,7 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::FailoverReason {
             Self::Failback => 6.into_dart(),
             Self::CapacityLost => 7.into_dart(),
             Self::PlacementChanged => 8.into_dart(),
+            Self::AudienceStalled => 9.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -2015,6 +2183,8 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::ManagerConfig {
             self.capacity_max_wait_ms.into_into_dart().into_dart(),
             self.capacity_lease_ttl_ms.into_into_dart().into_dart(),
             self.max_total_streams.into_into_dart().into_dart(),
+            self.standby_providers.into_into_dart().into_dart(),
+            self.wait_for_live_ms.into_into_dart().into_dart(),
         ]
         .into_dart()
     }
@@ -2058,6 +2228,7 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::Operation {
             Self::Start => 0.into_dart(),
             Self::Join => 1.into_dart(),
             Self::Migrate => 2.into_dart(),
+            Self::Standby => 3.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -2161,6 +2332,8 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::ProviderStats {
             self.avg_connect_latency_ms.into_into_dart().into_dart(),
             self.uptime_percent.into_into_dart().into_dart(),
             self.live_sessions.into_into_dart().into_dart(),
+            self.standby_sessions.into_into_dart().into_dart(),
+            self.quality_score.into_into_dart().into_dart(),
             self.times_ejected.into_into_dart().into_dart(),
             self.cooling_for_ms.into_into_dart().into_dart(),
         ]
@@ -2175,6 +2348,75 @@ impl flutter_rust_bridge::IntoIntoDart<crate::api::types::ProviderStats>
     for crate::api::types::ProviderStats
 {
     fn into_into_dart(self) -> crate::api::types::ProviderStats {
+        self
+    }
+}
+// Codec=Dco (DartCObject based), see doc to use other codecs
+impl flutter_rust_bridge::IntoDart for crate::api::types::QualityBand {
+    fn into_dart(self) -> flutter_rust_bridge::for_generated::DartAbi {
+        match self {
+            Self::Good => 0.into_dart(),
+            Self::Degraded => 1.into_dart(),
+            Self::Bad => 2.into_dart(),
+            _ => unreachable!(),
+        }
+    }
+}
+impl flutter_rust_bridge::for_generated::IntoDartExceptPrimitive
+    for crate::api::types::QualityBand
+{
+}
+impl flutter_rust_bridge::IntoIntoDart<crate::api::types::QualityBand>
+    for crate::api::types::QualityBand
+{
+    fn into_into_dart(self) -> crate::api::types::QualityBand {
+        self
+    }
+}
+// Codec=Dco (DartCObject based), see doc to use other codecs
+impl flutter_rust_bridge::IntoDart for crate::api::types::QualityLevel {
+    fn into_dart(self) -> flutter_rust_bridge::for_generated::DartAbi {
+        match self {
+            Self::High => 0.into_dart(),
+            Self::Medium => 1.into_dart(),
+            Self::Low => 2.into_dart(),
+            _ => unreachable!(),
+        }
+    }
+}
+impl flutter_rust_bridge::for_generated::IntoDartExceptPrimitive
+    for crate::api::types::QualityLevel
+{
+}
+impl flutter_rust_bridge::IntoIntoDart<crate::api::types::QualityLevel>
+    for crate::api::types::QualityLevel
+{
+    fn into_into_dart(self) -> crate::api::types::QualityLevel {
+        self
+    }
+}
+// Codec=Dco (DartCObject based), see doc to use other codecs
+impl flutter_rust_bridge::IntoDart for crate::api::types::QualitySample {
+    fn into_dart(self) -> flutter_rust_bridge::for_generated::DartAbi {
+        [
+            self.interval_ms.into_into_dart().into_dart(),
+            self.frames.into_into_dart().into_dart(),
+            self.stall_ms.into_into_dart().into_dart(),
+            self.bitrate_kbps.into_into_dart().into_dart(),
+            self.rtt_ms.into_into_dart().into_dart(),
+            self.loss_percent.into_into_dart().into_dart(),
+        ]
+        .into_dart()
+    }
+}
+impl flutter_rust_bridge::for_generated::IntoDartExceptPrimitive
+    for crate::api::types::QualitySample
+{
+}
+impl flutter_rust_bridge::IntoIntoDart<crate::api::types::QualitySample>
+    for crate::api::types::QualitySample
+{
+    fn into_into_dart(self) -> crate::api::types::QualitySample {
         self
     }
 }
@@ -2205,6 +2447,7 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::SessionInfo {
             self.attempts.into_into_dart().into_dart(),
             self.migrations.into_into_dart().into_dart(),
             self.last_error.into_into_dart().into_dart(),
+            self.standby.into_into_dart().into_dart(),
         ]
         .into_dart()
     }
@@ -2274,6 +2517,13 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::StreamEvent {
             self.max_wait_ms.into_into_dart().into_dart(),
             self.epoch.into_into_dart().into_dart(),
             self.live.into_into_dart().into_dart(),
+            self.score.into_into_dart().into_dart(),
+            self.quality_from.into_into_dart().into_dart(),
+            self.quality_to.into_into_dart().into_dart(),
+            self.level.into_into_dart().into_dart(),
+            self.viewers.into_into_dart().into_dart(),
+            self.stalled.into_into_dart().into_dart(),
+            self.outage.into_into_dart().into_dart(),
             self.message.into_into_dart().into_dart(),
         ]
         .into_dart()
@@ -2327,11 +2577,14 @@ impl flutter_rust_bridge::IntoDart for crate::api::types::StreamguardErrorKind {
             Self::NoCapacity => 6.into_dart(),
             Self::CapacityUnavailable => 7.into_dart(),
             Self::Backend => 8.into_dart(),
-            Self::UnknownSession => 9.into_dart(),
-            Self::SessionBusy => 10.into_dart(),
-            Self::Cancelled => 11.into_dart(),
-            Self::ShutDown => 12.into_dart(),
-            Self::Internal => 13.into_dart(),
+            Self::StreamNotLive => 9.into_dart(),
+            Self::NoAdapterForPlacement => 10.into_dart(),
+            Self::StreamClaimedByOther => 11.into_dart(),
+            Self::UnknownSession => 12.into_dart(),
+            Self::SessionBusy => 13.into_dart(),
+            Self::Cancelled => 14.into_dart(),
+            Self::ShutDown => 15.into_dart(),
+            Self::Internal => 16.into_dart(),
             _ => unreachable!(),
         }
     }
@@ -2436,6 +2689,10 @@ impl SseEncode for crate::api::types::EventType {
                 crate::api::types::EventType::WaitingForCapacity => 9,
                 crate::api::types::EventType::SessionStateChanged => 10,
                 crate::api::types::EventType::PlacementChanged => 11,
+                crate::api::types::EventType::StandbyPromoted => 12,
+                crate::api::types::EventType::QualityChanged => 13,
+                crate::api::types::EventType::QualityLowered => 14,
+                crate::api::types::EventType::AudienceChanged => 15,
                 _ => {
                     unimplemented!("");
                 }
@@ -2466,6 +2723,7 @@ impl SseEncode for crate::api::types::FailoverReason {
                 crate::api::types::FailoverReason::Failback => 6,
                 crate::api::types::FailoverReason::CapacityLost => 7,
                 crate::api::types::FailoverReason::PlacementChanged => 8,
+                crate::api::types::FailoverReason::AudienceStalled => 9,
                 _ => {
                     unimplemented!("");
                 }
@@ -2601,6 +2859,8 @@ impl SseEncode for crate::api::types::ManagerConfig {
         <u64>::sse_encode(self.capacity_max_wait_ms, serializer);
         <u64>::sse_encode(self.capacity_lease_ttl_ms, serializer);
         <Option<u32>>::sse_encode(self.max_total_streams, serializer);
+        <u32>::sse_encode(self.standby_providers, serializer);
+        <u64>::sse_encode(self.wait_for_live_ms, serializer);
     }
 }
 
@@ -2628,6 +2888,7 @@ impl SseEncode for crate::api::types::Operation {
                 crate::api::types::Operation::Start => 0,
                 crate::api::types::Operation::Join => 1,
                 crate::api::types::Operation::Migrate => 2,
+                crate::api::types::Operation::Standby => 3,
                 _ => {
                     unimplemented!("");
                 }
@@ -2727,6 +2988,26 @@ impl SseEncode for Option<crate::api::types::ProviderError> {
     }
 }
 
+impl SseEncode for Option<crate::api::types::QualityBand> {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
+        <bool>::sse_encode(self.is_some(), serializer);
+        if let Some(value) = self {
+            <crate::api::types::QualityBand>::sse_encode(value, serializer);
+        }
+    }
+}
+
+impl SseEncode for Option<crate::api::types::QualityLevel> {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
+        <bool>::sse_encode(self.is_some(), serializer);
+        if let Some(value) = self {
+            <crate::api::types::QualityLevel>::sse_encode(value, serializer);
+        }
+    }
+}
+
 impl SseEncode for Option<crate::api::types::SessionInfo> {
     // Codec=Sse (Serialization based), see doc to use other codecs
     fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
@@ -2816,8 +3097,56 @@ impl SseEncode for crate::api::types::ProviderStats {
         <Option<f64>>::sse_encode(self.avg_connect_latency_ms, serializer);
         <Option<f64>>::sse_encode(self.uptime_percent, serializer);
         <u32>::sse_encode(self.live_sessions, serializer);
+        <u32>::sse_encode(self.standby_sessions, serializer);
+        <Option<f64>>::sse_encode(self.quality_score, serializer);
         <u32>::sse_encode(self.times_ejected, serializer);
         <Option<u64>>::sse_encode(self.cooling_for_ms, serializer);
+    }
+}
+
+impl SseEncode for crate::api::types::QualityBand {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
+        <i32>::sse_encode(
+            match self {
+                crate::api::types::QualityBand::Good => 0,
+                crate::api::types::QualityBand::Degraded => 1,
+                crate::api::types::QualityBand::Bad => 2,
+                _ => {
+                    unimplemented!("");
+                }
+            },
+            serializer,
+        );
+    }
+}
+
+impl SseEncode for crate::api::types::QualityLevel {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
+        <i32>::sse_encode(
+            match self {
+                crate::api::types::QualityLevel::High => 0,
+                crate::api::types::QualityLevel::Medium => 1,
+                crate::api::types::QualityLevel::Low => 2,
+                _ => {
+                    unimplemented!("");
+                }
+            },
+            serializer,
+        );
+    }
+}
+
+impl SseEncode for crate::api::types::QualitySample {
+    // Codec=Sse (Serialization based), see doc to use other codecs
+    fn sse_encode(self, serializer: &mut flutter_rust_bridge::for_generated::SseSerializer) {
+        <u64>::sse_encode(self.interval_ms, serializer);
+        <u32>::sse_encode(self.frames, serializer);
+        <u64>::sse_encode(self.stall_ms, serializer);
+        <Option<u32>>::sse_encode(self.bitrate_kbps, serializer);
+        <Option<u64>>::sse_encode(self.rtt_ms, serializer);
+        <Option<f64>>::sse_encode(self.loss_percent, serializer);
     }
 }
 
@@ -2847,6 +3176,7 @@ impl SseEncode for crate::api::types::SessionInfo {
         <u32>::sse_encode(self.attempts, serializer);
         <u32>::sse_encode(self.migrations, serializer);
         <Option<String>>::sse_encode(self.last_error, serializer);
+        <Vec<String>>::sse_encode(self.standby, serializer);
     }
 }
 
@@ -2898,6 +3228,13 @@ impl SseEncode for crate::api::types::StreamEvent {
         <Option<u64>>::sse_encode(self.max_wait_ms, serializer);
         <Option<u64>>::sse_encode(self.epoch, serializer);
         <Option<bool>>::sse_encode(self.live, serializer);
+        <Option<f64>>::sse_encode(self.score, serializer);
+        <Option<crate::api::types::QualityBand>>::sse_encode(self.quality_from, serializer);
+        <Option<crate::api::types::QualityBand>>::sse_encode(self.quality_to, serializer);
+        <Option<crate::api::types::QualityLevel>>::sse_encode(self.level, serializer);
+        <Option<u32>>::sse_encode(self.viewers, serializer);
+        <Option<u32>>::sse_encode(self.stalled, serializer);
+        <Option<bool>>::sse_encode(self.outage, serializer);
         <Option<String>>::sse_encode(self.message, serializer);
     }
 }
@@ -2927,11 +3264,14 @@ impl SseEncode for crate::api::types::StreamguardErrorKind {
                 crate::api::types::StreamguardErrorKind::NoCapacity => 6,
                 crate::api::types::StreamguardErrorKind::CapacityUnavailable => 7,
                 crate::api::types::StreamguardErrorKind::Backend => 8,
-                crate::api::types::StreamguardErrorKind::UnknownSession => 9,
-                crate::api::types::StreamguardErrorKind::SessionBusy => 10,
-                crate::api::types::StreamguardErrorKind::Cancelled => 11,
-                crate::api::types::StreamguardErrorKind::ShutDown => 12,
-                crate::api::types::StreamguardErrorKind::Internal => 13,
+                crate::api::types::StreamguardErrorKind::StreamNotLive => 9,
+                crate::api::types::StreamguardErrorKind::NoAdapterForPlacement => 10,
+                crate::api::types::StreamguardErrorKind::StreamClaimedByOther => 11,
+                crate::api::types::StreamguardErrorKind::UnknownSession => 12,
+                crate::api::types::StreamguardErrorKind::SessionBusy => 13,
+                crate::api::types::StreamguardErrorKind::Cancelled => 14,
+                crate::api::types::StreamguardErrorKind::ShutDown => 15,
+                crate::api::types::StreamguardErrorKind::Internal => 16,
                 _ => {
                     unimplemented!("");
                 }

@@ -267,11 +267,12 @@ export function defaultProviders(targets) {
  * Watches the tab for script errors, CSP violations, requests to other
  * origins and any URL carrying the token. `stop()` tears it all down.
  */
-export async function startStack(browser, { healthIntervalMs = 1000, viewport, targets, providers } = {}) {
+export async function startStack(browser, { healthIntervalMs = 1000, viewport, targets, providers, env } = {}) {
   targets = targets || (await startDefaultTargets());
   const registry = await startRegistry({
     providers: providers || defaultProviders(targets),
     healthIntervalMs,
+    env,
   });
   const page = await browser.context.newPage();
   if (viewport) await page.setViewportSize(viewport);

@@ -287,7 +287,7 @@ scenario("the Live streams panel lists live placements with provider, standby an
   const row = page.locator('#streams tr[data-stream="match-7"]');
   await waitForText(row.locator("th"), /^match-7$/);
   const cells = await row.locator("td").allTextContents();
-  assert.deepEqual(cells, ["agora", "zegocloud", "2"]);
+  assert.deepEqual(cells, ["agora", "zegocloud", "2", "no viewers"]);
   assert.equal(await page.locator("#streams-empty").isHidden(), true);
   await page.getByRole("table", { name: /Live streams/ }).waitFor();
 
@@ -302,6 +302,48 @@ scenario("the Live streams panel lists live placements with provider, standby an
   assert.equal(ended.status, 200);
   await waitForText(page.locator("#streams-empty"), /No live streams/);
   assert.equal(await row.count(), 0);
+});
+
+// The registry counts reports under X-Forwarded-For here, so the test can play several viewer
+// hosts from loopback (one host counts at most two stalled viewers).
+scenario("the Live streams panel shows each stream's audience and the outage its viewers confirm", { env: { STREAMGUARD_TRUST_FORWARDED_FOR: "true" } }, async (s) => {
+  const { page } = s;
+  await s.open();
+  await signIn(page);
+  const send = (method, route, body, from = "192.0.2.1") =>
+    fetch(`${s.registry.url}${route}`, {
+      method,
+      headers: {
+        "content-type": "application/json",
+        authorization: `Bearer ${TELEMETRY_TOKEN}`,
+        "x-forwarded-for": from,
+      },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(WAIT_MS),
+    });
+  const claim = await send("PUT", "/api/streaming/streams/cup-final/placement", {
+    provider: "agora",
+    epoch: 1,
+    clientId: "publisher-1",
+  });
+  assert.equal(claim.status, 200);
+  // Four viewers on four hosts, three of them stalled: their sessions change the stream
+  // counts, whose event refreshes the page.
+  for (const [i, state] of ["ok", "stalled", "stalled", "stalled"].entries()) {
+    const r = await send(
+      "POST",
+      "/api/streaming/sessions/alive",
+      { clientId: `viewer-${i}`, sessions: [{ provider: "agora", streamId: "cup-final", role: "viewer", audience: state }] },
+      `198.51.100.${i + 1}`
+    );
+    assert.equal(r.status, 200);
+  }
+  const tally = page.locator('#streams tr[data-stream="cup-final"] .tally[data-provider="agora"]');
+  await waitForText(tally, /^agora: 4 viewers · 75% stalled · outage$/);
+  assert.equal(await tally.getAttribute("data-outage"), "true");
+  await page.getByRole("columnheader", { name: "Audience" }).waitFor();
+  // The history says why the publisher is about to move.
+  await waitForText(page.locator("#failovers li").first(), /agora · viewers stalled.*stream cup-final · AudienceStalled viewers=4 stalled=3 degraded=0 share=0.75/);
 });
 
 scenario("a phone-sized screen shows every card without horizontal scrolling", { viewport: { width: 390, height: 844 } }, async (s) => {

@@ -142,6 +142,22 @@ impl FromRequestParts<AppState> for TelemetryAuth {
     }
 }
 
+/// The address a request came from (as rate limiting sees it: the peer, or the proxy's
+/// `X-Forwarded-For` entry when trusted).
+#[derive(Debug)]
+pub(crate) struct SourceIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for SourceIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(SourceIp(parts_ip(parts, state)))
+    }
+}
+
 /// The `{name}` path segment.
 #[derive(Debug)]
 pub(crate) struct ProviderName(pub String);

@@ -90,6 +90,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 .layer(limited.clone()),
         )
         .route("/api/admin/streams", get(placement::admin_list))
+        .route("/api/admin/audience", get(placement::admin_audience))
         // The dashboard: public static files (no data); everything it shows comes
         // from the admin routes above, called with the token the user types in.
         .route("/admin", get(dashboard::page).layer(limited.clone()))

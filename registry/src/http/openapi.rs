@@ -151,6 +151,7 @@ impl Modify for Tokens {
         super::placement::claim,
         super::placement::release,
         super::placement::admin_list,
+        super::placement::admin_audience,
         openapi_json,
     ),
     components(schemas(

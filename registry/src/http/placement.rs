@@ -14,7 +14,8 @@ use crate::error::ApiError;
 use crate::wire::{AdminStreams, PlacementView};
 use crate::wire::{PlacementClaim, ReleaseQuery};
 
-/// `GET /api/streaming/streams/{streamId}`: where the stream is published (public, read-only).
+/// `GET /api/streaming/streams/{streamId}`: where the stream is published, with its audience
+/// per provider while it has viewers (public, read-only).
 #[utoipa::path(
     get,
     path = "/api/streaming/streams/{streamId}",
@@ -22,7 +23,7 @@ use crate::wire::{PlacementClaim, ReleaseQuery};
     tag = "public",
     params(("streamId" = String, Path, description = "Stream id")),
     responses(
-        (status = 200, description = "Where the stream is published", body = Success<PlacementView>),
+        (status = 200, description = "Where the stream is published (with its audience while it has viewers)", body = Success<PlacementView>),
         (status = 400, description = "Invalid input", body = Failure),
         (status = 404, description = "No such provider or stream", body = Failure),
         (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
@@ -33,12 +34,17 @@ pub(crate) async fn get(
     StreamId(stream_id): StreamId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let body = state
+    let (data, body) = state
         .registry
         .placements
-        .public_body(&stream_id)
+        .public_data(&stream_id)
         .ok_or_else(|| ApiError::unknown_stream(&stream_id))?;
-    Ok(cached(&headers, &body))
+    Ok(
+        match state.registry.audience.public_body(&stream_id, &data) {
+            Some(with_audience) => cached(&headers, &with_audience),
+            None => cached(&headers, &body),
+        },
+    )
 }
 
 /// `PUT /api/streaming/streams/{streamId}/placement`: a publisher's claim.
@@ -113,4 +119,24 @@ pub(crate) async fn release(
 )]
 pub(crate) async fn admin_list(_: AdminAuth, State(state): State<AppState>) -> impl IntoResponse {
     ok(state.registry.placements.admin_list())
+}
+
+/// `GET /api/admin/audience`: every stream's audience per provider, while it has viewers (admin).
+#[utoipa::path(
+    get,
+    path = "/api/admin/audience",
+    operation_id = "admin_audience",
+    tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Every stream's audience per provider", body = Success<crate::audience::AdminAudience>),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
+pub(crate) async fn admin_audience(
+    _: AdminAuth,
+    State(state): State<AppState>,
+) -> impl IntoResponse {
+    ok(state.registry.audience.admin_list())
 }

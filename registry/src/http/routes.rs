@@ -19,7 +19,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
 use super::extract::client_ip;
-use super::extract::{AdminAuth, ApiJson, ProviderName, SuperAdminAuth, TelemetryAuth};
+use super::extract::{AdminAuth, ApiJson, ProviderName, SourceIp, SuperAdminAuth, TelemetryAuth};
 use super::openapi::{
     AdminProviders, CheckResults, Deleted, Failovers, Failure, Liveness, PublicProviders,
     SessionCounts, Tracked,
@@ -140,6 +140,9 @@ fn sse_event(event: Event, streams: &HashSet<String>) -> Option<SseEvent> {
         Event::Placement { stream_id, data } => streams
             .contains(&*stream_id)
             .then(|| SseEvent::default().event("placement").data(&*data)),
+        Event::Audience { stream_id, data } => streams
+            .contains(&*stream_id)
+            .then(|| SseEvent::default().event("audience").data(&*data)),
         Event::Shutdown => None,
     }
 }
@@ -147,19 +150,19 @@ fn sse_event(event: Event, streams: &HashSet<String>) -> Option<SseEvent> {
 /// Query of the event stream. Other parameters are ignored, as they always were.
 #[derive(Debug, Deserialize)]
 pub(crate) struct EventsQuery {
-    /// Comma-separated stream ids whose `placement` events this subscriber gets.
+    /// Comma-separated stream ids whose `placement` and `audience` events this subscriber gets.
     streams: Option<String>,
 }
 
 /// `GET /api/streaming/providers/events[?streams=a,b]`: current state, then every change;
-/// `placement` events only for the streams named.
+/// `placement` and `audience` events only for the streams named.
 #[utoipa::path(
     get,
     path = "/api/streaming/providers/events",
     tag = "public",
-    params(("streams" = Option<String>, Query, description = "Comma-separated stream ids whose placement events to receive (at most 100)")),
+    params(("streams" = Option<String>, Query, description = "Comma-separated stream ids whose placement and audience events to receive (at most 100)")),
     responses(
-        (status = 200, description = "Server-sent events: `providers`, `health` and (for the streams named) `placement`, each with a JSON `data` line", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events: `providers`, `health` and (for the streams named) `placement` and `audience`, each with a JSON `data` line", content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid input", body = Failure),
         (status = 429, description = "Rate limited (see Retry-After)", body = Failure),
         (status = 503, description = "Too many open event streams", body = Failure)
@@ -496,6 +499,7 @@ pub(crate) async fn session_event(
 }
 
 /// `POST /api/streaming/sessions/alive`: a client's keep-alive listing its live streams.
+/// Viewers' audience reports are counted under the sender's address (`SourceIp`).
 #[utoipa::path(
     post,
     path = "/api/streaming/sessions/alive",
@@ -514,12 +518,13 @@ pub(crate) async fn session_event(
 )]
 pub(crate) async fn sessions_alive(
     _: TelemetryAuth,
+    SourceIp(ip): SourceIp,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<AliveReport>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(ok(field(
         "tracked",
-        state.registry.sessions_alive(body).await?,
+        state.registry.sessions_alive(body, ip).await?,
     )))
 }
 

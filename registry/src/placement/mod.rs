@@ -144,9 +144,12 @@ impl Placements {
         self.cache.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Body of `GET /api/streaming/streams/{streamId}`, if a placement is stored.
-    pub(crate) fn public_body(&self, stream_id: &str) -> Option<Arc<CachedBody>> {
-        self.read().get(stream_id).map(|e| Arc::clone(&e.body))
+    /// The placement of `stream_id` as JSON (the `data` of its public body) and the body of
+    /// `GET /api/streaming/streams/{streamId}`, if a placement is stored.
+    pub(crate) fn public_data(&self, stream_id: &str) -> Option<(Arc<str>, Arc<CachedBody>)> {
+        self.read()
+            .get(stream_id)
+            .map(|e| (Arc::clone(&e.data), Arc::clone(&e.body)))
     }
 
     /// Live placements by stream id (at most [`ADMIN_LIST_LIMIT`]) and how many are live.

@@ -16,8 +16,9 @@ pub use provider::{
     ProviderUpdate, SeedFile, MAX_NAME_LEN, RESERVED_NAMES,
 };
 pub use telemetry::{
-    validate_client_id, validate_stream_id, AliveReport, AliveSession, SessionEvent,
-    SessionEventKind, MAX_ALIVE_SESSIONS, MAX_CLIENT_ID_LEN, MAX_REASON_LEN, MAX_STREAM_ID_LEN,
+    validate_client_id, validate_stream_id, AliveReport, AliveSession, AudienceState, Role,
+    SessionEvent, SessionEventKind, MAX_ALIVE_SESSIONS, MAX_CLIENT_ID_LEN, MAX_REASON_LEN,
+    MAX_STREAM_ID_LEN,
 };
 pub use views::{
     AdminProvider, CheckHistory, CheckReport, CheckSample, FailoverEntry, PublicHealth,

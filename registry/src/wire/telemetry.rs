@@ -1,7 +1,7 @@
 //! Session telemetry bodies (`POST /api/streaming/sessions/events` and `/alive`) and their
 //! size and id checks.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Invalid;
 
@@ -65,6 +65,37 @@ pub struct AliveSession {
     /// Client's stream id.
     #[schema(min_length = 1, max_length = 256)]
     pub stream_id: String,
+    /// Whether the client publishes or watches the stream; absent: publisher (as before
+    /// viewers reported). Both count as a live session of the provider alike.
+    #[serde(default)]
+    pub role: Role,
+    /// A viewer's player state (audience report); absent: `ok`. Refused for publishers.
+    #[serde(default)]
+    pub audience: Option<AudienceState>,
+}
+
+/// What a client does with a stream it reports alive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// It publishes the stream (the default).
+    #[default]
+    Publisher,
+    /// It watches the stream.
+    Viewer,
+}
+
+/// A viewer's player state, as its engine reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AudienceState {
+    /// Frames arrive normally (the default).
+    #[default]
+    Ok,
+    /// Frames arrive, but worse (lower quality, stutters).
+    Degraded,
+    /// No frames arrive: the picture is frozen.
+    Stalled,
 }
 
 /// Most streams in one keep-alive report (clients send several when they run more).
@@ -113,6 +144,12 @@ impl AliveReport {
         }
         for s in &self.sessions {
             validate_stream_id(&s.stream_id)?;
+            if s.role == Role::Publisher && s.audience.is_some() {
+                return Err(Invalid::new(
+                    "unexpected_audience",
+                    "audience is only allowed on viewer sessions (role \"viewer\")",
+                ));
+            }
         }
         Ok(())
     }
@@ -156,5 +193,44 @@ impl SessionEvent {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(json: &str) -> Result<AliveReport, String> {
+        let r: AliveReport = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        r.validate().map_err(|e| e.code.to_string())?;
+        Ok(r)
+    }
+
+    #[test]
+    fn role_and_audience_are_optional_and_checked() {
+        let r = report(r#"{"clientId":"c","sessions":[{"provider":"a","streamId":"s"}]}"#).unwrap();
+        assert_eq!(
+            (r.sessions[0].role, r.sessions[0].audience),
+            (Role::Publisher, None)
+        );
+        let r = report(
+            r#"{"clientId":"c","sessions":[{"provider":"a","streamId":"s","role":"viewer","audience":"stalled"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.sessions[0].role, r.sessions[0].audience),
+            (Role::Viewer, Some(AudienceState::Stalled))
+        );
+        assert_eq!(
+            report(
+                r#"{"clientId":"c","sessions":[{"provider":"a","streamId":"s","audience":"ok"}]}"#
+            ),
+            Err("unexpected_audience".into())
+        );
+        assert!(report(r#"{"clientId":"c","sessions":[{"provider":"a","streamId":"s","role":"viewer","audience":"frozen"}]}"#).is_err());
+        assert!(report(
+            r#"{"clientId":"c","sessions":[{"provider":"a","streamId":"s","role":"watcher"}]}"#
+        )
+        .is_err());
     }
 }

@@ -1,8 +1,9 @@
 //! Integration tests over real HTTP: every route, auth, rate limiting, caching,
-//! events, health probes and history, telemetry, stream placements, persistence, the admin
-//! dashboard's static files and the binary itself.
+//! events, health probes and history, telemetry, stream placements, the audience signal,
+//! persistence, the admin dashboard's static files and the binary itself.
 
 mod admin;
+mod audience;
 mod common;
 mod dashboard;
 mod events;

@@ -116,6 +116,8 @@ fn shared(
         reports,
         telemetry_done: CancellationToken::new(),
         retry_now: watch::channel(0u64).0,
+        placement_news: watch::channel(0u64).0,
+        audience_wake: Notify::new(),
         list_version: watch::channel(0u64).0,
         ledger,
         lease_wake: Notify::new(),
@@ -131,7 +133,7 @@ fn shared(
 }
 
 /// The long-lived jobs: the monitor, the reporter (with `report_sessions`), the push channel
-/// (with `push_updates`) and the lease keeper.
+/// (with `push_updates`), the lease keeper and the audience reporter.
 fn start_jobs(
     shared: &Arc<Shared>,
     reports_rx: Option<tokio::sync::mpsc::Receiver<SessionReport>>,
@@ -148,4 +150,8 @@ fn start_jobs(
     }
     let me = shared.clone();
     shared.tracker.spawn(async move { me.lease_keeper().await });
+    let me = shared.clone();
+    shared
+        .tracker
+        .spawn(async move { me.audience_reporter().await });
 }

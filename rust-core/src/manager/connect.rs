@@ -14,6 +14,10 @@ impl Shared {
         to: Option<&str>,
     ) {
         let Some((from, reason)) = left else { return };
+        if self.state().standby_starting_on(stream_id, &from) {
+            // A standby start that gave up: the stream itself did not move.
+            return;
+        }
         info!(stream_id, from, to, ?reason, "failover");
         self.emit(EventKind::Failover {
             stream_id: stream_id.to_string(),

@@ -141,6 +141,12 @@ impl Shared {
         if let Some(job) = job {
             self.start_migrations(&mut st, vec![job]);
         }
+        self.drop_standbys_on(
+            &mut st,
+            &lease.account,
+            Some(&lease.id),
+            "capacity lease lost",
+        );
     }
 
     /// Stop keeping a slot and give it back.

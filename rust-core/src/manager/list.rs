@@ -150,6 +150,16 @@ impl Shared {
     /// list read, changed or not; `install_slot` does the same for a session that just went
     /// live.
     pub(super) fn reconcile(self: &Arc<Self>, st: &mut State) {
+        let gone: HashSet<String> = st
+            .sessions
+            .values()
+            .flat_map(|s| &s.standbys)
+            .filter(|l| !st.is_listed_active(&l.provider))
+            .map(|l| l.provider.clone())
+            .collect();
+        for provider in gone {
+            self.drop_standbys_on(st, &provider, None, "provider no longer listed or active");
+        }
         let jobs = st.misplaced();
         if !jobs.is_empty() {
             info!(

@@ -7,7 +7,7 @@ impl Shared {
     /// Apply a health change of `provider`: announce it, reschedule its check, and return the
     /// migrations a new outage calls for.
     pub(super) fn apply_change(
-        &self,
+        self: &Arc<Self>,
         st: &mut State,
         provider: &str,
         change: Change,
@@ -36,6 +36,7 @@ impl Shared {
             return Vec::new();
         }
         warn!(provider, detail, "outage confirmed; moving live sessions");
+        self.drop_standbys_on(st, provider, None, "provider outage");
         st.jobs_on(provider, reason)
     }
 
@@ -75,6 +76,11 @@ impl Shared {
             return;
         };
         let _op: OwnedMutexGuard<()> = op_lock.lock_owned().await;
+        if role == Role::Viewer {
+            // A viewer moves on the newest placement, not on what it learned at its last poll:
+            // the publisher may have stopped or moved since.
+            self.refresh_placement(&job.stream_id, job.gen).await;
+        }
         let Some(MovePlan {
             strategy,
             target,
@@ -83,6 +89,11 @@ impl Shared {
         else {
             return;
         };
+        if role == Role::Publisher {
+            if let Some(to) = self.standby_to_promote(&job, target.as_deref()) {
+                return self.promote(job, to).await;
+            }
+        }
         let stays = !matches!(
             job.reason,
             FailoverReason::PlacementChanged | FailoverReason::CapacityLost
@@ -141,7 +152,10 @@ impl Shared {
                 .map(str::to_string)
                 .collect()
         });
-        let excluded = HashSet::from([job.from.clone()]);
+        // Never start the stream where a standby of it runs or is being started: a standby is
+        // promoted instead (see `standby_to_promote`).
+        let mut excluded = HashSet::from([job.from.clone()]);
+        excluded.extend(s.standby_starting.iter().cloned());
         let target = st
             .ranked(Instant::now(), &excluded, false)
             .into_iter()
@@ -225,13 +239,30 @@ impl Shared {
                 cancel,
             })
         };
-        let from_only = || HashSet::from([from.to_string()]);
+        // Providers carrying (or starting) a standby of this stream are not started on again.
+        let standby: Vec<String> = {
+            let st = self.state();
+            st.session(stream_id, gen)
+                .map(|s| {
+                    s.standbys
+                        .iter()
+                        .map(|l| l.provider.clone())
+                        .chain(s.standby_starting.iter().cloned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let from_only = || {
+            let mut set = HashSet::from([from.to_string()]);
+            set.extend(standby.iter().cloned());
+            set
+        };
         if strategy == MigrationStrategy::BreakBeforeMake {
             let gap_start = Some(self.step_off(from, stream_id, gen).await);
             let exclude = if health_driven {
                 from_only()
             } else {
-                HashSet::new()
+                standby.iter().cloned().collect()
             };
             let result = reconnect(exclude, false).await;
             self.claim_moved(stream_id, gen, role, &result).await;
@@ -317,7 +348,7 @@ impl Shared {
     }
 
     /// The stream runs on `to` now.
-    fn moved(
+    pub(super) fn moved(
         self: &Arc<Self>,
         job: MigrationJob,
         to: String,
@@ -353,6 +384,7 @@ impl Shared {
             Some(to.clone()),
         );
         self.install_slot(&mut st, &stream_id, gen, &to, slot);
+        self.want_standbys(&mut st, &stream_id, gen);
         let gap = gap_start.map_or(Duration::ZERO, |g| end - g);
         info!(stream_id, from, to, ?gap, "migration finished");
         self.emit(EventKind::MigrationFinished {
@@ -407,6 +439,8 @@ impl Shared {
                 .session_mut(&stream_id, gen)
                 .is_some_and(|s| std::mem::take(&mut s.epoch) > 0 || s.claim_pending);
             self.release_claim(&mut st, &stream_id, claimed);
+            let standbys = self.take_standbys(&mut st, &stream_id, gen);
+            self.spawn_leave_standbys(&stream_id, standbys);
             drop(st);
         }
         warn!(stream_id, from, error = %e, "migration failed");

@@ -23,7 +23,8 @@ use crate::health::{Change, HealthPolicy, HealthTracker};
 use crate::lane::{LaneKey, Lanes};
 use crate::ordering::{rank, Standing};
 use crate::planning::{self, Move, Placed};
-use crate::provider::{ErrorSink, ProviderAdapter, ProviderInfo};
+use crate::provider::{ErrorSink, ProviderAdapter, ProviderInfo, QualityLevel, QualitySink};
+use crate::quality::{AudienceState, AudienceView, QualitySample, Score};
 use crate::registry::{
     HttpRegistry, LiveSession, ProviderList, ProviderRegistry, PushEvent, ReportKind,
     SessionReport, ALIVE_BATCH,
@@ -41,6 +42,7 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{debug, debug_span, info, info_span, warn, Instrument};
 
 mod adapter;
+mod audience;
 mod builder;
 mod connect;
 mod lanes;
@@ -51,6 +53,7 @@ mod monitor;
 mod placement;
 mod push;
 mod session;
+mod standby;
 mod state;
 mod telemetry;
 
@@ -140,6 +143,35 @@ impl StreamingProviderManager {
         error: ProviderError,
     ) -> Result<(), StreamguardError> {
         self.shared.record_error(stream_id, error)
+    }
+
+    /// Take a media quality sample of `stream_id` from the host's SDK (frames, stall time, and
+    /// where it knows them bitrate, RTT and loss over `sample.interval`; about one per second).
+    /// It scores the provider (`ProviderStats::quality_score`, a `QualityChanged` event on a
+    /// band change; the formula is in [`crate::quality`]), tells the registry a viewer's player
+    /// state, and lowers the quality of a device whose own link is the problem. Samples of a
+    /// session that is not live are ignored. Errors: `InvalidArgument` for a bad sample,
+    /// `UnknownSession`, `ShutDown`.
+    pub fn record_quality(
+        &self,
+        stream_id: &str,
+        sample: QualitySample,
+    ) -> Result<(), StreamguardError> {
+        self.shared.record_quality(stream_id, sample)
+    }
+
+    /// A callback that forwards samples to [`record_quality`](Self::record_quality), for
+    /// adapters that measure media themselves (the RTMP adapter's viewer). Holds the engine
+    /// weakly, like [`error_sink`](Self::error_sink).
+    pub fn quality_sink(&self) -> QualitySink {
+        let weak = Arc::downgrade(&self.shared);
+        Arc::new(move |stream_id: &str, sample: QualitySample| {
+            if let Some(shared) = weak.upgrade() {
+                if let Err(e) = shared.record_quality(stream_id, sample) {
+                    debug!(stream_id, error = %e, "quality sample not taken");
+                }
+            }
+        })
     }
 
     /// A callback that forwards errors to [`record_error`](Self::record_error), for adapters
@@ -353,6 +385,11 @@ struct Shared {
     attempts: AttemptPolicy,
     /// Bumped whenever a lane ticket is released.
     lane_turn: watch::Sender<u64>,
+    /// Bumped when a viewer waiting for its stream to go live (`wait_for_live`) sees a live
+    /// placement pushed.
+    placement_news: watch::Sender<u64>,
+    /// Wakes the audience reporter: a viewer's player state changed.
+    audience_wake: Notify,
 }
 
 impl Shared {

@@ -10,6 +10,10 @@ use crate::placement::{Placement, PlacementClaim};
 /// The lane (see `lanes.rs`) of a stream's placement writes; no provider has this name.
 const PLACEMENT_LANE: &str = "\u{0}placement";
 
+/// How often a viewer waiting for its stream to go live (`wait_for_live`) re-reads the
+/// placement, in case the push event is lost or push is off.
+const LIVE_POLL: Duration = Duration::from_secs(1);
+
 /// What the viewer's join may use.
 pub(super) enum Target {
     /// No placement directory (or it could not be read): choose as before.
@@ -45,6 +49,17 @@ impl Shared {
         read
     }
 
+    /// Mark a joining viewer as waiting for its stream to go live (the push channel then
+    /// follows the stream), or not any more.
+    fn set_awaiting_live(&self, stream_id: &str, gen: u64, waiting: bool) {
+        let mut st = self.state();
+        if let Some(s) = st.session_mut(stream_id, gen) {
+            if std::mem::replace(&mut s.awaiting_live, waiting) != waiting {
+                self.push_wake.notify_one();
+            }
+        }
+    }
+
     /// Tell subscribers where a stream is published now, as this engine learned it.
     pub(super) fn announce_placement(&self, p: &Placement) {
         self.emit(EventKind::PlacementChanged {
@@ -52,6 +67,7 @@ impl Shared {
             provider: p.provider.clone(),
             epoch: p.epoch,
             live: p.live,
+            standby: p.standby.clone(),
         });
     }
 
@@ -94,10 +110,22 @@ impl Shared {
             };
         }
         for round in 0..2 {
+            // The standbys as they are when the claim is sent (a change claims again).
+            let standby: Vec<String> = self
+                .state()
+                .session(stream_id, gen)
+                .map(|s| {
+                    s.standbys
+                        .iter()
+                        .map(|l| l.provider.clone())
+                        .filter(|p| p != provider)
+                        .collect()
+                })
+                .unwrap_or_default();
             let claim = PlacementClaim {
                 provider: provider.to_string(),
                 epoch: floor + 1,
-                standby: Vec::new(),
+                standby,
                 client_id: self.client_id.clone(),
             };
             match self
@@ -129,7 +157,9 @@ impl Shared {
                 }
                 Err(e) if conflict_code(&e) == "owned_by_other" => {
                     warn!(stream_id, provider, error = %e, "another client publishes this stream");
-                    return Err(StreamguardError::Backend(e));
+                    return Err(StreamguardError::StreamClaimedByOther {
+                        stream_id: stream_id.to_string(),
+                    });
                 }
                 Err(e) => return self.claim_failed(stream_id, gen, e),
             }
@@ -210,15 +240,38 @@ impl Shared {
 
     /// Where a viewer may join `stream_id`: the placement's providers, or anywhere when the
     /// registry has no directory (or cannot be read: the join goes on as before, with a
-    /// `BackendError` event). Errors when the stream is not live.
-    pub(super) async fn viewer_target(&self, stream_id: &str) -> Result<Target, StreamguardError> {
+    /// `BackendError` event). A stream that is not live is waited for up to `wait_for_live`
+    /// (woken by a pushed placement, re-read every [`LIVE_POLL`]), then `StreamNotLive`.
+    pub(super) async fn viewer_target(
+        &self,
+        stream_id: &str,
+        gen: u64,
+    ) -> Result<Target, StreamguardError> {
         if !self.placement_supported() {
             return Ok(Target::Any);
         }
-        match self.read_placement(stream_id).await {
+        let until = Instant::now() + self.config.wait_for_live;
+        let mut news = self.placement_news.subscribe();
+        let read = loop {
+            news.borrow_and_update();
+            match self.read_placement(stream_id).await {
+                Ok(Some(p)) if p.live => break Ok(Some(p)),
+                Ok(_) if Instant::now() < until => {}
+                other => break other,
+            }
+            // Follow the stream on the push channel while waiting.
+            self.set_awaiting_live(stream_id, gen, true);
+            let poll = (Instant::now() + LIVE_POLL).min(until);
+            tokio::select! {
+                _ = news.changed() => {}
+                _ = tokio::time::sleep_until(poll) => {}
+            }
+        };
+        self.set_awaiting_live(stream_id, gen, false);
+        match read {
             Ok(Some(p)) if p.live => Ok(Target::Placed(p)),
-            Ok(_) => Err(StreamguardError::NoProviderAvailable {
-                reason: format!("stream {stream_id:?} is not live (no publisher placement)"),
+            Ok(_) => Err(StreamguardError::StreamNotLive {
+                stream_id: stream_id.to_string(),
             }),
             Err(BackendError::Unsupported(_)) => Ok(Target::Any),
             Err(e) => {
@@ -243,16 +296,17 @@ impl Shared {
         if s.info.role != Role::Viewer || s.info.state.is_finished() {
             return;
         }
+        if s.awaiting_live {
+            // `join_stream` is waiting for the stream to go live: it reads the placement again.
+            if p.live {
+                self.placement_news.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            return;
+        }
         // Follow whenever a live viewer is off the placement it keeps, not only on a newer
         // epoch: a change seen while it was moving must not be lost (`install_slot` checks
-        // again when a move ends, and every later poll or push checks here). A release keeps
-        // its epoch and only ends `live` (a new claim always goes above): that is news too,
-        // and never undone within the epoch.
-        let newer = s
-            .placement
-            .as_ref()
-            .is_none_or(|old| p.epoch > old.epoch || (p.epoch == old.epoch && old.live && !p.live));
-        if newer {
+        // again when a move ends, and every later poll or push checks here).
+        if p.supersedes(s.placement.as_deref()) {
             info!(
                 stream_id = p.stream_id,
                 provider = p.provider,
@@ -283,6 +337,27 @@ impl Shared {
         }
     }
 
+    /// Re-read a following viewer's placement before it moves (kept if it is newer than the
+    /// one it has; the one it has stays if the registry cannot be read).
+    pub(super) async fn refresh_placement(&self, stream_id: &str, gen: u64) {
+        let follows = self
+            .state()
+            .session(stream_id, gen)
+            .is_some_and(|s| s.placement.is_some());
+        if !follows || !self.placement_supported() {
+            return;
+        }
+        if let Ok(Some(p)) = self.read_placement(stream_id).await {
+            let mut st = self.state();
+            if let Some(s) = st.session_mut(stream_id, gen) {
+                if p.supersedes(s.placement.as_deref()) {
+                    self.announce_placement(&p);
+                    s.placement = Some(Box::new(p));
+                }
+            }
+        }
+    }
+
     /// Poll the placements of live viewers (the fallback when push is off or broken).
     pub(super) async fn poll_placements(self: &Arc<Self>) {
         if !self.placement_supported() {
@@ -290,6 +365,9 @@ impl Shared {
         }
         let viewed: Vec<String> = self.viewed_streams();
         for id in viewed {
+            if self.state().session_role(&id) == Some(Role::Publisher) {
+                continue;
+            }
             match self.read_placement(&id).await {
                 Ok(Some(p)) => self.placement_seen(p),
                 Ok(None) => {}
@@ -299,15 +377,20 @@ impl Shared {
         }
     }
 
-    /// Streams with a live (or moving) viewer session.
+    /// Streams the push channel follows: those with a live (or moving) viewer session or a
+    /// join waiting for them to go live (their `placement` and `audience` events), and those a
+    /// live publisher has claimed (their `audience` events).
     pub(super) fn viewed_streams(&self) -> Vec<String> {
         let st = self.state();
         let mut v: Vec<String> = st
             .sessions
             .values()
             .filter(|s| {
-                s.info.role == Role::Viewer
-                    && matches!(s.info.state, SessionState::Live | SessionState::Migrating)
+                let running = matches!(s.info.state, SessionState::Live | SessionState::Migrating);
+                match s.info.role {
+                    Role::Viewer => s.awaiting_live || running,
+                    Role::Publisher => running && s.epoch > 0,
+                }
             })
             .map(|s| s.info.stream_id.clone())
             .collect();

@@ -5,10 +5,9 @@ use super::*;
 
 impl Shared {
     pub(super) fn any_live(&self) -> bool {
-        self.state()
-            .sessions
-            .values()
-            .any(|s| matches!(s.info.state, SessionState::Live | SessionState::Migrating))
+        self.state().sessions.values().any(|s| {
+            s.awaiting_live || matches!(s.info.state, SessionState::Live | SessionState::Migrating)
+        })
     }
 
     /// Follow the registry's push channel while any session is live (an idle app holds no
@@ -118,6 +117,7 @@ impl Shared {
             }
             PushEvent::HealthChanged { .. } => {}
             PushEvent::Placement(p) => self.placement_seen(p),
+            PushEvent::Audience(v) => self.audience_seen(v),
         }
     }
 }

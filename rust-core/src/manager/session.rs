@@ -61,7 +61,7 @@ impl Shared {
         if role == Role::Publisher {
             return Ok(None);
         }
-        match self.viewer_target(stream_id).await? {
+        match self.viewer_target(stream_id, gen).await? {
             placement::Target::Any => Ok(None),
             placement::Target::Placed(p) => {
                 let only: Vec<String> = p.providers().map(str::to_string).collect();
@@ -70,10 +70,9 @@ impl Shared {
                     only.iter().any(|name| st.adapters.contains_key(name))
                 };
                 if !has_adapter {
-                    return Err(StreamguardError::NoProviderAvailable {
-                        reason: format!(
-                            "stream {stream_id:?} is published on {only:?}: no adapter registered for any of them"
-                        ),
+                    return Err(StreamguardError::NoAdapterForPlacement {
+                        stream_id: stream_id.to_string(),
+                        providers: only,
                     });
                 }
                 self.announce_placement(&p);
@@ -119,6 +118,7 @@ impl Shared {
                 attempts: 0,
                 migrations: 0,
                 last_error: None,
+                standby: Vec::new(),
             },
             gen,
             op_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -127,6 +127,11 @@ impl Shared {
             claim_pending: false,
             placement: None,
             slot: None,
+            standbys: Vec::new(),
+            standby_starting: None,
+            standby_filling: false,
+            awaiting_live: false,
+            quality: None,
         };
         let lock = session.op_lock.clone();
         st.sessions.insert(stream_id.to_string(), session);
@@ -221,6 +226,7 @@ impl Shared {
                 );
                 let info = st.session(stream_id, gen).map(|s| s.info.clone());
                 self.install_slot(&mut st, stream_id, gen, &provider, slot);
+                self.want_standbys(&mut st, stream_id, gen);
                 info.ok_or_else(|| StreamguardError::Internal("session vanished".into()))
             }
             Err(e) => {
@@ -281,7 +287,7 @@ impl Shared {
     /// Stop monitoring the session at once, then leave its provider. The caller holds the
     /// session's op lock.
     pub(super) async fn finish(self: &Arc<Self>, stream_id: &str, gen: u64, to: SessionState) {
-        let (provider, slot) = {
+        let provider = {
             let mut st = self.state();
             let Some(s) = st.session_mut(stream_id, gen) else {
                 return;
@@ -299,8 +305,10 @@ impl Shared {
             let ticket = p.as_ref().map(|p| self.ticket(&mut st, p, stream_id));
             // Likewise its placement release lands before a new session's claim.
             self.release_claim(&mut st, stream_id, claimed);
-            (p.zip(ticket), slot)
+            let standbys = self.take_standbys(&mut st, stream_id, gen);
+            (p.zip(ticket), slot, standbys)
         };
+        let (provider, slot, standbys) = provider;
         if let Some((p, ticket)) = provider {
             self.report(ReportKind::End, &p, stream_id, None, None);
             ticket.turn().await;
@@ -310,6 +318,7 @@ impl Shared {
         if let Some(slot) = slot {
             self.release_slot(slot).await;
         }
+        self.leave_standbys(stream_id, standbys).await;
     }
 
     pub(super) fn record_error(
@@ -332,6 +341,11 @@ impl Shared {
         };
         warn!(stream_id, provider, %error, "error reported by the host");
         Self::set_last_error(&mut st, stream_id, gen, error.to_string());
+        let viewer = st.session_role(stream_id) == Some(Role::Viewer);
+        if error.class() != ErrorClass::RequestFatal && viewer {
+            // A viewer's SDK error is its player failing: its own problem, or its provider's.
+            self.own_stall(&mut st, stream_id, gen, &provider, now);
+        }
         let rec = st.record(&provider);
         rec.reported_errors += 1;
         let detail = format!("reported: {error}");
@@ -419,6 +433,12 @@ impl Shared {
                 let empty = ProviderRecord::default();
                 let r = st.records.get(&name).unwrap_or(&empty);
                 let live = st.live_on(&name).len() as u32;
+                let standby = st
+                    .sessions
+                    .values()
+                    .flat_map(|s| &s.standbys)
+                    .filter(|l| l.provider == name)
+                    .count() as u32;
                 ProviderStats {
                     provider: name,
                     status: r.health.status(),
@@ -435,6 +455,8 @@ impl Shared {
                     uptime_percent: (r.checks > 0)
                         .then(|| 100.0 * (r.checks - r.failed_checks) as f64 / r.checks as f64),
                     live_sessions: live,
+                    standby_sessions: standby,
+                    quality_score: r.quality.value(),
                     times_ejected: r.health.times_ejected(),
                     cooling_for: r.health.cooling_left(now),
                 }

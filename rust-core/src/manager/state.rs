@@ -54,6 +54,9 @@ pub(super) struct ProviderRecord {
     /// Starts on the provider while it is half-open (its trial) in flight: one, except in
     /// panic mode (nothing else left to try).
     pub(super) trials_in_flight: u32,
+    /// Its media quality score from `record_quality` samples, and when the last came.
+    pub(super) quality: Score,
+    pub(super) quality_at: Option<Instant>,
 }
 
 pub(super) struct Session {
@@ -75,6 +78,43 @@ pub(super) struct Session {
     /// The capacity lease of the provider the stream runs on (during a make-before-break
     /// migration: of the provider it is leaving). `None` while it runs nowhere.
     pub(super) slot: Option<HeldSlot>,
+    /// Publisher: its hot standby copies (`standby_providers`), best first, each with its slot.
+    pub(super) standbys: Vec<StandbyLeg>,
+    /// Publisher: the provider a standby is being started on now (one at a time), so a
+    /// migration never starts the stream there a second time.
+    pub(super) standby_starting: Option<String>,
+    /// Publisher: a fill job (`standby.rs`) runs for this session.
+    pub(super) standby_filling: bool,
+    /// Viewer: `join_stream` waits for the stream to go live (`wait_for_live`); the push
+    /// channel follows the stream meanwhile.
+    pub(super) awaiting_live: bool,
+    /// Media quality of this session, from its first `record_quality` sample on (boxed: most
+    /// sessions of an app without samples never have one).
+    pub(super) quality: Option<Box<SessionQuality>>,
+}
+
+/// What the engine knows about one session's media quality.
+#[derive(Default)]
+pub(super) struct SessionQuality {
+    /// Viewer: its player's state, reported to the registry (`None` before its first sample:
+    /// the first one is reported at once, so the registry counts the viewers that watch fine).
+    pub(super) audience: Option<AudienceState>,
+    /// Viewer: the registry's latest view of this stream's audience on its provider.
+    pub(super) view: Option<AudienceView>,
+    /// The level last asked of the adapter (`set_quality`); `None`: never lowered (High).
+    pub(super) level: Option<QualityLevel>,
+    pub(super) lowered_at: Option<Instant>,
+    /// The adapter said `set_quality` is not supported: never asked again.
+    pub(super) no_set_quality: bool,
+    /// Publisher: the score of its own samples on each provider it used, oldest first (the
+    /// last three), to tell its uplink from its providers.
+    pub(super) uplink: Vec<(String, Score)>,
+}
+
+/// A hot standby copy of a publisher's stream on another provider.
+pub(super) struct StandbyLeg {
+    pub(super) provider: String,
+    pub(super) slot: HeldSlot,
 }
 
 /// A capacity lease held by the engine, renewed by the lease keeper until released.
@@ -149,6 +189,14 @@ impl State {
         only_parallel: bool,
     ) -> Vec<String> {
         rank(&self.providers, |name| Standing {
+            score: self.records.get(name).and_then(|r| {
+                let age = r
+                    .quality_at
+                    .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+                r.quality
+                    .usable(age)
+                    .map(|s| s.round().clamp(0.0, 100.0) as u8)
+            }),
             has_adapter: self
                 .adapters
                 .get(name)
@@ -159,6 +207,17 @@ impl State {
                 r.health.is_half_open(now) && (r.check_in_flight || r.trials_in_flight > 0)
             }),
         })
+    }
+
+    pub(super) fn session_role(&self, stream_id: &str) -> Option<Role> {
+        self.sessions.get(stream_id).map(|s| s.info.role)
+    }
+
+    /// Is a standby of `stream_id` being started on `provider`?
+    pub(super) fn standby_starting_on(&self, stream_id: &str, provider: &str) -> bool {
+        self.sessions
+            .get(stream_id)
+            .is_some_and(|s| s.standby_starting.as_deref() == Some(provider))
     }
 
     /// The session of `stream_id` if it is still generation `gen`.
@@ -275,7 +334,7 @@ impl State {
         v
     }
 
-    /// Providers that need checks: those carrying live sessions and, with failback on, the
+    /// Providers that need checks: those carrying live sessions or standbys and, with failback on, the
     /// preferred provider of every session that runs elsewhere.
     pub(super) fn monitored(&self, now: Instant, failback: bool) -> HashSet<String> {
         let mut set = HashSet::new();
@@ -290,6 +349,8 @@ impl State {
             }
             let Some(p) = &s.info.provider else { continue };
             set.insert(p.clone());
+            // A standby that failed unnoticed would be promoted into an outage.
+            set.extend(s.standbys.iter().map(|l| l.provider.clone()));
             if let Some(best) = ranked.first() {
                 if best != p {
                     set.insert(best.clone());

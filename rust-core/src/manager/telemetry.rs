@@ -60,20 +60,29 @@ impl Shared {
         }
     }
 
-    /// Confirm live sessions to the registry (`claims_only`: just the publishers' placement
-    /// claims, for an engine without session telemetry). Nothing is sent when there is nothing
-    /// to confirm.
-    pub(super) async fn send_alive(&self, claims_only: bool) {
+    /// Confirm live sessions to the registry, viewers with their player state (`placement_only`:
+    /// just the sessions that take part in placement, the publishers' claims and the viewers
+    /// that follow a placement, for an engine without session telemetry). Nothing is sent when
+    /// there is nothing to confirm.
+    pub(super) async fn send_alive(&self, placement_only: bool) {
         let live: Vec<LiveSession> = {
             let st = self.state();
             st.sessions
                 .values()
                 .filter(|s| matches!(s.info.state, SessionState::Live | SessionState::Migrating))
-                .filter(|s| !claims_only || s.epoch > 0)
+                .filter(|s| !placement_only || s.epoch > 0 || s.placement.is_some())
                 .filter_map(|s| {
+                    let viewer = s.info.role == Role::Viewer;
                     Some(LiveSession {
                         provider: s.info.provider.clone()?,
                         stream_id: s.info.stream_id.clone(),
+                        role: viewer.then_some("viewer"),
+                        audience: viewer.then(|| {
+                            s.quality
+                                .as_ref()
+                                .and_then(|q| q.audience)
+                                .unwrap_or(AudienceState::Ok)
+                        }),
                     })
                 })
                 .collect()

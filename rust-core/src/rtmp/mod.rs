@@ -30,8 +30,8 @@ mod viewer;
 
 use process::Proc;
 pub use process::{ProcessKind, StopOutcome, StopReport};
-pub use viewer::{QualitySample, ViewerStats, FROZEN_AFTER};
 use viewer::{SharedTimeline, Timeline};
+pub use viewer::{ViewerStats, FROZEN_AFTER};
 
 /// What an [`RtmpAdapter`] publishes.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +104,10 @@ impl Default for RtmpSettings {
     }
 }
 
-pub use crate::provider::ErrorSink;
+pub use crate::provider::{ErrorSink, QualitySink};
+
+/// How often an RTMP viewer sends a quality sample of its own frames to the quality sink.
+pub const QUALITY_PERIOD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Urls {
@@ -128,6 +131,7 @@ impl Supervised {
 struct Viewer {
     process: Supervised,
     timeline: SharedTimeline,
+    pid: Option<u32>,
 }
 
 /// How many stop reports an adapter keeps (newest first) for [`RtmpAdapter::last_stop`].
@@ -146,6 +150,7 @@ pub struct RtmpAdapter {
     /// One probe at a time against this provider's output.
     probe_gate: tokio::sync::Mutex<()>,
     sink: Mutex<Option<ErrorSink>>,
+    quality: Mutex<Option<QualitySink>>,
     stops: Mutex<VecDeque<(String, StopReport)>>,
 }
 
@@ -160,6 +165,7 @@ impl RtmpAdapter {
             ended_viewers: Mutex::new(VecDeque::new()),
             probe_gate: tokio::sync::Mutex::new(()),
             sink: Mutex::new(None),
+            quality: Mutex::new(None),
             stops: Mutex::new(VecDeque::new()),
         })
     }
@@ -187,6 +193,13 @@ impl RtmpAdapter {
         *self.sink.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
     }
 
+    /// Where every viewer (frames received) and publisher (frames sent) sends a quality
+    /// sample of its own media each [`QUALITY_PERIOD`] (usually the manager's
+    /// `quality_sink()`, which calls `record_quality`).
+    pub fn set_quality_sink(&self, sink: QualitySink) {
+        *self.quality.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+    }
+
     /// Streams this adapter is publishing now.
     pub fn publishing(&self) -> Vec<String> {
         let mut v: Vec<String> = self.lock_publishers().keys().cloned().collect();
@@ -203,7 +216,7 @@ impl RtmpAdapter {
 
     /// The frame timeline of the viewer of `stream_id`: the running one, else the last that
     /// ended (among the last 32 ended viewers of this adapter). Take two snapshots and
-    /// [`QualitySample::between`] them for the frames, bitrate and frozen time of an interval;
+    /// [`ViewerStats::sample_since`] for the frames, bitrate and stall of an interval;
     /// compare `last_frame_at` of the old provider's viewer with `first_frame_at` of the new
     /// one for the gap a viewer saw across a migration.
     pub fn viewer_stats(&self, stream_id: &str) -> Option<ViewerStats> {
@@ -217,6 +230,12 @@ impl RtmpAdapter {
             .iter()
             .find(|(id, _)| id == stream_id)
             .map(|(_, t)| viewer::lock(t).snapshot(now))
+    }
+
+    /// The process id of the running viewer of `stream_id` (tests pause it to play a viewer
+    /// whose own link is broken).
+    pub fn viewer_pid(&self, stream_id: &str) -> Option<u32> {
+        self.lock_viewers().get(stream_id).and_then(|v| v.pid)
     }
 
     fn lock_publishers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Supervised>> {
@@ -286,8 +305,14 @@ impl RtmpAdapter {
             ])
             .args(["-pix_fmt", "yuv420p", "-g"])
             .arg(self.keyframe_interval().to_string())
+            // Its progress (frames sent) becomes the publisher's quality samples.
+            .args(["-progress", "pipe:1", "-stats_period"])
+            .arg(format!(
+                "{:.3}",
+                self.settings.progress_period.as_secs_f64().max(0.001)
+            ))
             .args(["-f", "flv", url])
-            .stdout(Stdio::null());
+            .stdout(Stdio::piped());
         Proc::spawn(cmd, ProcessKind::Publisher, stream_id)
     }
 
@@ -303,8 +328,11 @@ impl RtmpAdapter {
                 "{:.3}",
                 self.settings.progress_period.as_secs_f64().max(0.001)
             ))
-            // Start on the first packets instead of analysing 5 s of stream.
-            .args(["-analyzeduration", "500000", "-probesize", "32768"])
+            // Start on the first packets instead of analysing 5 s of stream: the viewer only
+            // counts media, so 100 ms / 4 KB of probing is enough (measured on loopback: first
+            // frame after about 350 ms, against about 870 ms with 500 ms / 32 KB). A stream
+            // whose audio starts later than that is counted by its video alone.
+            .args(["-analyzeduration", "100000", "-probesize", "4096"])
             .args(["-i", url])
             .args(["-map", "0:v?", "-map", "0:a?", "-c", "copy"])
             .args(["-f", "flv", "-y", null])
@@ -353,9 +381,25 @@ impl RtmpAdapter {
             ticks,
             url: url.to_string(),
         };
+        let pid = proc.pid();
+        let process = self.supervised(proc, stream_id, Some(watch));
+        if let Some(sink) = self
+            .quality
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            tokio::spawn(sample_quality(
+                timeline.clone(),
+                stream_id.to_string(),
+                process.stop.clone(),
+                sink,
+            ));
+        }
         Ok(Viewer {
-            process: self.supervised(proc, stream_id, Some(watch)),
+            process,
             timeline,
+            pid,
         })
     }
 
@@ -521,6 +565,29 @@ async fn supervise(
     }
 }
 
+/// Send a quality sample of a viewer's (or publisher's) own frames every [`QUALITY_PERIOD`]
+/// until it stops. The first sample comes one period after the first frame.
+async fn sample_quality(
+    timeline: SharedTimeline,
+    stream_id: String,
+    stop: CancellationToken,
+    sink: QualitySink,
+) {
+    let mut last = viewer::lock(&timeline).snapshot(std::time::Instant::now());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(QUALITY_PERIOD) => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = viewer::lock(&timeline).snapshot(std::time::Instant::now());
+        if now.ended_at.is_some() {
+            return;
+        }
+        sink(&stream_id, now.sample_since(&last));
+        last = now;
+    }
+}
+
 async fn sleep_until_some(deadline: Option<std::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -574,6 +641,18 @@ impl ProviderAdapter for RtmpAdapter {
         let ingest = format!("{}/{stream_id}", urls.ingest);
         let playback = format!("{}/{stream_id}", urls.playback);
         let mut proc = self.spawn_publisher(stream_id, &ingest)?;
+        // Its progress is read from the start (a full pipe would block ffmpeg); the frames it
+        // sends are the publisher's quality samples.
+        let timeline = Timeline::new(std::time::Instant::now());
+        if let Some(stdout) = proc.take_stdout() {
+            let (tick, _) = tokio::sync::watch::channel(());
+            tokio::spawn(viewer::read_progress(
+                stdout,
+                timeline.clone(),
+                tick,
+                stream_id.to_string(),
+            ));
+        }
         // Verified playable before it counts as started: make-before-break relies on it.
         let deadline = tokio::time::Instant::now() + self.settings.start_timeout;
         loop {
@@ -597,6 +676,19 @@ impl ProviderAdapter for RtmpAdapter {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let publisher = self.supervised(proc, stream_id, None);
+        if let Some(sink) = self
+            .quality
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            tokio::spawn(sample_quality(
+                timeline,
+                stream_id.to_string(),
+                publisher.stop.clone(),
+                sink,
+            ));
+        }
         self.lock_publishers()
             .insert(stream_id.to_string(), publisher);
         Ok(())

@@ -107,6 +107,11 @@ impl Proc {
         })
     }
 
+    /// Its process id (while it runs).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Wait for it to exit on its own. Cancel-safe; leaves stdin open.
     pub(crate) async fn exited(&mut self) -> std::io::Result<ExitStatus> {
         self.child.wait().await

@@ -1,5 +1,5 @@
 //! The RTMP viewer's frame timeline: ffmpeg's `-progress` reports parsed into counters, the
-//! stall rule, and plain snapshots ([`ViewerStats`]) and interval samples ([`QualitySample`])
+//! stall rule, and plain snapshots ([`ViewerStats`]) and interval samples ([`ViewerStats::sample_since`])
 //! for measurements and, later, the engine's quality samples.
 
 use std::sync::{Arc, Mutex};
@@ -53,42 +53,27 @@ impl ViewerStats {
     }
 }
 
-/// What a viewer received between two snapshots: the shape of a quality sample (frames in the
-/// interval, frozen time, bitrate). Plain numbers, no references to the viewer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct QualitySample {
-    /// Length of the interval.
-    pub interval: Duration,
-    /// Video frames received in it.
-    pub frames: u64,
-    /// Frames per second over it.
-    pub fps: f64,
-    /// Bytes received in it.
-    pub bytes: u64,
-    /// Bits per second over it (from the bytes; ffmpeg's own `bitrate` averages since start).
-    pub bitrate_bps: u64,
-    /// Frozen time (gaps longer than [`FROZEN_AFTER`]) that fell in it.
-    pub frozen: Duration,
-    /// Whether the viewer was stalled at the end of it.
-    pub stalled: bool,
-}
-
-impl QualitySample {
-    /// The sample between an `earlier` and a `later` snapshot of the same viewer.
-    pub fn between(earlier: &ViewerStats, later: &ViewerStats) -> Self {
-        let interval = later.at.saturating_duration_since(earlier.at);
-        let frames = later.frames.saturating_sub(earlier.frames);
-        let bytes = later.bytes.saturating_sub(earlier.bytes);
+impl ViewerStats {
+    /// The quality sample of what this viewer received since an `earlier` snapshot of it
+    /// (see [`crate::quality`]): frames, stall (frozen time in the interval, the whole
+    /// interval once it is stalled) and bitrate. The SDK-level figures RTT and loss are not
+    /// known to an ffmpeg viewer.
+    pub fn sample_since(&self, earlier: &ViewerStats) -> crate::quality::QualitySample {
+        let interval = self.at.saturating_duration_since(earlier.at);
+        let frames = self.frames.saturating_sub(earlier.frames);
+        let bytes = self.bytes.saturating_sub(earlier.bytes);
         let secs = interval.as_secs_f64();
-        let per_sec = |n: f64| if secs > 0.0 { n / secs } else { 0.0 };
-        Self {
+        let mut stall = self.frozen.saturating_sub(earlier.frozen).min(interval);
+        if self.stalled || self.ended_at.is_some() {
+            stall = interval;
+        }
+        crate::quality::QualitySample {
             interval,
-            frames,
-            fps: per_sec(frames as f64),
-            bytes,
-            bitrate_bps: per_sec(bytes as f64 * 8.0) as u64,
-            frozen: later.frozen.saturating_sub(earlier.frozen).min(interval),
-            stalled: later.stalled,
+            frames: u32::try_from(frames).unwrap_or(u32::MAX),
+            stall,
+            bitrate_kbps: (secs > 0.0).then(|| (bytes as f64 * 8.0 / secs / 1000.0) as u32),
+            rtt: None,
+            loss_percent: None,
         }
     }
 }
@@ -338,11 +323,11 @@ mod tests {
         assert_eq!((b.stalls, b.stalled), (1, false));
         assert_eq!(b.longest_gap, Duration::from_millis(2500));
         assert_eq!(b.frozen, Duration::from_millis(2500));
-        let s = QualitySample::between(&a, &b);
+        let s = b.sample_since(&a);
         assert_eq!(s.interval, Duration::from_secs(3));
         assert_eq!(s.frames, 2);
-        assert_eq!(s.bitrate_bps, 8000 / 3);
-        assert_eq!(s.frozen, Duration::from_millis(2500));
+        assert_eq!(s.bitrate_kbps, Some(8000 / 3 / 1000));
+        assert_eq!(s.stall, Duration::from_millis(2500));
         t.end(ms(5000));
         let c = t.snapshot(ms(9000));
         assert_eq!(c.at, ms(5000));

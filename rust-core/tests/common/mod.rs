@@ -73,6 +73,8 @@ pub struct BackendCtl {
     pub placements: Mutex<HashMap<String, (String, u64, bool, String)>>,
     /// Every claim accepted, as (stream, provider, epoch).
     pub claims: Mutex<Vec<(String, String, u64)>>,
+    /// The standby list of each stored placement.
+    pub standbys: Mutex<HashMap<String, Vec<String>>>,
     /// Called with each accepted claim (tests look at the adapters at that instant).
     pub on_claim: Mutex<Option<ClaimHook>>,
 }
@@ -115,6 +117,29 @@ impl BackendCtl {
             .get(stream)
             .map(|(p, e, l, _)| (p.clone(), *e, *l))
     }
+    /// The standbys listed in `stream`'s placement.
+    pub fn standby_of(&self, stream: &str) -> Vec<String> {
+        self.standbys
+            .lock()
+            .unwrap()
+            .get(stream)
+            .cloned()
+            .unwrap_or_default()
+    }
+    /// The publisher (some other client) placed `stream` on `provider` with `standby`.
+    pub fn set_placement_with_standby(
+        &self,
+        stream: &str,
+        provider: &str,
+        epoch: u64,
+        standby: &[&str],
+    ) {
+        self.set_placement(stream, provider, epoch);
+        self.standbys.lock().unwrap().insert(
+            stream.into(),
+            standby.iter().map(|s| s.to_string()).collect(),
+        );
+    }
     pub fn health_count(&self, name: &str) -> u64 {
         *self.health_requests.lock().unwrap().get(name).unwrap_or(&0)
     }
@@ -144,6 +169,7 @@ impl Backend {
             alive: Mutex::new(Vec::new()),
             placement_enabled: AtomicBool::new(false),
             placements: Mutex::new(HashMap::new()),
+            standbys: Mutex::new(HashMap::new()),
             claims: Mutex::new(Vec::new()),
             on_claim: Mutex::new(None),
         });
@@ -358,8 +384,9 @@ async fn health_handler(State(ctl): State<Arc<BackendCtl>>, Path(name): Path<Str
     (StatusCode::OK, body.to_string()).into_response()
 }
 
-fn placement_json(id: &str, provider: &str, epoch: u64, live: bool) -> Value {
-    json!({"success": true, "data": {"streamId": id, "provider": provider, "epoch": epoch, "standby": [], "live": live}})
+fn placement_json(ctl: &BackendCtl, id: &str, provider: &str, epoch: u64, live: bool) -> Value {
+    let standby = ctl.standby_of(id);
+    json!({"success": true, "data": {"streamId": id, "provider": provider, "epoch": epoch, "standby": standby, "live": live}})
 }
 
 fn api_error(status: StatusCode, code: &str) -> Response {
@@ -374,8 +401,9 @@ async fn placement_get(State(ctl): State<Arc<BackendCtl>>, Path(id): Path<String
     if !ctl.placement_enabled.load(Ordering::SeqCst) {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     }
-    match ctl.placements.lock().unwrap().get(&id) {
-        Some((p, e, live, _)) => axum::Json(placement_json(&id, p, *e, *live)).into_response(),
+    let stored = ctl.placements.lock().unwrap().get(&id).cloned();
+    match stored {
+        Some((p, e, live, _)) => axum::Json(placement_json(&ctl, &id, &p, e, live)).into_response(),
         None => api_error(StatusCode::NOT_FOUND, "unknown_stream"),
     }
 }
@@ -403,6 +431,15 @@ async fn placement_put(
         }
         all.insert(id.clone(), (provider.clone(), epoch, true, client));
     }
+    let standby: Vec<String> = body["standby"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ctl.standbys.lock().unwrap().insert(id.clone(), standby);
     ctl.claims
         .lock()
         .unwrap()
@@ -410,7 +447,7 @@ async fn placement_put(
     if let Some(hook) = ctl.on_claim.lock().unwrap().as_ref() {
         hook(&id, &provider, epoch);
     }
-    axum::Json(placement_json(&id, &provider, epoch, true)).into_response()
+    axum::Json(placement_json(&ctl, &id, &provider, epoch, true)).into_response()
 }
 
 async fn placement_delete(
@@ -625,9 +662,9 @@ pub struct Wrap {
     /// Claims asked for, by provider.
     pub claims_asked: Mutex<Vec<String>>,
     pub claim_count: AtomicU64,
-    /// Placement events for the push channel, queued until the engine follows it.
-    push: tokio::sync::mpsc::UnboundedSender<Placement>,
-    pushed: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Placement>>,
+    /// Events for the push channel, queued until the engine follows it.
+    push: tokio::sync::mpsc::UnboundedSender<PushEvent>,
+    pushed: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<PushEvent>>,
     /// Serve the push channel (off: `PushUnsupported`).
     pub push_on: AtomicBool,
     /// Releases wait this long before they are sent.
@@ -651,7 +688,11 @@ impl Wrap {
     }
     /// Send a placement event on the push channel (delivered once the engine follows it).
     pub fn push(&self, p: Placement) {
-        let _ = self.push.send(p);
+        let _ = self.push.send(PushEvent::Placement(p));
+    }
+    /// Send any event on the push channel (delivered once the engine follows it).
+    pub fn push_event(&self, ev: PushEvent) {
+        let _ = self.push.send(ev);
     }
 }
 
@@ -672,8 +713,8 @@ impl ProviderRegistry for Wrap {
             return Err(BackendError::PushUnsupported);
         }
         let mut rx = self.pushed.lock().await;
-        while let Some(p) = rx.recv().await {
-            on_event(PushEvent::Placement(p));
+        while let Some(ev) = rx.recv().await {
+            on_event(ev);
         }
         Ok(())
     }
@@ -781,6 +822,10 @@ pub struct Calls {
     pub connect_ok: u64,
     pub leaves: u64,
     pub probes: u64,
+    /// Levels asked with `set_quality`, in order (only when `quality_supported`).
+    pub quality: Vec<(String, streamguard::QualityLevel)>,
+    /// Answer `set_quality` (off: the trait's default, "not supported").
+    pub quality_supported: bool,
     /// Streams currently carried (successful start/join minus leaves).
     pub active: HashMap<String, i64>,
     /// The most streams carried at once.
@@ -1024,6 +1069,18 @@ impl ProviderAdapter for FakeAdapter {
     }
     fn supports_parallel_sessions(&self) -> bool {
         self.parallel
+    }
+    async fn set_quality(
+        &self,
+        stream_id: &str,
+        level: streamguard::QualityLevel,
+    ) -> Result<(), ProviderError> {
+        let mut c = self.calls.lock().unwrap();
+        if !c.quality_supported {
+            return Err(ProviderError::not_supported("set_quality"));
+        }
+        c.quality.push((stream_id.to_string(), level));
+        Ok(())
     }
 }
 

@@ -2,10 +2,13 @@
 //! `tests/rtmp_viewer.rs` several times and prints detection time, recovery time, migration
 //! durations, planned-migration gaps and the gap a viewer sees (median and range).
 //! Then the placement scenarios of `tests/rtmp_placement.rs` (issue 14): a viewer engine
-//! following its publisher when primary is killed and when only the publisher's SDK fails.
-//! `cargo run --release -p streamguard-e2e --example rtmp_bench -- [runs] [placement]`
-//! (default 5 runs; `placement` runs only the placement scenarios).
+//! following its publisher when primary is killed and when only the publisher's SDK fails, and
+//! a viewer switching to its publisher's hot standby when primary is killed.
+//! Then issue 19: primary frozen, the audience's stalls move the publisher.
+//! `cargo run --release -p streamguard-e2e --example rtmp_bench -- [runs] [placement|audience]`
+//! (default 5 runs; `placement` or `audience` runs only those scenarios).
 
+use std::time::Duration;
 use streamguard_e2e::*;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -14,12 +17,42 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5);
-    let only_placement = std::env::args().nth(2).as_deref() == Some("placement");
-    if !only_placement {
+    let only = std::env::args().nth(2);
+    if only.as_deref() == Some("audience") {
+        return audience(runs).await;
+    }
+    if only.is_none() {
         failover(runs).await;
         println!();
     }
     placement(runs).await;
+    if only.is_none() {
+        println!();
+        audience(runs).await;
+    }
+}
+
+/// Issue 19, scenario 1: primary frozen; three viewers' stalls move the publisher.
+async fn audience(runs: usize) {
+    let secs = Duration::from_secs;
+    println!("| primary frozen (SIGSTOP), 3 viewer engines ({runs} runs, median (min–max)) | freeze → publisher decides (`AudienceStalled`) | freeze → publisher live on backup | worst viewer gap (own frames) | target |");
+    println!("|---|---|---|---|---|");
+    for interval in [secs(30), secs(3)] {
+        let mut r = Vec::new();
+        for i in 0..runs {
+            eprintln!("audience run {}/{runs}: checks every {interval:?}", i + 1);
+            let f = scenario_frozen_primary(3, interval).await;
+            eprintln!("  {f:?}");
+            r.push(f);
+        }
+        println!(
+            "| checks every {} s | {} | {} | {} | viewers' gap < 5 s (about 30 s before) |",
+            interval.as_secs(),
+            median_ms(r.iter().map(|f| f.decided).collect()),
+            median_ms(r.iter().map(|f| f.publisher_moved).collect()),
+            median_ms(r.iter().map(|f| f.worst_gap()).collect()),
+        );
+    }
 }
 
 /// The publisher moves off primary; the viewer follows (push), measured from its frames.
@@ -50,6 +83,25 @@ async fn placement(runs: usize) {
             r.iter().filter(|f| f.viewer_stayed).count(),
         );
     }
+    let mut standby = vec![];
+    for i in 0..runs {
+        eprintln!(
+            "placement run {}/{runs}: primary killed with a hot standby",
+            i + 1
+        );
+        let r = scenario_standby().await;
+        eprintln!("  {r:?}");
+        standby.push(r);
+    }
+    println!();
+    println!("| primary killed, `standby_providers` 1 ({runs} runs, median (min–max)) | kill → viewer live on the standby | kill → publisher promotes the standby | gap the viewer saw (last frame on primary → first on the standby) | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| hot standby on backup | {} | {} | {} | viewer gap < 1 s |",
+        median_ms(standby.iter().map(|r| r.viewer_moved).collect()),
+        median_ms(standby.iter().map(|r| r.promoted).collect()),
+        median_ms(standby.iter().map(|r| r.gap).collect()),
+    );
 }
 
 async fn failover(runs: usize) {

@@ -16,7 +16,9 @@ use streamguard::{
 use streamguard_registry::{serve, Config, RunningRegistry, Seed};
 use tokio::sync::broadcast::Receiver;
 
+mod audience;
 mod placement;
+pub use audience::*;
 pub use placement::*;
 
 /// The admin token of test registries.
@@ -285,6 +287,20 @@ pub async fn registry_with(
     serve(config).await.expect("registry starts")
 }
 
+/// GET an admin route of the registry (`/api/admin/{path}`) as JSON.
+pub async fn admin_get(reg: &RunningRegistry, path: &str) -> serde_json::Value {
+    let text = reqwest::Client::new()
+        .get(format!("{}/api/admin/{path}", reg.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 /// PUT an admin change to the registry.
 pub async fn admin_put(reg: &RunningRegistry, name: &str, body: &str) {
     let resp = reqwest::Client::new()
@@ -393,6 +409,7 @@ pub fn rtmp_engine_with(
     ];
     for (name, a) in ["primary", "backup"].iter().zip(adapters.iter()) {
         a.set_error_sink(manager.error_sink());
+        a.set_quality_sink(manager.quality_sink());
         manager.register_adapter(name, a.clone()).unwrap();
     }
     (manager, adapters)

@@ -191,6 +191,14 @@ impl PlacementWorld {
     /// Start both servers, the registry (with `maxStreams` on primary if given) and the
     /// publishing app (nothing published yet).
     pub async fn start(primary_max_streams: Option<u32>) -> Self {
+        Self::start_with(primary_max_streams, |_| {}).await
+    }
+
+    /// [`start`](Self::start) with the publisher's config adjusted by `publisher`.
+    pub async fn start_with(
+        primary_max_streams: Option<u32>,
+        publisher: impl FnOnce(&mut ManagerConfig),
+    ) -> Self {
         let primary = Nginx::start("primary");
         let backup = Nginx::start("backup");
         let mut first = serde_json::json!(
@@ -204,7 +212,7 @@ impl PlacementWorld {
             {"name": "backup", "priority": 2, "config": {"ingestUrl": backup.url()}}
         ]))
         .await;
-        let publisher = App::new(&registry, |_| {});
+        let publisher = App::new(&registry, publisher);
         Self {
             primary,
             backup,
@@ -241,16 +249,7 @@ impl PlacementWorld {
 
     /// The client id holding `stream` (from the admin list; public answers never name it).
     pub async fn owner(&self, stream: &str) -> String {
-        let v = reqwest::Client::new()
-            .get(format!("{}/api/admin/streams", self.registry.url()))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+        let v = admin_get(&self.registry, "streams").await;
         v["data"]["streams"]
             .as_array()
             .unwrap()
@@ -460,4 +459,95 @@ pub async fn scenario_follow(fault: PublisherFault, learns: Learns) -> Follow {
     };
     w.finish(v).await;
     follow
+}
+
+/// What a viewer saw when its publisher's primary was killed while a hot standby ran.
+#[derive(Debug, Clone, Copy)]
+pub struct StandbyFailover {
+    /// The viewer's last frame on primary to its first frame on backup (the standby), from its
+    /// own frames.
+    pub gap: Duration,
+    /// Kill to the viewer's `MigrationFinished` on backup (it moved on its own signal).
+    pub viewer_moved: Duration,
+    /// Kill to the publisher's `StandbyPromoted` (backup is its primary now).
+    pub promoted: Duration,
+}
+
+/// Scenario 4 of issue 14: the publisher (`standby_providers` 1) publishes on primary with a
+/// hot standby on backup; a viewer watches on primary; primary is killed. The viewer switches
+/// to the standby on its own signal, without waiting for the publisher, which promotes the
+/// standby (next epoch). Measured from the viewer's own frames.
+pub async fn scenario_standby() -> StandbyFailover {
+    let mut w = PlacementWorld::start_with(None, |c| c.standby_providers = 1).await;
+    let pm = w.publisher.log.mark();
+    let s = w.publisher.manager.start_stream(CAM).await.unwrap();
+    assert_eq!(s.provider.as_deref(), Some("primary"));
+    w.publisher
+        .log
+        .wait(
+            pm,
+            Duration::from_secs(30),
+            "standby on backup claimed",
+            |e| matches!(e, EventKind::PlacementChanged { standby, .. } if standby == &["backup"]),
+        )
+        .await;
+    let v = w.viewer(|_| {});
+    let s = v.manager.join_stream(CAM).await.unwrap();
+    assert_eq!(s.provider.as_deref(), Some("primary"));
+    frames_arrive(
+        &v.adapters[0],
+        CAM,
+        15,
+        Duration::from_secs(5),
+        "frames on primary",
+    )
+    .await;
+    let (pm, vm) = (w.publisher.log.mark(), v.log.mark());
+    let at = Instant::now();
+    w.primary.kill();
+    let within = Duration::from_secs(30);
+    let (viewing, _) = v
+        .log
+        .wait(
+            vm,
+            within,
+            "viewer live on the standby",
+            finished_on("backup"),
+        )
+        .await;
+    let (promoted, _) = w
+        .publisher
+        .log
+        .wait(
+            pm,
+            within,
+            "standby promoted",
+            |e| matches!(e, EventKind::StandbyPromoted { to, .. } if to == "backup"),
+        )
+        .await;
+    let new = frames_arrive(
+        &v.adapters[1],
+        CAM,
+        15,
+        Duration::from_secs(5),
+        "frames on backup",
+    )
+    .await;
+    let old = v.adapters[0].viewer_stats(CAM).expect("viewed on primary");
+    let gap = new
+        .first_frame_at
+        .unwrap()
+        .saturating_duration_since(old.last_frame_at.unwrap());
+    assert_eq!(
+        w.placement(CAM).await.map(|(p, _, live)| (p, live)),
+        Some(("backup".into(), true)),
+        "the publisher claimed the promoted standby"
+    );
+    let r = StandbyFailover {
+        gap,
+        viewer_moved: viewing - at,
+        promoted: promoted - at,
+    };
+    w.finish(v).await;
+    r
 }

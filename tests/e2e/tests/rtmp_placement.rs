@@ -6,7 +6,7 @@
 //! is not implemented and not tested.
 
 use std::time::Duration;
-use streamguard::{BackendError, EventKind, SessionState, StreamguardError};
+use streamguard::{EventKind, SessionState, StreamguardError};
 use streamguard_e2e::*;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -97,6 +97,19 @@ async fn without_push_the_viewer_follows_at_its_next_placement_poll() {
     assert!(f.follow < 6 * SEC, "{f:?}");
 }
 
+/// Scenario 4: `standby_providers` 1, primary killed: the viewer switches to the standby on
+/// its own, the publisher promotes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_hot_standby_the_viewer_switches_on_its_own_and_the_publisher_promotes() {
+    let _one = serial().await;
+    let r = scenario_standby().await;
+    println!("primary killed with a standby: {r:?}");
+    // Issue 14's target is a gap under 1 s; asserted with headroom for a loaded CI machine
+    // (the figure is measured by the benchmark, not here).
+    assert!(r.gap < 3 * SEC, "{r:?}");
+    assert!(r.viewer_moved < 5 * SEC, "{r:?}");
+}
+
 /// Scenario 5: after the publisher moved (epoch 2 on backup), a stale claim for primary is
 /// refused with 409 (an old epoch, the same epoch, another client), the placement and the
 /// viewer stay on backup, and a second app publishing the same stream id gets the typed
@@ -133,7 +146,7 @@ async fn a_stale_claim_is_refused_and_a_second_publisher_gets_a_typed_error() {
     let second = App::new(&w.registry, |_| {});
     let r = second.manager.start_stream(CAM).await;
     assert!(
-        matches!(&r, Err(StreamguardError::Backend(BackendError::Conflict { code, .. })) if code == "owned_by_other"),
+        matches!(&r, Err(StreamguardError::StreamClaimedByOther { .. })),
         "{r:?}"
     );
     assert_eq!(

@@ -70,7 +70,7 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated.dart';
                   String get codegenVersion => '2.13.0';
 
                   @override
-                  int get rustContentHash => -1008612258;
+                  int get rustContentHash => -255008571;
 
                   static const kDefaultExternalLibraryLoaderConfig = ExternalLibraryLoaderConfig(
                     stem: 'streamguard_flutter',
@@ -97,6 +97,8 @@ Future<List<ProviderStats>> crateApiManagerStreamingProviderManagerProviderStats
 Future<List<ProviderInfo>> crateApiManagerStreamingProviderManagerProviders({required StreamingProviderManager that });
 
 Future<void> crateApiManagerStreamingProviderManagerRecordError({required StreamingProviderManager that , required String streamId , required ProviderError error });
+
+Future<void> crateApiManagerStreamingProviderManagerRecordQuality({required StreamingProviderManager that , required String streamId , required QualitySample sample });
 
 Future<List<ProviderInfo>> crateApiManagerStreamingProviderManagerRefreshProviders({required StreamingProviderManager that });
 
@@ -343,11 +345,38 @@ sse_encode_box_autoadd_provider_error(error, serializer);
         );
         
 
+@override Future<void> crateApiManagerStreamingProviderManagerRecordQuality({required StreamingProviderManager that , required String streamId , required QualitySample sample })  { return handler.executeNormal(NormalTask(
+            callFfi: (port_) {
+              
+            final serializer = SseSerializer(generalizedFrbRustBinding);sse_encode_Auto_Ref_RustOpaque_flutter_rust_bridgefor_generatedRustAutoOpaqueInnerStreamingProviderManager(that, serializer);
+sse_encode_String(streamId, serializer);
+sse_encode_box_autoadd_quality_sample(sample, serializer);
+            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 9, port: port_);
+            
+            },
+            codec: 
+        SseCodec(
+          decodeSuccessData: sse_decode_unit,
+          decodeErrorData: sse_decode_streamguard_error,
+        )
+        ,
+            constMeta: kCrateApiManagerStreamingProviderManagerRecordQualityConstMeta,
+            argValues: [that, streamId, sample],
+            apiImpl: this,
+        )); }
+
+
+        TaskConstMeta get kCrateApiManagerStreamingProviderManagerRecordQualityConstMeta => const TaskConstMeta(
+            debugName: "StreamingProviderManager_record_quality",
+            argNames: ["that", "streamId", "sample"],
+        );
+        
+
 @override Future<List<ProviderInfo>> crateApiManagerStreamingProviderManagerRefreshProviders({required StreamingProviderManager that })  { return handler.executeNormal(NormalTask(
             callFfi: (port_) {
               
             final serializer = SseSerializer(generalizedFrbRustBinding);sse_encode_Auto_Ref_RustOpaque_flutter_rust_bridgefor_generatedRustAutoOpaqueInnerStreamingProviderManager(that, serializer);
-            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 9, port: port_);
+            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 10, port: port_);
             
             },
             codec: 
@@ -379,7 +408,7 @@ sse_encode_DartFn_Inputs_String_Output_opt_box_autoadd_provider_error_AnyhowExce
 sse_encode_DartFn_Inputs_String_Output_opt_box_autoadd_provider_error_AnyhowException(joinStream, serializer);
 sse_encode_DartFn_Inputs_String_Output_opt_box_autoadd_provider_error_AnyhowException(leaveStream, serializer);
 sse_encode_DartFn_Inputs__Output_opt_box_autoadd_provider_error_AnyhowException(probe, serializer);
-            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 10, port: port_);
+            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 11, port: port_);
             
             },
             codec: 
@@ -405,7 +434,7 @@ sse_encode_DartFn_Inputs__Output_opt_box_autoadd_provider_error_AnyhowException(
               
             final serializer = SseSerializer(generalizedFrbRustBinding);sse_encode_Auto_Ref_RustOpaque_flutter_rust_bridgefor_generatedRustAutoOpaqueInnerStreamingProviderManager(that, serializer);
 sse_encode_String(streamId, serializer);
-            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 11, port: port_);
+            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 12, port: port_);
             
             },
             codec: 
@@ -430,7 +459,7 @@ sse_encode_String(streamId, serializer);
             callFfi: (port_) {
               
             final serializer = SseSerializer(generalizedFrbRustBinding);sse_encode_Auto_Ref_RustOpaque_flutter_rust_bridgefor_generatedRustAutoOpaqueInnerStreamingProviderManager(that, serializer);
-            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 12, port: port_);
+            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 13, port: port_);
             
             },
             codec: 
@@ -455,7 +484,7 @@ sse_encode_String(streamId, serializer);
             callFfi: (port_) {
               
             final serializer = SseSerializer(generalizedFrbRustBinding);sse_encode_Auto_Ref_RustOpaque_flutter_rust_bridgefor_generatedRustAutoOpaqueInnerStreamingProviderManager(that, serializer);
-            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 13, port: port_);
+            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 14, port: port_);
             
             },
             codec: 
@@ -481,7 +510,7 @@ sse_encode_String(streamId, serializer);
               
             final serializer = SseSerializer(generalizedFrbRustBinding);sse_encode_Auto_Ref_RustOpaque_flutter_rust_bridgefor_generatedRustAutoOpaqueInnerStreamingProviderManager(that, serializer);
 sse_encode_String(streamId, serializer);
-            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 14, port: port_);
+            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 15, port: port_);
             
             },
             codec: 
@@ -506,7 +535,7 @@ sse_encode_String(streamId, serializer);
             callFfi: (port_) {
               
             final serializer = SseSerializer(generalizedFrbRustBinding);sse_encode_Auto_Ref_RustOpaque_flutter_rust_bridgefor_generatedRustAutoOpaqueInnerStreamingProviderManager(that, serializer);
-            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 15, port: port_);
+            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 16, port: port_);
             
             },
             codec: 
@@ -531,7 +560,7 @@ sse_encode_String(streamId, serializer);
             callFfi: () {
               
             final serializer = SseSerializer(generalizedFrbRustBinding);sse_encode_String(baseUrl, serializer);
-            return pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 16)!;
+            return pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 17)!;
             
             },
             codec: 
@@ -556,7 +585,7 @@ sse_encode_String(streamId, serializer);
             callFfi: (port_) {
               
             final serializer = SseSerializer(generalizedFrbRustBinding);
-            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 17, port: port_);
+            pdeCallFfi(generalizedFrbRustBinding, serializer, funcId: 18, port: port_);
             
             },
             codec: 
@@ -739,6 +768,15 @@ return dco_decode_operation(raw); }
 @protected ProviderError dco_decode_box_autoadd_provider_error(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return dco_decode_provider_error(raw); }
 
+@protected QualityBand dco_decode_box_autoadd_quality_band(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
+return dco_decode_quality_band(raw); }
+
+@protected QualityLevel dco_decode_box_autoadd_quality_level(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
+return dco_decode_quality_level(raw); }
+
+@protected QualitySample dco_decode_box_autoadd_quality_sample(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
+return dco_decode_quality_sample(raw); }
+
 @protected SessionInfo dco_decode_box_autoadd_session_info(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return dco_decode_session_info(raw); }
 
@@ -786,7 +824,7 @@ return (raw as List<dynamic>).map(dco_decode_session_info).toList(); }
 
 @protected ManagerConfig dco_decode_manager_config(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
-                if (arr.length != 28) throw Exception('unexpected arr length: expect 28 but see ${arr.length}');
+                if (arr.length != 30) throw Exception('unexpected arr length: expect 30 but see ${arr.length}');
                 return ManagerConfig(baseUrl: dco_decode_String(arr[0]),
 authToken: dco_decode_opt_String(arr[1]),
 maxAttempts: dco_decode_u_32(arr[2]),
@@ -814,7 +852,9 @@ reportSessions: dco_decode_bool(arr[23]),
 waitForCapacity: dco_decode_bool(arr[24]),
 capacityMaxWaitMs: dco_decode_CastedPrimitive_u_64(arr[25]),
 capacityLeaseTtlMs: dco_decode_CastedPrimitive_u_64(arr[26]),
-maxTotalStreams: dco_decode_opt_box_autoadd_u_32(arr[27]),); }
+maxTotalStreams: dco_decode_opt_box_autoadd_u_32(arr[27]),
+standbyProviders: dco_decode_u_32(arr[28]),
+waitForLiveMs: dco_decode_CastedPrimitive_u_64(arr[29]),); }
 
 @protected MigrationStrategy dco_decode_migration_strategy(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return MigrationStrategy.values[raw as int]; }
@@ -849,6 +889,12 @@ return raw == null ? null : dco_decode_box_autoadd_operation(raw); }
 @protected ProviderError? dco_decode_opt_box_autoadd_provider_error(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return raw == null ? null : dco_decode_box_autoadd_provider_error(raw); }
 
+@protected QualityBand? dco_decode_opt_box_autoadd_quality_band(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
+return raw == null ? null : dco_decode_box_autoadd_quality_band(raw); }
+
+@protected QualityLevel? dco_decode_opt_box_autoadd_quality_level(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
+return raw == null ? null : dco_decode_box_autoadd_quality_level(raw); }
+
 @protected SessionInfo? dco_decode_opt_box_autoadd_session_info(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return raw == null ? null : dco_decode_box_autoadd_session_info(raw); }
 
@@ -879,7 +925,7 @@ activeStreams: dco_decode_opt_box_autoadd_u_32(arr[5]),); }
 
 @protected ProviderStats dco_decode_provider_stats(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
-                if (arr.length != 16) throw Exception('unexpected arr length: expect 16 but see ${arr.length}');
+                if (arr.length != 18) throw Exception('unexpected arr length: expect 18 but see ${arr.length}');
                 return ProviderStats(provider: dco_decode_String(arr[0]),
 status: dco_decode_health_status(arr[1]),
 attempts: dco_decode_CastedPrimitive_u_64(arr[2]),
@@ -894,29 +940,48 @@ avgCheckLatencyMs: dco_decode_opt_box_autoadd_f_64(arr[10]),
 avgConnectLatencyMs: dco_decode_opt_box_autoadd_f_64(arr[11]),
 uptimePercent: dco_decode_opt_box_autoadd_f_64(arr[12]),
 liveSessions: dco_decode_u_32(arr[13]),
-timesEjected: dco_decode_u_32(arr[14]),
-coolingForMs: dco_decode_opt_CastedPrimitive_u_64(arr[15]),); }
+standbySessions: dco_decode_u_32(arr[14]),
+qualityScore: dco_decode_opt_box_autoadd_f_64(arr[15]),
+timesEjected: dco_decode_u_32(arr[16]),
+coolingForMs: dco_decode_opt_CastedPrimitive_u_64(arr[17]),); }
+
+@protected QualityBand dco_decode_quality_band(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
+return QualityBand.values[raw as int]; }
+
+@protected QualityLevel dco_decode_quality_level(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
+return QualityLevel.values[raw as int]; }
+
+@protected QualitySample dco_decode_quality_sample(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
+final arr = raw as List<dynamic>;
+                if (arr.length != 6) throw Exception('unexpected arr length: expect 6 but see ${arr.length}');
+                return QualitySample(intervalMs: dco_decode_CastedPrimitive_u_64(arr[0]),
+frames: dco_decode_u_32(arr[1]),
+stallMs: dco_decode_CastedPrimitive_u_64(arr[2]),
+bitrateKbps: dco_decode_opt_box_autoadd_u_32(arr[3]),
+rttMs: dco_decode_opt_CastedPrimitive_u_64(arr[4]),
+lossPercent: dco_decode_opt_box_autoadd_f_64(arr[5]),); }
 
 @protected Role dco_decode_role(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return Role.values[raw as int]; }
 
 @protected SessionInfo dco_decode_session_info(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
-                if (arr.length != 7) throw Exception('unexpected arr length: expect 7 but see ${arr.length}');
+                if (arr.length != 8) throw Exception('unexpected arr length: expect 8 but see ${arr.length}');
                 return SessionInfo(streamId: dco_decode_String(arr[0]),
 role: dco_decode_role(arr[1]),
 provider: dco_decode_opt_String(arr[2]),
 state: dco_decode_session_state(arr[3]),
 attempts: dco_decode_u_32(arr[4]),
 migrations: dco_decode_u_32(arr[5]),
-lastError: dco_decode_opt_String(arr[6]),); }
+lastError: dco_decode_opt_String(arr[6]),
+standby: dco_decode_list_String(arr[7]),); }
 
 @protected SessionState dco_decode_session_state(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 return SessionState.values[raw as int]; }
 
 @protected StreamEvent dco_decode_stream_event(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
-                if (arr.length != 26) throw Exception('unexpected arr length: expect 26 but see ${arr.length}');
+                if (arr.length != 33) throw Exception('unexpected arr length: expect 33 but see ${arr.length}');
                 return StreamEvent(atMs: dco_decode_CastedPrimitive_u_64(arr[0]),
 kind: dco_decode_event_type(arr[1]),
 streamId: dco_decode_opt_String(arr[2]),
@@ -942,7 +1007,14 @@ providers: dco_decode_list_String(arr[21]),
 maxWaitMs: dco_decode_opt_CastedPrimitive_u_64(arr[22]),
 epoch: dco_decode_opt_CastedPrimitive_u_64(arr[23]),
 live: dco_decode_opt_box_autoadd_bool(arr[24]),
-message: dco_decode_opt_String(arr[25]),); }
+score: dco_decode_opt_box_autoadd_f_64(arr[25]),
+qualityFrom: dco_decode_opt_box_autoadd_quality_band(arr[26]),
+qualityTo: dco_decode_opt_box_autoadd_quality_band(arr[27]),
+level: dco_decode_opt_box_autoadd_quality_level(arr[28]),
+viewers: dco_decode_opt_box_autoadd_u_32(arr[29]),
+stalled: dco_decode_opt_box_autoadd_u_32(arr[30]),
+outage: dco_decode_opt_box_autoadd_bool(arr[31]),
+message: dco_decode_opt_String(arr[32]),); }
 
 @protected StreamguardError dco_decode_streamguard_error(dynamic raw){ // Codec=Dco (DartCObject based), see doc to use other codecs
 final arr = raw as List<dynamic>;
@@ -1031,6 +1103,15 @@ return (sse_decode_operation(deserializer)); }
 
 @protected ProviderError sse_decode_box_autoadd_provider_error(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 return (sse_decode_provider_error(deserializer)); }
+
+@protected QualityBand sse_decode_box_autoadd_quality_band(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+return (sse_decode_quality_band(deserializer)); }
+
+@protected QualityLevel sse_decode_box_autoadd_quality_level(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+return (sse_decode_quality_level(deserializer)); }
+
+@protected QualitySample sse_decode_box_autoadd_quality_sample(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+return (sse_decode_quality_sample(deserializer)); }
 
 @protected SessionInfo sse_decode_box_autoadd_session_info(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 return (sse_decode_session_info(deserializer)); }
@@ -1135,7 +1216,9 @@ var var_waitForCapacity = sse_decode_bool(deserializer);
 var var_capacityMaxWaitMs = sse_decode_CastedPrimitive_u_64(deserializer);
 var var_capacityLeaseTtlMs = sse_decode_CastedPrimitive_u_64(deserializer);
 var var_maxTotalStreams = sse_decode_opt_box_autoadd_u_32(deserializer);
-return ManagerConfig(baseUrl: var_baseUrl, authToken: var_authToken, maxAttempts: var_maxAttempts, attemptsPerProvider: var_attemptsPerProvider, healthCheckIntervalMs: var_healthCheckIntervalMs, failureThreshold: var_failureThreshold, suspectRecheckDelayMs: var_suspectRecheckDelayMs, maxUnhealthyForMs: var_maxUnhealthyForMs, requestTimeoutMs: var_requestTimeoutMs, adapterTimeoutMs: var_adapterTimeoutMs, backoffBaseMs: var_backoffBaseMs, backoffCapMs: var_backoffCapMs, operationDeadlineMs: var_operationDeadlineMs, providerRefreshIntervalMs: var_providerRefreshIntervalMs, providerListMaxAgeMs: var_providerListMaxAgeMs, cooldownBaseMs: var_cooldownBaseMs, cooldownMaxMs: var_cooldownMaxMs, failback: var_failback, failbackStabilityMs: var_failbackStabilityMs, maxResponseBytes: var_maxResponseBytes, allowInsecureHttp: var_allowInsecureHttp, eventBuffer: var_eventBuffer, pushUpdates: var_pushUpdates, reportSessions: var_reportSessions, waitForCapacity: var_waitForCapacity, capacityMaxWaitMs: var_capacityMaxWaitMs, capacityLeaseTtlMs: var_capacityLeaseTtlMs, maxTotalStreams: var_maxTotalStreams); }
+var var_standbyProviders = sse_decode_u_32(deserializer);
+var var_waitForLiveMs = sse_decode_CastedPrimitive_u_64(deserializer);
+return ManagerConfig(baseUrl: var_baseUrl, authToken: var_authToken, maxAttempts: var_maxAttempts, attemptsPerProvider: var_attemptsPerProvider, healthCheckIntervalMs: var_healthCheckIntervalMs, failureThreshold: var_failureThreshold, suspectRecheckDelayMs: var_suspectRecheckDelayMs, maxUnhealthyForMs: var_maxUnhealthyForMs, requestTimeoutMs: var_requestTimeoutMs, adapterTimeoutMs: var_adapterTimeoutMs, backoffBaseMs: var_backoffBaseMs, backoffCapMs: var_backoffCapMs, operationDeadlineMs: var_operationDeadlineMs, providerRefreshIntervalMs: var_providerRefreshIntervalMs, providerListMaxAgeMs: var_providerListMaxAgeMs, cooldownBaseMs: var_cooldownBaseMs, cooldownMaxMs: var_cooldownMaxMs, failback: var_failback, failbackStabilityMs: var_failbackStabilityMs, maxResponseBytes: var_maxResponseBytes, allowInsecureHttp: var_allowInsecureHttp, eventBuffer: var_eventBuffer, pushUpdates: var_pushUpdates, reportSessions: var_reportSessions, waitForCapacity: var_waitForCapacity, capacityMaxWaitMs: var_capacityMaxWaitMs, capacityLeaseTtlMs: var_capacityLeaseTtlMs, maxTotalStreams: var_maxTotalStreams, standbyProviders: var_standbyProviders, waitForLiveMs: var_waitForLiveMs); }
 
 @protected MigrationStrategy sse_decode_migration_strategy(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 var inner = sse_decode_i_32(deserializer);
@@ -1226,6 +1309,24 @@ var inner = sse_decode_i_32(deserializer);
             }
              }
 
+@protected QualityBand? sse_decode_opt_box_autoadd_quality_band(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+
+            if (sse_decode_bool(deserializer)) {
+                return (sse_decode_box_autoadd_quality_band(deserializer));
+            } else {
+                return null;
+            }
+             }
+
+@protected QualityLevel? sse_decode_opt_box_autoadd_quality_level(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+
+            if (sse_decode_bool(deserializer)) {
+                return (sse_decode_box_autoadd_quality_level(deserializer));
+            } else {
+                return null;
+            }
+             }
+
 @protected SessionInfo? sse_decode_opt_box_autoadd_session_info(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 
             if (sse_decode_bool(deserializer)) {
@@ -1286,9 +1387,28 @@ var var_avgCheckLatencyMs = sse_decode_opt_box_autoadd_f_64(deserializer);
 var var_avgConnectLatencyMs = sse_decode_opt_box_autoadd_f_64(deserializer);
 var var_uptimePercent = sse_decode_opt_box_autoadd_f_64(deserializer);
 var var_liveSessions = sse_decode_u_32(deserializer);
+var var_standbySessions = sse_decode_u_32(deserializer);
+var var_qualityScore = sse_decode_opt_box_autoadd_f_64(deserializer);
 var var_timesEjected = sse_decode_u_32(deserializer);
 var var_coolingForMs = sse_decode_opt_CastedPrimitive_u_64(deserializer);
-return ProviderStats(provider: var_provider, status: var_status, attempts: var_attempts, successes: var_successes, failures: var_failures, reportedErrors: var_reportedErrors, consecutiveFailures: var_consecutiveFailures, healthChecks: var_healthChecks, failedHealthChecks: var_failedHealthChecks, lastCheckAtMs: var_lastCheckAtMs, avgCheckLatencyMs: var_avgCheckLatencyMs, avgConnectLatencyMs: var_avgConnectLatencyMs, uptimePercent: var_uptimePercent, liveSessions: var_liveSessions, timesEjected: var_timesEjected, coolingForMs: var_coolingForMs); }
+return ProviderStats(provider: var_provider, status: var_status, attempts: var_attempts, successes: var_successes, failures: var_failures, reportedErrors: var_reportedErrors, consecutiveFailures: var_consecutiveFailures, healthChecks: var_healthChecks, failedHealthChecks: var_failedHealthChecks, lastCheckAtMs: var_lastCheckAtMs, avgCheckLatencyMs: var_avgCheckLatencyMs, avgConnectLatencyMs: var_avgConnectLatencyMs, uptimePercent: var_uptimePercent, liveSessions: var_liveSessions, standbySessions: var_standbySessions, qualityScore: var_qualityScore, timesEjected: var_timesEjected, coolingForMs: var_coolingForMs); }
+
+@protected QualityBand sse_decode_quality_band(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+var inner = sse_decode_i_32(deserializer);
+        return QualityBand.values[inner]; }
+
+@protected QualityLevel sse_decode_quality_level(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+var inner = sse_decode_i_32(deserializer);
+        return QualityLevel.values[inner]; }
+
+@protected QualitySample sse_decode_quality_sample(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+var var_intervalMs = sse_decode_CastedPrimitive_u_64(deserializer);
+var var_frames = sse_decode_u_32(deserializer);
+var var_stallMs = sse_decode_CastedPrimitive_u_64(deserializer);
+var var_bitrateKbps = sse_decode_opt_box_autoadd_u_32(deserializer);
+var var_rttMs = sse_decode_opt_CastedPrimitive_u_64(deserializer);
+var var_lossPercent = sse_decode_opt_box_autoadd_f_64(deserializer);
+return QualitySample(intervalMs: var_intervalMs, frames: var_frames, stallMs: var_stallMs, bitrateKbps: var_bitrateKbps, rttMs: var_rttMs, lossPercent: var_lossPercent); }
 
 @protected Role sse_decode_role(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 var inner = sse_decode_i_32(deserializer);
@@ -1302,7 +1422,8 @@ var var_state = sse_decode_session_state(deserializer);
 var var_attempts = sse_decode_u_32(deserializer);
 var var_migrations = sse_decode_u_32(deserializer);
 var var_lastError = sse_decode_opt_String(deserializer);
-return SessionInfo(streamId: var_streamId, role: var_role, provider: var_provider, state: var_state, attempts: var_attempts, migrations: var_migrations, lastError: var_lastError); }
+var var_standby = sse_decode_list_String(deserializer);
+return SessionInfo(streamId: var_streamId, role: var_role, provider: var_provider, state: var_state, attempts: var_attempts, migrations: var_migrations, lastError: var_lastError, standby: var_standby); }
 
 @protected SessionState sse_decode_session_state(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 var inner = sse_decode_i_32(deserializer);
@@ -1334,8 +1455,15 @@ var var_providers = sse_decode_list_String(deserializer);
 var var_maxWaitMs = sse_decode_opt_CastedPrimitive_u_64(deserializer);
 var var_epoch = sse_decode_opt_CastedPrimitive_u_64(deserializer);
 var var_live = sse_decode_opt_box_autoadd_bool(deserializer);
+var var_score = sse_decode_opt_box_autoadd_f_64(deserializer);
+var var_qualityFrom = sse_decode_opt_box_autoadd_quality_band(deserializer);
+var var_qualityTo = sse_decode_opt_box_autoadd_quality_band(deserializer);
+var var_level = sse_decode_opt_box_autoadd_quality_level(deserializer);
+var var_viewers = sse_decode_opt_box_autoadd_u_32(deserializer);
+var var_stalled = sse_decode_opt_box_autoadd_u_32(deserializer);
+var var_outage = sse_decode_opt_box_autoadd_bool(deserializer);
 var var_message = sse_decode_opt_String(deserializer);
-return StreamEvent(atMs: var_atMs, kind: var_kind, streamId: var_streamId, provider: var_provider, from: var_from, to: var_to, attempt: var_attempt, operation: var_operation, error: var_error, retryInMs: var_retryInMs, reason: var_reason, strategy: var_strategy, gapMs: var_gapMs, durationMs: var_durationMs, stillOn: var_stillOn, healthFrom: var_healthFrom, healthTo: var_healthTo, consecutiveFailures: var_consecutiveFailures, stateFrom: var_stateFrom, stateTo: var_stateTo, active: var_active, providers: var_providers, maxWaitMs: var_maxWaitMs, epoch: var_epoch, live: var_live, message: var_message); }
+return StreamEvent(atMs: var_atMs, kind: var_kind, streamId: var_streamId, provider: var_provider, from: var_from, to: var_to, attempt: var_attempt, operation: var_operation, error: var_error, retryInMs: var_retryInMs, reason: var_reason, strategy: var_strategy, gapMs: var_gapMs, durationMs: var_durationMs, stillOn: var_stillOn, healthFrom: var_healthFrom, healthTo: var_healthTo, consecutiveFailures: var_consecutiveFailures, stateFrom: var_stateFrom, stateTo: var_stateTo, active: var_active, providers: var_providers, maxWaitMs: var_maxWaitMs, epoch: var_epoch, live: var_live, score: var_score, qualityFrom: var_qualityFrom, qualityTo: var_qualityTo, level: var_level, viewers: var_viewers, stalled: var_stalled, outage: var_outage, message: var_message); }
 
 @protected StreamguardError sse_decode_streamguard_error(SseDeserializer deserializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 var var_kind = sse_decode_streamguard_error_kind(deserializer);
@@ -1433,6 +1561,15 @@ sse_encode_operation(self, serializer); }
 @protected void sse_encode_box_autoadd_provider_error(ProviderError self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 sse_encode_provider_error(self, serializer); }
 
+@protected void sse_encode_box_autoadd_quality_band(QualityBand self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+sse_encode_quality_band(self, serializer); }
+
+@protected void sse_encode_box_autoadd_quality_level(QualityLevel self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+sse_encode_quality_level(self, serializer); }
+
+@protected void sse_encode_box_autoadd_quality_sample(QualitySample self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+sse_encode_quality_sample(self, serializer); }
+
 @protected void sse_encode_box_autoadd_session_info(SessionInfo self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 sse_encode_session_info(self, serializer); }
 
@@ -1513,6 +1650,8 @@ sse_encode_bool(self.waitForCapacity, serializer);
 sse_encode_CastedPrimitive_u_64(self.capacityMaxWaitMs, serializer);
 sse_encode_CastedPrimitive_u_64(self.capacityLeaseTtlMs, serializer);
 sse_encode_opt_box_autoadd_u_32(self.maxTotalStreams, serializer);
+sse_encode_u_32(self.standbyProviders, serializer);
+sse_encode_CastedPrimitive_u_64(self.waitForLiveMs, serializer);
  }
 
 @protected void sse_encode_migration_strategy(MigrationStrategy self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
@@ -1593,6 +1732,22 @@ sse_encode_i_32(self.index, serializer); }
                 }
                  }
 
+@protected void sse_encode_opt_box_autoadd_quality_band(QualityBand? self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+
+                sse_encode_bool(self != null, serializer);
+                if (self != null) {
+                    sse_encode_box_autoadd_quality_band(self, serializer);
+                }
+                 }
+
+@protected void sse_encode_opt_box_autoadd_quality_level(QualityLevel? self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+
+                sse_encode_bool(self != null, serializer);
+                if (self != null) {
+                    sse_encode_box_autoadd_quality_level(self, serializer);
+                }
+                 }
+
 @protected void sse_encode_opt_box_autoadd_session_info(SessionInfo? self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
 
                 sse_encode_bool(self != null, serializer);
@@ -1649,8 +1804,25 @@ sse_encode_opt_box_autoadd_f_64(self.avgCheckLatencyMs, serializer);
 sse_encode_opt_box_autoadd_f_64(self.avgConnectLatencyMs, serializer);
 sse_encode_opt_box_autoadd_f_64(self.uptimePercent, serializer);
 sse_encode_u_32(self.liveSessions, serializer);
+sse_encode_u_32(self.standbySessions, serializer);
+sse_encode_opt_box_autoadd_f_64(self.qualityScore, serializer);
 sse_encode_u_32(self.timesEjected, serializer);
 sse_encode_opt_CastedPrimitive_u_64(self.coolingForMs, serializer);
+ }
+
+@protected void sse_encode_quality_band(QualityBand self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+sse_encode_i_32(self.index, serializer); }
+
+@protected void sse_encode_quality_level(QualityLevel self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+sse_encode_i_32(self.index, serializer); }
+
+@protected void sse_encode_quality_sample(QualitySample self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
+sse_encode_CastedPrimitive_u_64(self.intervalMs, serializer);
+sse_encode_u_32(self.frames, serializer);
+sse_encode_CastedPrimitive_u_64(self.stallMs, serializer);
+sse_encode_opt_box_autoadd_u_32(self.bitrateKbps, serializer);
+sse_encode_opt_CastedPrimitive_u_64(self.rttMs, serializer);
+sse_encode_opt_box_autoadd_f_64(self.lossPercent, serializer);
  }
 
 @protected void sse_encode_role(Role self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
@@ -1664,6 +1836,7 @@ sse_encode_session_state(self.state, serializer);
 sse_encode_u_32(self.attempts, serializer);
 sse_encode_u_32(self.migrations, serializer);
 sse_encode_opt_String(self.lastError, serializer);
+sse_encode_list_String(self.standby, serializer);
  }
 
 @protected void sse_encode_session_state(SessionState self, SseSerializer serializer){ // Codec=Sse (Serialization based), see doc to use other codecs
@@ -1695,6 +1868,13 @@ sse_encode_list_String(self.providers, serializer);
 sse_encode_opt_CastedPrimitive_u_64(self.maxWaitMs, serializer);
 sse_encode_opt_CastedPrimitive_u_64(self.epoch, serializer);
 sse_encode_opt_box_autoadd_bool(self.live, serializer);
+sse_encode_opt_box_autoadd_f_64(self.score, serializer);
+sse_encode_opt_box_autoadd_quality_band(self.qualityFrom, serializer);
+sse_encode_opt_box_autoadd_quality_band(self.qualityTo, serializer);
+sse_encode_opt_box_autoadd_quality_level(self.level, serializer);
+sse_encode_opt_box_autoadd_u_32(self.viewers, serializer);
+sse_encode_opt_box_autoadd_u_32(self.stalled, serializer);
+sse_encode_opt_box_autoadd_bool(self.outage, serializer);
 sse_encode_opt_String(self.message, serializer);
  }
 
@@ -1770,6 +1950,13 @@ serializer.buffer.putBigUint64(self); }
 
 /// Report an error from the vendor SDK's own callbacks (connection lost, token expired).
  Future<void>  recordError({required String streamId , required ProviderError error })=>RustLib.instance.api.crateApiManagerStreamingProviderManagerRecordError(that: this, streamId: streamId, error: error);
+
+
+/// One media quality sample of `stream_id` from the vendor SDK (about one per second):
+/// scores the provider, tells the registry a viewer's player state, and lowers the quality
+/// of a device whose own link is the problem. Fails with `InvalidArgument` for a bad
+/// sample, `UnknownSession`.
+ Future<void>  recordQuality({required String streamId , required QualitySample sample })=>RustLib.instance.api.crateApiManagerStreamingProviderManagerRecordQuality(that: this, streamId: streamId, sample: sample);
 
 
 /// Re-read the provider list now; live sessions migrate if the change calls for it.

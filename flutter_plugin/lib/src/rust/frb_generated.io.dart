@@ -68,6 +68,12 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_io.dart';
 
 @protected ProviderError dco_decode_box_autoadd_provider_error(dynamic raw);
 
+@protected QualityBand dco_decode_box_autoadd_quality_band(dynamic raw);
+
+@protected QualityLevel dco_decode_box_autoadd_quality_level(dynamic raw);
+
+@protected QualitySample dco_decode_box_autoadd_quality_sample(dynamic raw);
+
 @protected SessionInfo dco_decode_box_autoadd_session_info(dynamic raw);
 
 @protected SessionState dco_decode_box_autoadd_session_state(dynamic raw);
@@ -122,6 +128,10 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_io.dart';
 
 @protected ProviderError? dco_decode_opt_box_autoadd_provider_error(dynamic raw);
 
+@protected QualityBand? dco_decode_opt_box_autoadd_quality_band(dynamic raw);
+
+@protected QualityLevel? dco_decode_opt_box_autoadd_quality_level(dynamic raw);
+
 @protected SessionInfo? dco_decode_opt_box_autoadd_session_info(dynamic raw);
 
 @protected SessionState? dco_decode_opt_box_autoadd_session_state(dynamic raw);
@@ -135,6 +145,12 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_io.dart';
 @protected ProviderInfo dco_decode_provider_info(dynamic raw);
 
 @protected ProviderStats dco_decode_provider_stats(dynamic raw);
+
+@protected QualityBand dco_decode_quality_band(dynamic raw);
+
+@protected QualityLevel dco_decode_quality_level(dynamic raw);
+
+@protected QualitySample dco_decode_quality_sample(dynamic raw);
 
 @protected Role dco_decode_role(dynamic raw);
 
@@ -194,6 +210,12 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_io.dart';
 
 @protected ProviderError sse_decode_box_autoadd_provider_error(SseDeserializer deserializer);
 
+@protected QualityBand sse_decode_box_autoadd_quality_band(SseDeserializer deserializer);
+
+@protected QualityLevel sse_decode_box_autoadd_quality_level(SseDeserializer deserializer);
+
+@protected QualitySample sse_decode_box_autoadd_quality_sample(SseDeserializer deserializer);
+
 @protected SessionInfo sse_decode_box_autoadd_session_info(SseDeserializer deserializer);
 
 @protected SessionState sse_decode_box_autoadd_session_state(SseDeserializer deserializer);
@@ -248,6 +270,10 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_io.dart';
 
 @protected ProviderError? sse_decode_opt_box_autoadd_provider_error(SseDeserializer deserializer);
 
+@protected QualityBand? sse_decode_opt_box_autoadd_quality_band(SseDeserializer deserializer);
+
+@protected QualityLevel? sse_decode_opt_box_autoadd_quality_level(SseDeserializer deserializer);
+
 @protected SessionInfo? sse_decode_opt_box_autoadd_session_info(SseDeserializer deserializer);
 
 @protected SessionState? sse_decode_opt_box_autoadd_session_state(SseDeserializer deserializer);
@@ -261,6 +287,12 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_io.dart';
 @protected ProviderInfo sse_decode_provider_info(SseDeserializer deserializer);
 
 @protected ProviderStats sse_decode_provider_stats(SseDeserializer deserializer);
+
+@protected QualityBand sse_decode_quality_band(SseDeserializer deserializer);
+
+@protected QualityLevel sse_decode_quality_level(SseDeserializer deserializer);
+
+@protected QualitySample sse_decode_quality_sample(SseDeserializer deserializer);
 
 @protected Role sse_decode_role(SseDeserializer deserializer);
 
@@ -326,6 +358,12 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_io.dart';
 
 @protected void sse_encode_box_autoadd_provider_error(ProviderError self, SseSerializer serializer);
 
+@protected void sse_encode_box_autoadd_quality_band(QualityBand self, SseSerializer serializer);
+
+@protected void sse_encode_box_autoadd_quality_level(QualityLevel self, SseSerializer serializer);
+
+@protected void sse_encode_box_autoadd_quality_sample(QualitySample self, SseSerializer serializer);
+
 @protected void sse_encode_box_autoadd_session_info(SessionInfo self, SseSerializer serializer);
 
 @protected void sse_encode_box_autoadd_session_state(SessionState self, SseSerializer serializer);
@@ -380,6 +418,10 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_io.dart';
 
 @protected void sse_encode_opt_box_autoadd_provider_error(ProviderError? self, SseSerializer serializer);
 
+@protected void sse_encode_opt_box_autoadd_quality_band(QualityBand? self, SseSerializer serializer);
+
+@protected void sse_encode_opt_box_autoadd_quality_level(QualityLevel? self, SseSerializer serializer);
+
 @protected void sse_encode_opt_box_autoadd_session_info(SessionInfo? self, SseSerializer serializer);
 
 @protected void sse_encode_opt_box_autoadd_session_state(SessionState? self, SseSerializer serializer);
@@ -393,6 +435,12 @@ import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated_io.dart';
 @protected void sse_encode_provider_info(ProviderInfo self, SseSerializer serializer);
 
 @protected void sse_encode_provider_stats(ProviderStats self, SseSerializer serializer);
+
+@protected void sse_encode_quality_band(QualityBand self, SseSerializer serializer);
+
+@protected void sse_encode_quality_level(QualityLevel self, SseSerializer serializer);
+
+@protected void sse_encode_quality_sample(QualitySample self, SseSerializer serializer);
 
 @protected void sse_encode_role(Role self, SseSerializer serializer);
 

@@ -4,8 +4,8 @@
 
 use crate::adapter::DartAdapter;
 use crate::api::types::{
-    ManagerConfig, ProviderError, ProviderInfo, ProviderStats, SessionInfo, StreamEvent,
-    StreamguardError,
+    ManagerConfig, ProviderError, ProviderInfo, ProviderStats, QualitySample, SessionInfo,
+    StreamEvent, StreamguardError,
 };
 use crate::events::{spawn_forwarder, EventOut};
 use crate::frb_generated::StreamSink;
@@ -93,6 +93,19 @@ impl StreamingProviderManager {
     ) -> Result<(), StreamguardError> {
         let _rt = RUNTIME.enter();
         Ok(self.engine().record_error(&stream_id, error.into())?)
+    }
+
+    /// One media quality sample of `stream_id` from the vendor SDK (about one per second):
+    /// scores the provider, tells the registry a viewer's player state, and lowers the quality
+    /// of a device whose own link is the problem. Fails with `InvalidArgument` for a bad
+    /// sample, `UnknownSession`.
+    pub fn record_quality(
+        &self,
+        stream_id: String,
+        sample: QualitySample,
+    ) -> Result<(), StreamguardError> {
+        let _rt = RUNTIME.enter();
+        Ok(self.engine().record_quality(&stream_id, sample.into())?)
     }
 
     /// Connectivity changed (Wi-Fi to cellular, VPN): retry now, forget cool-downs, re-check.

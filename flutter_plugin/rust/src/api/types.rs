@@ -68,6 +68,14 @@ pub enum StreamguardErrorKind {
     CapacityUnavailable,
     /// The provider registry could not be read and no earlier list is known.
     Backend,
+    /// A viewer's stream is not live (no live publisher placement), and `wait_for_live_ms` was
+    /// 0 or ran out.
+    StreamNotLive,
+    /// A viewer's stream is published only on providers without a registered adapter
+    /// (`providers` names them: the publisher's, then its standbys).
+    NoAdapterForPlacement,
+    /// Another client publishes this stream (its placement claim is alive).
+    StreamClaimedByOther,
     /// No session with this stream id exists.
     UnknownSession,
     /// The session is in a state that does not allow this call.
@@ -134,8 +142,21 @@ pub enum EventType {
     /// now, if any).
     SessionStateChanged,
     /// Where a stream is published changed: a publisher's own claim, or a viewer learning of
-    /// its publisher's move or stop (`stream_id`, `provider`, `epoch`, `live`).
+    /// its publisher's move or stop (`stream_id`, `provider`, `epoch`, `live`, `providers`:
+    /// the hot standbys, best first).
     PlacementChanged,
+    /// A publisher's hot standby became its primary at once, without a start (`stream_id`,
+    /// `from`, `to`, `epoch`: the placement epoch claimed for `to`).
+    StandbyPromoted,
+    /// A provider's media quality score moved into another band (`provider`, `score`,
+    /// `quality_from`: null on its first sample, `quality_to`).
+    QualityChanged,
+    /// The engine asked an adapter to lower a stream's quality instead of moving (`stream_id`,
+    /// `provider`, `level`).
+    QualityLowered,
+    /// The registry's view of a stream's audience on a provider changed (`stream_id`,
+    /// `provider`, `viewers`, `stalled`, `outage`).
+    AudienceChanged,
 }
 
 /// One engine decision. `kind` says which; the fields that kind carries are set (see
@@ -186,7 +207,8 @@ pub struct StreamEvent {
     pub state_to: Option<SessionState>,
     /// Active providers, preferred first (provider list changes).
     pub active: Vec<String>,
-    /// The full providers a session waits for, best first (waiting for capacity).
+    /// The full providers a session waits for, best first (waiting for capacity); the hot
+    /// standbys of a stream, best first (placement changes).
     #[frb(default = [])]
     pub providers: Vec<String>,
     /// The longest the session will still wait for a slot (waiting for capacity).
@@ -195,6 +217,41 @@ pub struct StreamEvent {
     pub epoch: Option<u64>,
     /// The publisher's claim is alive (placement changes).
     pub live: Option<bool>,
+    /// A provider's moving quality score, 0 to 100 (quality changes).
+    pub score: Option<f64>,
+    /// The quality band left (quality changes; null on a provider's first sample).
+    pub quality_from: Option<QualityBand>,
+    /// The quality band entered (quality changes).
+    pub quality_to: Option<QualityBand>,
+    /// The quality level asked of the adapter (quality lowered).
+    pub level: Option<QualityLevel>,
+    /// Viewers reporting on the provider (audience changes).
+    pub viewers: Option<u32>,
+    /// Of them, stalled (audience changes).
+    pub stalled: Option<u32>,
+    /// The registry confirmed an outage (audience changes).
+    pub outage: Option<bool>,
     /// Detail: the migration or backend error, or what changed a provider's health.
     pub message: Option<String>,
+}
+
+/// One media quality sample from the vendor SDK (`recordQuality`), about one per second. Only
+/// `interval_ms` is required; fill in what the SDK knows.
+#[frb(non_opaque)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualitySample {
+    /// The time the sample covers, in milliseconds (greater than zero).
+    pub interval_ms: u64,
+    /// Frames received (viewer) or sent (publisher) in the interval.
+    #[frb(default = 0)]
+    pub frames: u32,
+    /// Milliseconds of the interval without media (at most `interval_ms`).
+    #[frb(default = 0)]
+    pub stall_ms: u64,
+    /// Media bitrate over the interval, in kbit/s.
+    pub bitrate_kbps: Option<u32>,
+    /// Round-trip time to the provider's edge, in milliseconds.
+    pub rtt_ms: Option<u64>,
+    /// Packet loss over the interval, in percent (0 to 100).
+    pub loss_percent: Option<f64>,
 }

@@ -18,6 +18,7 @@
 
   var API = "/api/streaming/providers";
   var STREAMS_API = "/api/admin/streams"; // live placements
+  var AUDIENCE_API = "/api/admin/audience"; // viewers per stream and provider
   var TOKEN_KEY = "streamguard.registry.adminToken";
   var POLL_MS = 30000; // fallback refresh, counted from the last refresh
   var EVENT_THROTTLE_MS = 150; // bursts of events become one refresh
@@ -271,7 +272,7 @@
     replaceContent(el.cards, null);
     replaceContent(el.failovers, null);
     el.failoversEmpty.hidden = false;
-    renderStreams({ streams: [], total: 0 });
+    renderStreams({ streams: [], total: 0 }, []);
     setText(el.failoverOrder, "Failover order: none");
     setText(el.updated, "Not loaded yet");
     setText(el.notice, "");
@@ -353,7 +354,12 @@
     }
     var generation = state.generation;
     var since = Date.now() - HISTORY_WINDOW_MS;
-    var run = Promise.all([api("GET", API + "/admin"), api("GET", API + "/failovers"), api("GET", STREAMS_API)])
+    var run = Promise.all([
+      api("GET", API + "/admin"),
+      api("GET", API + "/failovers"),
+      api("GET", STREAMS_API),
+      api("GET", AUDIENCE_API),
+    ])
       .then(function (results) {
         var list = results[0].providers;
         var histories = list.map(function (p) {
@@ -364,7 +370,7 @@
         return Promise.all(histories).then(function (charts) {
           if (generation !== state.generation) return;
           render(list, charts, results[1].failovers, reason);
-          renderStreams(results[2]);
+          renderStreams(results[2], results[3].audience);
         });
       })
       .catch(function (err) {
@@ -695,7 +701,8 @@
         h("li", null, [
           timeNode(f.at),
           " ",
-          h("span", { className: "route", text: f.from + " → " + f.to }),
+          // An outage confirmed by viewers names no target: the publisher's move is its own entry.
+          h("span", { className: "route", text: f.to ? f.from + " → " + f.to : f.from + " · viewers stalled" }),
           " ",
           h("span", { className: "detail", text: detail }),
         ])
@@ -708,8 +715,35 @@
     }
   }
 
+  // One stream's audience: per provider, its viewers and how many of them are stalled; an
+  // outage the viewers confirm is marked (it is why a publisher moves with AudienceStalled).
+  function audienceCell(tallies) {
+    if (!tallies || !tallies.length) return h("td", { className: "audience detail", text: "no viewers" });
+    return h(
+      "td",
+      { className: "audience" },
+      tallies.map(function (a) {
+        var text =
+          a.provider + ": " + a.viewers + (a.viewers === 1 ? " viewer" : " viewers") +
+          " · " + Math.round(a.stalledShare * 100) + "% stalled" +
+          (a.degraded ? " · " + a.degraded + " degraded" : "") +
+          (a.outage ? " · outage" : "");
+        return h("span", {
+          className: "tally",
+          "data-provider": a.provider,
+          "data-outage": a.outage ? "true" : "false",
+          text: text,
+        });
+      })
+    );
+  }
+
   // Live placements: where each published stream is, so viewers can be sent there.
-  function renderStreams(data) {
+  function renderStreams(data, audience) {
+    var byStream = {};
+    (audience || []).forEach(function (a) {
+      (byStream[a.streamId] = byStream[a.streamId] || []).push(a);
+    });
     replaceContent(el.streams, null);
     el.streamsEmpty.hidden = data.streams.length > 0;
     el.streamsTable.hidden = data.streams.length === 0;
@@ -720,6 +754,7 @@
           h("td", { className: "provider", text: s.provider }),
           h("td", { text: s.standby.length ? s.standby.join(", ") : "none" }),
           h("td", { className: "num", text: String(s.epoch) }),
+          audienceCell(byStream[s.streamId]),
         ])
       );
     });

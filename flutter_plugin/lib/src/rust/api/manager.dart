@@ -56,6 +56,13 @@ static Future<StreamingProviderManager>  create({required ManagerConfig config }
  Future<void>  recordError({required String streamId , required ProviderError error });
 
 
+/// One media quality sample of `stream_id` from the vendor SDK (about one per second):
+/// scores the provider, tells the registry a viewer's player state, and lowers the quality
+/// of a device whose own link is the problem. Fails with `InvalidArgument` for a bad
+/// sample, `UnknownSession`.
+ Future<void>  recordQuality({required String streamId , required QualitySample sample });
+
+
 /// Re-read the provider list now; live sessions migrate if the change calls for it.
  Future<List<ProviderInfo>>  refreshProviders();
 

@@ -7,7 +7,7 @@ import '../frb_generated.dart';
 import 'package:flutter_rust_bridge/flutter_rust_bridge_for_generated.dart';
 
 
-            // These function are ignored because they are on traits that is not defined in current crate (put an empty `#[frb]` on it to unignore): `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `from_core`, `from_core`, `from_core`, `from_core`, `from_core`, `from_core`, `from_core`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `try_from`
+            // These function are ignored because they are on traits that is not defined in current crate (put an empty `#[frb]` on it to unignore): `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `assert_fields_are_eq`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `clone`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `eq`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `fmt`, `from_core`, `from_core`, `from_core`, `from_core`, `from_core`, `from_core`, `from_core`, `from_core`, `from_core`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `from`, `try_from`
 
 
             
@@ -72,8 +72,21 @@ waitingForCapacity,
 /// now, if any).
 sessionStateChanged,
 /// Where a stream is published changed: a publisher's own claim, or a viewer learning of
-/// its publisher's move or stop (`stream_id`, `provider`, `epoch`, `live`).
+/// its publisher's move or stop (`stream_id`, `provider`, `epoch`, `live`, `providers`:
+/// the hot standbys, best first).
 placementChanged,
+/// A publisher's hot standby became its primary at once, without a start (`stream_id`,
+/// `from`, `to`, `epoch`: the placement epoch claimed for `to`).
+standbyPromoted,
+/// A provider's media quality score moved into another band (`provider`, `score`,
+/// `quality_from`: null on its first sample, `quality_to`).
+qualityChanged,
+/// The engine asked an adapter to lower a stream's quality instead of moving (`stream_id`,
+/// `provider`, `level`).
+qualityLowered,
+/// The registry's view of a stream's audience on a provider changed (`stream_id`,
+/// `provider`, `viewers`, `stalled`, `outage`).
+audienceChanged,
                     ;
                     
                 }
@@ -101,6 +114,9 @@ capacityLost,
 /// A viewer follows its publisher, which moved to another provider (the
 /// placement directory's new epoch).
 placementChanged,
+/// The registry confirmed that the stream's viewers on the provider are
+/// stalled (its minimum count and share reached).
+audienceStalled,
                     ;
                     
                 }
@@ -193,15 +209,23 @@ final int capacityLeaseTtlMs;
 /// Limit on this manager's concurrent streams over all providers. Absent (null) =
 /// unlimited; `0` is rejected.
 final int? maxTotalStreams;
+/// Publishers: hot standby copies of each stream on the next healthy
+/// parallel-capable providers (0 to 3; 0 = off). Listed in the placement so viewers
+/// switch to one at once; promoted when the primary fails. Each standby is a full
+/// publish and holds a capacity slot on its provider.
+final int standbyProviders;
+/// Viewers: how long `join_stream` waits for a stream that is not live yet (woken
+/// by the placement push, re-read every second); 0 = `StreamNotLive` at once.
+final int waitForLiveMs;
 
-                const ManagerConfig({required this.baseUrl ,this.authToken ,this.maxAttempts = 3,this.attemptsPerProvider = 2,this.healthCheckIntervalMs = 30000,this.failureThreshold = 3,this.suspectRecheckDelayMs = 1000,this.maxUnhealthyForMs = 30000,this.requestTimeoutMs = 5000,this.adapterTimeoutMs = 10000,this.backoffBaseMs = 300,this.backoffCapMs = 7000,this.operationDeadlineMs = 45000,this.providerRefreshIntervalMs = 30000,this.providerListMaxAgeMs = 5000,this.cooldownBaseMs = 30000,this.cooldownMaxMs = 300000,this.failback = false,this.failbackStabilityMs = 120000,this.maxResponseBytes = 1048576,this.allowInsecureHttp = false,this.eventBuffer = 1024,this.pushUpdates = true,this.reportSessions = false,this.waitForCapacity = false,this.capacityMaxWaitMs = 600000,this.capacityLeaseTtlMs = 60000,this.maxTotalStreams ,});
+                const ManagerConfig({required this.baseUrl ,this.authToken ,this.maxAttempts = 3,this.attemptsPerProvider = 2,this.healthCheckIntervalMs = 30000,this.failureThreshold = 3,this.suspectRecheckDelayMs = 1000,this.maxUnhealthyForMs = 30000,this.requestTimeoutMs = 5000,this.adapterTimeoutMs = 10000,this.backoffBaseMs = 300,this.backoffCapMs = 7000,this.operationDeadlineMs = 45000,this.providerRefreshIntervalMs = 30000,this.providerListMaxAgeMs = 5000,this.cooldownBaseMs = 30000,this.cooldownMaxMs = 300000,this.failback = false,this.failbackStabilityMs = 120000,this.maxResponseBytes = 1048576,this.allowInsecureHttp = false,this.eventBuffer = 1024,this.pushUpdates = true,this.reportSessions = false,this.waitForCapacity = false,this.capacityMaxWaitMs = 600000,this.capacityLeaseTtlMs = 60000,this.maxTotalStreams ,this.standbyProviders = 0,this.waitForLiveMs = 0,});
 
 
 
 
 
         @override
-        int get hashCode => baseUrl.hashCode^authToken.hashCode^maxAttempts.hashCode^attemptsPerProvider.hashCode^healthCheckIntervalMs.hashCode^failureThreshold.hashCode^suspectRecheckDelayMs.hashCode^maxUnhealthyForMs.hashCode^requestTimeoutMs.hashCode^adapterTimeoutMs.hashCode^backoffBaseMs.hashCode^backoffCapMs.hashCode^operationDeadlineMs.hashCode^providerRefreshIntervalMs.hashCode^providerListMaxAgeMs.hashCode^cooldownBaseMs.hashCode^cooldownMaxMs.hashCode^failback.hashCode^failbackStabilityMs.hashCode^maxResponseBytes.hashCode^allowInsecureHttp.hashCode^eventBuffer.hashCode^pushUpdates.hashCode^reportSessions.hashCode^waitForCapacity.hashCode^capacityMaxWaitMs.hashCode^capacityLeaseTtlMs.hashCode^maxTotalStreams.hashCode;
+        int get hashCode => baseUrl.hashCode^authToken.hashCode^maxAttempts.hashCode^attemptsPerProvider.hashCode^healthCheckIntervalMs.hashCode^failureThreshold.hashCode^suspectRecheckDelayMs.hashCode^maxUnhealthyForMs.hashCode^requestTimeoutMs.hashCode^adapterTimeoutMs.hashCode^backoffBaseMs.hashCode^backoffCapMs.hashCode^operationDeadlineMs.hashCode^providerRefreshIntervalMs.hashCode^providerListMaxAgeMs.hashCode^cooldownBaseMs.hashCode^cooldownMaxMs.hashCode^failback.hashCode^failbackStabilityMs.hashCode^maxResponseBytes.hashCode^allowInsecureHttp.hashCode^eventBuffer.hashCode^pushUpdates.hashCode^reportSessions.hashCode^waitForCapacity.hashCode^capacityMaxWaitMs.hashCode^capacityLeaseTtlMs.hashCode^maxTotalStreams.hashCode^standbyProviders.hashCode^waitForLiveMs.hashCode;
 
 
 
@@ -210,7 +234,7 @@ final int? maxTotalStreams;
             identical(this, other) ||
             other is ManagerConfig &&
                 runtimeType == other.runtimeType
-                && baseUrl == other.baseUrl&& authToken == other.authToken&& maxAttempts == other.maxAttempts&& attemptsPerProvider == other.attemptsPerProvider&& healthCheckIntervalMs == other.healthCheckIntervalMs&& failureThreshold == other.failureThreshold&& suspectRecheckDelayMs == other.suspectRecheckDelayMs&& maxUnhealthyForMs == other.maxUnhealthyForMs&& requestTimeoutMs == other.requestTimeoutMs&& adapterTimeoutMs == other.adapterTimeoutMs&& backoffBaseMs == other.backoffBaseMs&& backoffCapMs == other.backoffCapMs&& operationDeadlineMs == other.operationDeadlineMs&& providerRefreshIntervalMs == other.providerRefreshIntervalMs&& providerListMaxAgeMs == other.providerListMaxAgeMs&& cooldownBaseMs == other.cooldownBaseMs&& cooldownMaxMs == other.cooldownMaxMs&& failback == other.failback&& failbackStabilityMs == other.failbackStabilityMs&& maxResponseBytes == other.maxResponseBytes&& allowInsecureHttp == other.allowInsecureHttp&& eventBuffer == other.eventBuffer&& pushUpdates == other.pushUpdates&& reportSessions == other.reportSessions&& waitForCapacity == other.waitForCapacity&& capacityMaxWaitMs == other.capacityMaxWaitMs&& capacityLeaseTtlMs == other.capacityLeaseTtlMs&& maxTotalStreams == other.maxTotalStreams;
+                && baseUrl == other.baseUrl&& authToken == other.authToken&& maxAttempts == other.maxAttempts&& attemptsPerProvider == other.attemptsPerProvider&& healthCheckIntervalMs == other.healthCheckIntervalMs&& failureThreshold == other.failureThreshold&& suspectRecheckDelayMs == other.suspectRecheckDelayMs&& maxUnhealthyForMs == other.maxUnhealthyForMs&& requestTimeoutMs == other.requestTimeoutMs&& adapterTimeoutMs == other.adapterTimeoutMs&& backoffBaseMs == other.backoffBaseMs&& backoffCapMs == other.backoffCapMs&& operationDeadlineMs == other.operationDeadlineMs&& providerRefreshIntervalMs == other.providerRefreshIntervalMs&& providerListMaxAgeMs == other.providerListMaxAgeMs&& cooldownBaseMs == other.cooldownBaseMs&& cooldownMaxMs == other.cooldownMaxMs&& failback == other.failback&& failbackStabilityMs == other.failbackStabilityMs&& maxResponseBytes == other.maxResponseBytes&& allowInsecureHttp == other.allowInsecureHttp&& eventBuffer == other.eventBuffer&& pushUpdates == other.pushUpdates&& reportSessions == other.reportSessions&& waitForCapacity == other.waitForCapacity&& capacityMaxWaitMs == other.capacityMaxWaitMs&& capacityLeaseTtlMs == other.capacityLeaseTtlMs&& maxTotalStreams == other.maxTotalStreams&& standbyProviders == other.standbyProviders&& waitForLiveMs == other.waitForLiveMs;
 
             }
 
@@ -233,6 +257,8 @@ start,
 join,
 /// Moving a live session to another provider.
 migrate,
+/// A publisher starting a hot standby copy of its stream.
+standby,
                     ;
                     
                 }
@@ -356,21 +382,26 @@ final double? avgConnectLatencyMs;
 /// Share of health checks that passed, in percent; absent (null) before the
 /// first check.
 final double? uptimePercent;
-/// Sessions live on it now.
+/// Sessions live on it now (primaries only).
 final int liveSessions;
+/// Hot standby copies of publishers' streams on it now (each holds a slot).
+final int standbySessions;
+/// Its media quality score, 0 to 100 (moving average of `record_quality`
+/// samples); absent (null) before the first sample.
+final double? qualityScore;
 /// Times it was ejected (cooled down).
 final int timesEjected;
 /// Milliseconds left in its cool-down.
 final int? coolingForMs;
 
-                const ProviderStats({required this.provider ,required this.status ,required this.attempts ,required this.successes ,required this.failures ,required this.reportedErrors ,required this.consecutiveFailures ,required this.healthChecks ,required this.failedHealthChecks ,this.lastCheckAtMs ,this.avgCheckLatencyMs ,this.avgConnectLatencyMs ,this.uptimePercent ,required this.liveSessions ,required this.timesEjected ,this.coolingForMs ,});
+                const ProviderStats({required this.provider ,required this.status ,required this.attempts ,required this.successes ,required this.failures ,required this.reportedErrors ,required this.consecutiveFailures ,required this.healthChecks ,required this.failedHealthChecks ,this.lastCheckAtMs ,this.avgCheckLatencyMs ,this.avgConnectLatencyMs ,this.uptimePercent ,required this.liveSessions ,required this.standbySessions ,this.qualityScore ,required this.timesEjected ,this.coolingForMs ,});
 
 
 
 
 
         @override
-        int get hashCode => provider.hashCode^status.hashCode^attempts.hashCode^successes.hashCode^failures.hashCode^reportedErrors.hashCode^consecutiveFailures.hashCode^healthChecks.hashCode^failedHealthChecks.hashCode^lastCheckAtMs.hashCode^avgCheckLatencyMs.hashCode^avgConnectLatencyMs.hashCode^uptimePercent.hashCode^liveSessions.hashCode^timesEjected.hashCode^coolingForMs.hashCode;
+        int get hashCode => provider.hashCode^status.hashCode^attempts.hashCode^successes.hashCode^failures.hashCode^reportedErrors.hashCode^consecutiveFailures.hashCode^healthChecks.hashCode^failedHealthChecks.hashCode^lastCheckAtMs.hashCode^avgCheckLatencyMs.hashCode^avgConnectLatencyMs.hashCode^uptimePercent.hashCode^liveSessions.hashCode^standbySessions.hashCode^qualityScore.hashCode^timesEjected.hashCode^coolingForMs.hashCode;
 
 
 
@@ -379,7 +410,68 @@ final int? coolingForMs;
             identical(this, other) ||
             other is ProviderStats &&
                 runtimeType == other.runtimeType
-                && provider == other.provider&& status == other.status&& attempts == other.attempts&& successes == other.successes&& failures == other.failures&& reportedErrors == other.reportedErrors&& consecutiveFailures == other.consecutiveFailures&& healthChecks == other.healthChecks&& failedHealthChecks == other.failedHealthChecks&& lastCheckAtMs == other.lastCheckAtMs&& avgCheckLatencyMs == other.avgCheckLatencyMs&& avgConnectLatencyMs == other.avgConnectLatencyMs&& uptimePercent == other.uptimePercent&& liveSessions == other.liveSessions&& timesEjected == other.timesEjected&& coolingForMs == other.coolingForMs;
+                && provider == other.provider&& status == other.status&& attempts == other.attempts&& successes == other.successes&& failures == other.failures&& reportedErrors == other.reportedErrors&& consecutiveFailures == other.consecutiveFailures&& healthChecks == other.healthChecks&& failedHealthChecks == other.failedHealthChecks&& lastCheckAtMs == other.lastCheckAtMs&& avgCheckLatencyMs == other.avgCheckLatencyMs&& avgConnectLatencyMs == other.avgConnectLatencyMs&& uptimePercent == other.uptimePercent&& liveSessions == other.liveSessions&& standbySessions == other.standbySessions&& qualityScore == other.qualityScore&& timesEjected == other.timesEjected&& coolingForMs == other.coolingForMs;
+
+            }
+
+/// Where a media quality score (0 to 100) lies.
+enum QualityBand {
+                    /// 80 or more.
+good,
+/// 40 to 80.
+degraded,
+/// Below 40.
+bad,
+                    ;
+                    
+                }
+
+/// A media quality level asked of an adapter (`set_quality`); what each means is
+/// the SDK's choice.
+enum QualityLevel {
+                    /// The stream's normal quality.
+high,
+/// A lighter variant (a lower simulcast layer, half the bitrate).
+medium,
+/// The lightest the SDK offers (the lowest layer, or audio only).
+low,
+                    ;
+                    
+                }
+
+/// One media quality sample from the vendor SDK (`recordQuality`), about one per second. Only
+/// `interval_ms` is required; fill in what the SDK knows.
+class QualitySample  {
+                /// The time the sample covers, in milliseconds (greater than zero).
+final int intervalMs;
+/// Frames received (viewer) or sent (publisher) in the interval.
+final int frames;
+/// Milliseconds of the interval without media (at most `interval_ms`).
+final int stallMs;
+/// Media bitrate over the interval, in kbit/s.
+final int? bitrateKbps;
+/// Round-trip time to the provider's edge, in milliseconds.
+final int? rttMs;
+/// Packet loss over the interval, in percent (0 to 100).
+final double? lossPercent;
+
+                const QualitySample({required this.intervalMs ,this.frames = 0,this.stallMs = 0,this.bitrateKbps ,this.rttMs ,this.lossPercent ,});
+
+
+
+
+
+        @override
+        int get hashCode => intervalMs.hashCode^frames.hashCode^stallMs.hashCode^bitrateKbps.hashCode^rttMs.hashCode^lossPercent.hashCode;
+
+
+
+        @override
+        bool operator ==(Object other) =>
+            identical(this, other) ||
+            other is QualitySample &&
+                runtimeType == other.runtimeType
+                && intervalMs == other.intervalMs&& frames == other.frames&& stallMs == other.stallMs&& bitrateKbps == other.bitrateKbps&& rttMs == other.rttMs&& lossPercent == other.lossPercent;
 
             }
 
@@ -409,15 +501,17 @@ final int attempts;
 final int migrations;
 /// The last error seen, if any.
 final String? lastError;
+/// Publisher: providers carrying hot standby copies of it, best first.
+final List<String> standby;
 
-                const SessionInfo({required this.streamId ,required this.role ,this.provider ,required this.state ,required this.attempts ,required this.migrations ,this.lastError ,});
+                const SessionInfo({required this.streamId ,required this.role ,this.provider ,required this.state ,required this.attempts ,required this.migrations ,this.lastError ,required this.standby ,});
 
 
 
 
 
         @override
-        int get hashCode => streamId.hashCode^role.hashCode^provider.hashCode^state.hashCode^attempts.hashCode^migrations.hashCode^lastError.hashCode;
+        int get hashCode => streamId.hashCode^role.hashCode^provider.hashCode^state.hashCode^attempts.hashCode^migrations.hashCode^lastError.hashCode^standby.hashCode;
 
 
 
@@ -426,7 +520,7 @@ final String? lastError;
             identical(this, other) ||
             other is SessionInfo &&
                 runtimeType == other.runtimeType
-                && streamId == other.streamId&& role == other.role&& provider == other.provider&& state == other.state&& attempts == other.attempts&& migrations == other.migrations&& lastError == other.lastError;
+                && streamId == other.streamId&& role == other.role&& provider == other.provider&& state == other.state&& attempts == other.attempts&& migrations == other.migrations&& lastError == other.lastError&& standby == other.standby;
 
             }
 
@@ -493,7 +587,8 @@ final SessionState? stateFrom;
 final SessionState? stateTo;
 /// Active providers, preferred first (provider list changes).
 final List<String> active;
-/// The full providers a session waits for, best first (waiting for capacity).
+/// The full providers a session waits for, best first (waiting for capacity); the hot
+/// standbys of a stream, best first (placement changes).
 final List<String> providers;
 /// The longest the session will still wait for a slot (waiting for capacity).
 final int? maxWaitMs;
@@ -501,17 +596,31 @@ final int? maxWaitMs;
 final int? epoch;
 /// The publisher's claim is alive (placement changes).
 final bool? live;
+/// A provider's moving quality score, 0 to 100 (quality changes).
+final double? score;
+/// The quality band left (quality changes; null on a provider's first sample).
+final QualityBand? qualityFrom;
+/// The quality band entered (quality changes).
+final QualityBand? qualityTo;
+/// The quality level asked of the adapter (quality lowered).
+final QualityLevel? level;
+/// Viewers reporting on the provider (audience changes).
+final int? viewers;
+/// Of them, stalled (audience changes).
+final int? stalled;
+/// The registry confirmed an outage (audience changes).
+final bool? outage;
 /// Detail: the migration or backend error, or what changed a provider's health.
 final String? message;
 
-                const StreamEvent({required this.atMs ,required this.kind ,this.streamId ,this.provider ,this.from ,this.to ,this.attempt ,this.operation ,this.error ,this.retryInMs ,this.reason ,this.strategy ,this.gapMs ,this.durationMs ,this.stillOn ,this.healthFrom ,this.healthTo ,this.consecutiveFailures ,this.stateFrom ,this.stateTo ,required this.active ,this.providers = const [],this.maxWaitMs ,this.epoch ,this.live ,this.message ,});
+                const StreamEvent({required this.atMs ,required this.kind ,this.streamId ,this.provider ,this.from ,this.to ,this.attempt ,this.operation ,this.error ,this.retryInMs ,this.reason ,this.strategy ,this.gapMs ,this.durationMs ,this.stillOn ,this.healthFrom ,this.healthTo ,this.consecutiveFailures ,this.stateFrom ,this.stateTo ,required this.active ,this.providers = const [],this.maxWaitMs ,this.epoch ,this.live ,this.score ,this.qualityFrom ,this.qualityTo ,this.level ,this.viewers ,this.stalled ,this.outage ,this.message ,});
 
 
 
 
 
         @override
-        int get hashCode => atMs.hashCode^kind.hashCode^streamId.hashCode^provider.hashCode^from.hashCode^to.hashCode^attempt.hashCode^operation.hashCode^error.hashCode^retryInMs.hashCode^reason.hashCode^strategy.hashCode^gapMs.hashCode^durationMs.hashCode^stillOn.hashCode^healthFrom.hashCode^healthTo.hashCode^consecutiveFailures.hashCode^stateFrom.hashCode^stateTo.hashCode^active.hashCode^providers.hashCode^maxWaitMs.hashCode^epoch.hashCode^live.hashCode^message.hashCode;
+        int get hashCode => atMs.hashCode^kind.hashCode^streamId.hashCode^provider.hashCode^from.hashCode^to.hashCode^attempt.hashCode^operation.hashCode^error.hashCode^retryInMs.hashCode^reason.hashCode^strategy.hashCode^gapMs.hashCode^durationMs.hashCode^stillOn.hashCode^healthFrom.hashCode^healthTo.hashCode^consecutiveFailures.hashCode^stateFrom.hashCode^stateTo.hashCode^active.hashCode^providers.hashCode^maxWaitMs.hashCode^epoch.hashCode^live.hashCode^score.hashCode^qualityFrom.hashCode^qualityTo.hashCode^level.hashCode^viewers.hashCode^stalled.hashCode^outage.hashCode^message.hashCode;
 
 
 
@@ -520,7 +629,7 @@ final String? message;
             identical(this, other) ||
             other is StreamEvent &&
                 runtimeType == other.runtimeType
-                && atMs == other.atMs&& kind == other.kind&& streamId == other.streamId&& provider == other.provider&& from == other.from&& to == other.to&& attempt == other.attempt&& operation == other.operation&& error == other.error&& retryInMs == other.retryInMs&& reason == other.reason&& strategy == other.strategy&& gapMs == other.gapMs&& durationMs == other.durationMs&& stillOn == other.stillOn&& healthFrom == other.healthFrom&& healthTo == other.healthTo&& consecutiveFailures == other.consecutiveFailures&& stateFrom == other.stateFrom&& stateTo == other.stateTo&& active == other.active&& providers == other.providers&& maxWaitMs == other.maxWaitMs&& epoch == other.epoch&& live == other.live&& message == other.message;
+                && atMs == other.atMs&& kind == other.kind&& streamId == other.streamId&& provider == other.provider&& from == other.from&& to == other.to&& attempt == other.attempt&& operation == other.operation&& error == other.error&& retryInMs == other.retryInMs&& reason == other.reason&& strategy == other.strategy&& gapMs == other.gapMs&& durationMs == other.durationMs&& stillOn == other.stillOn&& healthFrom == other.healthFrom&& healthTo == other.healthTo&& consecutiveFailures == other.consecutiveFailures&& stateFrom == other.stateFrom&& stateTo == other.stateTo&& active == other.active&& providers == other.providers&& maxWaitMs == other.maxWaitMs&& epoch == other.epoch&& live == other.live&& score == other.score&& qualityFrom == other.qualityFrom&& qualityTo == other.qualityTo&& level == other.level&& viewers == other.viewers&& stalled == other.stalled&& outage == other.outage&& message == other.message;
 
             }
 
@@ -585,6 +694,14 @@ noCapacity,
 capacityUnavailable,
 /// The provider registry could not be read and no earlier list is known.
 backend,
+/// A viewer's stream is not live (no live publisher placement), and `wait_for_live_ms` was
+/// 0 or ran out.
+streamNotLive,
+/// A viewer's stream is published only on providers without a registered adapter
+/// (`providers` names them: the publisher's, then its standbys).
+noAdapterForPlacement,
+/// Another client publishes this stream (its placement claim is alive).
+streamClaimedByOther,
 /// No session with this stream id exists.
 unknownSession,
 /// The session is in a state that does not allow this call.
