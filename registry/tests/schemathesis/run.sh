@@ -76,8 +76,12 @@ cd "$work"
   --workers 1 \
   --seed 18 \
   --request-timeout 10 \
-  --report junit --report-junit-path "$work/junit.xml" \
+  --report har --report-har-path "$work/requests.har" \
   --no-color || status=$?
+
+# Every request it sent (the coverage, fuzzing and stateful phases and the checks' own).
+python3 -c 'import json, sys; print("requests sent:", len(json.load(open(sys.argv[1]))["log"]["entries"]))' \
+  "$work/requests.har" || true
 
 if grep -q "panicked\|internal error" "$work/registry.log"; then
   echo "the registry logged an internal error or a panic:" >&2
