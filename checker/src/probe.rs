@@ -216,10 +216,11 @@ mod tests {
         assert_eq!(parse(br#"{"streams":[{"codec_type":"data"}]}"#), None);
         assert_eq!(parse(b"not json"), None);
         assert_eq!(rate("15/1"), Some(15.0));
-        // Found while writing the `ffprobe` fuzz target's property: these gave `Some(inf)`
-        // and `Some(0.0)`.
-        assert_eq!(rate("1e308/1e-308"), None);
+        // The `ffprobe` fuzz target found a rate that rounds to 0 fps (fuzz/corpus/ffprobe/
+        // crash-fps-rounds-to-zero); one that overflows gave infinity. Both were `Some`.
+        assert_eq!(rate("30000/10088888888888888888888888888888888888888881"), None);
         assert_eq!(rate("1/1000"), None);
+        assert_eq!(rate("1e308/1e-308"), None);
         assert_eq!(rate("x"), None);
     }
 
