@@ -30,6 +30,9 @@ SEEDS = {
         b"\x05\x00: keep-alive\r\nevent: providers\r\ndata: {\"a\":1}\r\n\r\nevent: health\ndata: line1\ndata: line2\n\ndata: plain\n\n",
         b"\x01\x07event: placement\ndata: {\"streamId\":\"s1\",\"provider\":\"zegocloud\",\"epoch\":2,\"standby\":[],\"live\":true}\n\n",
         b"\x10\x00event: health\ndata: {\"provider\":\"agora\",\"healthy\":false,\"status\":\"down\"}\n\n:\n",
+        # Regression: `data:` lines without the blank line that ends an event grew the
+        # parser's state without bound (the target's state bound fails on it before the fix).
+        b"\x03\x00" + b"data: x\n" * 600,
     ],
     "playlist": [
         b"#EXTM3U x-tvg-url=\"http://epg.example/guide.xml\"\r\n"
