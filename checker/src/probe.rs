@@ -218,7 +218,10 @@ mod tests {
         assert_eq!(rate("15/1"), Some(15.0));
         // The `ffprobe` fuzz target found a rate that rounds to 0 fps (fuzz/corpus/ffprobe/
         // crash-fps-rounds-to-zero); one that overflows gave infinity. Both were `Some`.
-        assert_eq!(rate("30000/10088888888888888888888888888888888888888881"), None);
+        assert_eq!(
+            rate("30000/10088888888888888888888888888888888888888881"),
+            None
+        );
         assert_eq!(rate("1/1000"), None);
         assert_eq!(rate("1e308/1e-308"), None);
         assert_eq!(rate("x"), None);

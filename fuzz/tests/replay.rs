@@ -3,9 +3,12 @@
 
 use std::path::Path;
 
+/// A target's name (its corpus directory) and body.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn every_corpus_file_passes_its_target() {
-    let targets: [(&str, fn(&[u8])); 7] = [
+    let targets: [Target; 7] = [
         ("provider_list", streamguard_fuzz::provider_list),
         ("health", streamguard_fuzz::health),
         ("sse", streamguard_fuzz::sse),
