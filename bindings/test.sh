@@ -3,8 +3,10 @@
 # libjna-java + junit5, maturin in bindings/.venv, kotlin-compiler from npm in
 # tests/kotlin/.tools), builds the debug library and the bindgen, generates Python/Kotlin/Swift
 # into bindings/build/generated, builds the wheel and installs it into a fresh venv, then runs
-# the Rust unit tests, pytest (tests/python), the JUnit 5 tests (tests/kotlin) and the Swift
-# header/symbol check. Exits non-zero if anything fails. Honours CARGO_TARGET_DIR.
+# the Rust unit tests, pytest (tests/python), the JUnit 5 tests (tests/kotlin), the Swift
+# header/symbol check and the XCTest suite of bindings/swift (in a Debian trixie chroot with
+# swiftlang, created once under bindings/build/swift-chroot; needs root or sudo). Exits non-zero
+# if anything fails. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/lib.sh"
 start=$SECONDS
@@ -59,7 +61,18 @@ echo "junit: ${junit_passed:-0} passed, ${junit_failed:-?} failed"
 
 step "Swift: header compiles and every declared symbol is exported"
 python3 "$BINDINGS/scripts/check_swift_ffi.py" "$BUILD/generated/StreamguardFFI.h" "$LIB" ||
+    failed+=(swift-header)
+
+step "XCTest bindings/swift (swiftlang 6.0.3 in the chroot ${SWIFT_CHROOT#"$REPO"/})"
+swift_start=$SECONDS
+if ensure_swift_chroot && run_swift_tests; then
+    grep -E "^\s*Executed .* tests" "$BUILD/swift-test.txt" | tail -1
+else
+    grep -E "error:|failed" "$BUILD/swift-test.txt" | head -40 || true
+    tail -40 "$BUILD/swift-test.txt"
     failed+=(swift)
+fi
+echo "swift: $((SECONDS - swift_start)) s"
 
 step "done in $((SECONDS - start)) s"
 if ((${#failed[@]})); then

@@ -28,6 +28,8 @@ command -v ffprobe >/dev/null || need+=(ffmpeg)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx-light)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp)
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(redis-server)
+# The registry's PostgreSQL tests start their own server (initdb + postgres as nobody).
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 # The Flutter plugin's Linux CMake build (flutter_plugin/tool/check.sh) needs cmake.
 command -v cmake >/dev/null || need+=(cmake)
 # libFuzzer (fuzz/run.sh) is C++; schemathesis runs in a Python venv.
@@ -65,10 +67,13 @@ cargo test --manifest-path fuzz/Cargo.toml
 step "registry API against its own OpenAPI document (schemathesis, live registry, 60 s)"
 ./registry/tests/schemathesis/run.sh 60
 
+step "registry API tests on PostgreSQL"
+STREAMGUARD_TEST_DB=postgres cargo test -p streamguard-registry --test api
+
 step "registry admin dashboard in headless Chromium"
 ./registry/admin-tests/run.sh
 
-step "bindings: Python (pytest), Kotlin (JUnit 5), Swift header"
+step "bindings: Python (pytest), Kotlin (JUnit 5), Swift (header check, XCTest in a trixie chroot)"
 ./bindings/test.sh
 
 step "Flutter plugin: codegen freshness, facade tests, library hash and symbols"

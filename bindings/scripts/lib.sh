@@ -104,7 +104,7 @@ fresh_venv() {
     local dir="$1"
     rm -rf "$dir"
     python3 -m venv "$dir"
-    "$dir/bin/pip" install -q --disable-pip-version-check "$WHEEL" pytest
+    "$dir/bin/pip" install -q --disable-pip-version-check "$WHEEL" pytest "mypy>=1.10"
 }
 
 KOTLIN_CP="/usr/share/java/jna.jar:$KOTLINC_HOME/lib/kotlinx-coroutines-core-jvm.jar:$KOTLINC_HOME/lib/kotlin-test.jar:/usr/share/java/junit-jupiter-api.jar:/usr/share/java/apiguardian-api.jar:/usr/share/java/opentest4j.jar"
@@ -113,7 +113,8 @@ KOTLIN_CLASSES="$BUILD/kotlin-classes"
 # compile_kotlin: generated bindings + tests + bench; skipped when no input changed (kotlinc
 # takes about a minute here).
 compile_kotlin() {
-    local sources=("$BUILD/generated/io/streamguard/streamguard.kt" "$REPO"/tests/kotlin/src/*.kt)
+    local sources=("$BUILD/generated/io/streamguard/streamguard.kt" "$BINDINGS"/kotlin/*.kt
+        "$REPO"/tests/kotlin/src/*.kt)
     local stamp
     stamp="$(cat "${sources[@]}" | sha256sum | cut -d' ' -f1)"
     if [ -f "$KOTLIN_CLASSES/.inputs" ] && [ "$(cat "$KOTLIN_CLASSES/.inputs")" = "$stamp" ]; then
@@ -124,4 +125,83 @@ compile_kotlin() {
     rm -rf "$KOTLIN_CLASSES"
     "$KOTLINC_HOME/bin/kotlinc" -nowarn -d "$KOTLIN_CLASSES" -classpath "$KOTLIN_CP" "${sources[@]}"
     echo "$stamp" >"$KOTLIN_CLASSES/.inputs"
+}
+
+# Swift, for real: Debian trixie's swiftlang 6.0.3 in a chroot under build/ (the host is
+# bookworm, which has no Swift). Created once (debootstrap ~30 s, swiftlang ~1 min, ~2.6 GB) and
+# reused while build/swift-chroot/.ready exists; nothing outside build/ changes.
+SWIFT_CHROOT="$BUILD/swift-chroot"
+SWIFT_PACKAGES=(swiftlang libc6-dev libstdc++-14-dev)
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# The Debian mirror of this machine's own apt sources (deb822 or one-line form).
+debian_mirror() {
+    local uri
+    uri="$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -1)"
+    [ -n "$uri" ] || uri="$(grep -hs '^deb ' /etc/apt/sources.list | awk '{print $2}' | grep -v security | head -1)"
+    echo "${uri:-http://deb.debian.org/debian}"
+}
+
+# with_proc DIR CMD...: run CMD with /proc bind-mounted into the chroot DIR, always unmounted.
+with_proc() {
+    local dir="$1"
+    shift
+    (
+        mounted=""
+        if ! mountpoint -q "$dir/proc"; then
+            as_root mount --bind /proc "$dir/proc"
+            mounted=1
+        fi
+        trap '[ -z "$mounted" ] || as_root umount "$dir/proc"' EXIT
+        "$@"
+    )
+}
+
+ensure_swift_chroot() {
+    if [ -f "$SWIFT_CHROOT/.ready" ]; then
+        return
+    fi
+    step "create the Swift chroot (Debian trixie + ${SWIFT_PACKAGES[*]}) in ${SWIFT_CHROOT#"$REPO"/}"
+    ensure_apt_packages debootstrap
+    local tmp="$SWIFT_CHROOT.tmp"
+    if [ -d "$tmp" ]; then
+        ! mountpoint -q "$tmp/proc" || as_root umount "$tmp/proc"
+        as_root rm -rf --one-file-system "$tmp"
+    fi
+    as_root debootstrap --variant=minbase trixie "$tmp" "$(debian_mirror)" >"$BUILD/swift-debootstrap.txt" 2>&1 ||
+        { tail -20 "$BUILD/swift-debootstrap.txt"; return 1; }
+    as_root cp /etc/resolv.conf "$tmp/etc/resolv.conf"
+    with_proc "$tmp" as_root chroot "$tmp" sh -c "apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${SWIFT_PACKAGES[*]} >/dev/null &&
+        apt-get clean"
+    as_root touch "$tmp/.ready"
+    as_root mv "$tmp" "$SWIFT_CHROOT"
+}
+
+# run_swift_tests: stage the package (bindings/swift + the generated Swift and header) and the
+# library into the chroot, then `swift build` and `swift test` there. Output in build/swift-test.txt.
+run_swift_tests() {
+    local pkg="$SWIFT_CHROOT/src/streamguard-swift"
+    as_root mkdir -p "$pkg" "$SWIFT_CHROOT/src/lib"
+    # Fresh copies of the hand-written files; .build stays for incremental builds. The generated
+    # files are copied only when they changed, so an unchanged module is not rebuilt.
+    as_root rm -rf "$pkg/Package.swift" "$pkg/Tests"
+    as_root find "$pkg/Sources" -type f ! -name Streamguard.swift ! -name StreamguardFFI.h -delete 2>/dev/null || true
+    as_root cp -a "$BINDINGS/swift/Package.swift" "$BINDINGS/swift/Tests" "$pkg/"
+    as_root cp -a "$BINDINGS/swift/Sources" "$pkg/"
+    local from to
+    for from in Streamguard.swift:Sources/Streamguard StreamguardFFI.h:Sources/StreamguardFFI; do
+        to="$pkg/${from#*:}/${from%%:*}"
+        cmp -s "$BUILD/generated/${from%%:*}" "$to" || as_root cp "$BUILD/generated/${from%%:*}" "$to"
+    done
+    as_root cp "$LIB" "$SWIFT_CHROOT/src/lib/libstreamguard_ffi.so"
+    # Line-buffered, so a hung test shows which one; bounded, so it cannot hang CI.
+    with_proc "$SWIFT_CHROOT" as_root chroot "$SWIFT_CHROOT" env HOME=/root LD_LIBRARY_PATH=/src/lib \
+        sh -c 'cd /src/streamguard-swift &&
+            swift build --build-tests -Xlinker -L/src/lib &&
+            timeout 600 stdbuf -oL swift test --skip-build' \
+        >"$BUILD/swift-test.txt" 2>&1
 }

@@ -77,7 +77,9 @@ pub enum Seed {
 pub struct Config {
     /// Listen address; port 0 picks a free port.
     pub addr: SocketAddr,
-    /// SQLite file, or `:memory:` for a throw-away database.
+    /// The database: a SQLite file (`sqlite:PATH` or a plain path), `:memory:` for a
+    /// throw-away one, or a PostgreSQL URL (`postgres://...`) for several instances on one
+    /// database (see [`crate::store::Database`]).
     pub db_path: PathBuf,
     /// Bearer token for admin routes; admin routes are closed when unset.
     pub admin_token: Option<Secret>,

@@ -167,6 +167,12 @@ pub enum StoreError {
     /// SQLite reported an error.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error.
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had (pool exhausted, server unreachable, bad URL).
+    #[error("postgres pool: {0}")]
+    Pool(String),
     /// A stored JSON column could not be read back.
     #[error("corrupt stored json: {0}")]
     Json(#[from] serde_json::Error),

@@ -21,6 +21,7 @@
 pub mod audience;
 pub mod config;
 pub mod error;
+mod fanout;
 pub mod health;
 mod http;
 pub mod model;
@@ -76,6 +77,7 @@ pub struct RunningRegistry {
     server: Option<JoinHandle<std::io::Result<()>>>,
     checker: Option<JoinHandle<()>>,
     sweeper: Option<JoinHandle<()>>,
+    fanout: Option<JoinHandle<()>>,
     audience: Option<JoinHandle<()>>,
     registry: Arc<Registry>,
 }
@@ -126,9 +128,13 @@ impl RunningRegistry {
             checker.abort();
             let _ = checker.await;
         }
-        for task in [self.sweeper.take(), self.audience.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.sweeper.take(),
+            self.fanout.take(),
+            self.audience.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
             let _ = task.await;
@@ -207,25 +213,11 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
     warn_about_tokens(&config);
     let config = Arc::new(config);
     let seed = seed_records(&config)?;
-    let path = config.db_path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path))
-        .await
-        .map_err(|e| RegistryError::Io(std::io::Error::other(e)))??;
-    let history_limit = config.history_limit;
-    let records = store
-        .call(move |conn| {
-            let inserted = store::seed_once(conn, &seed)?;
-            if inserted > 0 {
-                tracing::info!(inserted, "seeded providers");
-            }
-            Ok((
-                store::load_providers(conn, history_limit)?,
-                store::load_sessions(conn)?,
-                placement::store::load(conn)?,
-            ))
-        })
-        .await?;
-    let (records, sessions, placements) = records;
+    let store = Store::open(&config.db_path).await?;
+    let (inserted, records, placements) = store.seed_and_load(seed, config.history_limit).await?;
+    if inserted > 0 {
+        tracing::info!(inserted, "seeded providers");
+    }
 
     let listener = TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
@@ -234,7 +226,6 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
         Arc::clone(&config),
         store,
         records,
-        sessions::Sessions::from_rows(sessions),
         placements,
         prober,
     ));
@@ -254,6 +245,7 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
         max_connections_per_client: config.max_connections_per_client,
     };
     let server = tokio::spawn(http::serve_connections(listener, app, limits, stop.clone()));
+    let fanout = fanout::start(&registry, stop.clone());
     let sweeper = (!config.session_ttl.is_zero()).then(|| {
         tokio::spawn(sweep_sessions(
             Arc::clone(&registry),
@@ -279,13 +271,15 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
             },
         ))
     });
-    tracing::info!(%addr, db = %config.db_path.display(), "registry started");
+    let db = store::Database::parse(&config.db_path).redacted();
+    tracing::info!(%addr, %db, "registry started");
     Ok(RunningRegistry {
         addr,
         shutdown,
         server: Some(server),
         checker,
         sweeper,
+        fanout,
         audience: Some(audience),
         registry,
     })

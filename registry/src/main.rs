@@ -9,11 +9,12 @@ use std::process::ExitCode;
 use streamguard_registry::{serve, Config, RegistryError, Seed};
 
 const USAGE: &str = "\
-Usage: streamguard-registry [--config FILE] [--addr HOST:PORT] [--db PATH] [--seed FILE]
+Usage: streamguard-registry [--config FILE] [--addr HOST:PORT] [--db DATABASE] [--seed FILE]
 
   --config FILE     JSON config file (see README); environment variables override it
   --addr HOST:PORT  listen address (port 0 picks a free port)   [STREAMGUARD_REGISTRY_ADDR]
-  --db PATH         SQLite file, or :memory:                     [STREAMGUARD_REGISTRY_DB]
+  --db DATABASE     sqlite:PATH (or a plain path), :memory:, or
+                    postgres://USER[:PASSWORD]@HOST[:PORT]/DB    [STREAMGUARD_REGISTRY_DB]
   --seed FILE       providers to create on the database's first start [STREAMGUARD_REGISTRY_SEED]
   -h, --help        show this help
   -V, --version     show the version

@@ -3,8 +3,9 @@
 //!
 //! Clients that send a `clientId` are tracked per `(clientId, streamId)`: a repeated start is
 //! counted once, an end for a stream that is not live changes nothing, and a stream whose client
-//! stops confirming it (keep-alive reports) expires after the session TTL. Pure: the caller
-//! applies the returned counter deltas and persists the returned row changes.
+//! stops confirming it (keep-alive reports) expires after the session TTL. Pure: the store
+//! runs it inside the transaction that reads the reported keys' rows and writes the returned
+//! row changes and counter deltas, so the database decides even with several instances.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,6 +51,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The sessions this outcome removes (ended or expired).
+    pub fn ended(&self) -> Vec<Key> {
+        self.rows
+            .iter()
+            .filter_map(|row| match row {
+                RowChange::Remove(key) => Some(key.clone()),
+                RowChange::Upsert(..) => None,
+            })
+            .collect()
+    }
+
     /// Count `active` and `total` more streams on `provider`.
     pub fn add(&mut self, provider: &str, active: i64, total: u64) {
         let d = self.deltas.entry(provider.to_string()).or_default();
@@ -72,6 +84,93 @@ pub enum Report<'a> {
     Failover(&'a str, &'a str),
     /// Still live on the provider (keep-alive).
     Alive(&'a str),
+}
+
+/// An owned [`Report`], to send a batch of them to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reported {
+    /// Started on the provider.
+    Start(String),
+    /// Ended on the provider.
+    End(String),
+    /// Moved from the first provider to the second.
+    Failover(String, String),
+    /// Still live on the provider (keep-alive).
+    Alive(String),
+}
+
+impl Reported {
+    /// The borrowed report.
+    pub fn as_report(&self) -> Report<'_> {
+        match self {
+            Reported::Start(p) => Report::Start(p),
+            Reported::End(p) => Report::End(p),
+            Reported::Failover(a, b) => Report::Failover(a, b),
+            Reported::Alive(p) => Report::Alive(p),
+        }
+    }
+}
+
+/// Session reports to store in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct SessionBatch {
+    /// Reports about tracked streams (clients that send a `clientId`), in order.
+    pub tracked: Vec<(Key, Reported)>,
+    /// Counter changes of reports without a `clientId` (counted as sent).
+    pub untracked: Vec<(String, Delta)>,
+    /// A failover history row to add.
+    pub failover: Option<crate::wire::FailoverEntry>,
+    /// Add `failover` only if the reports changed a counter (a repeated failover report of a
+    /// tracked stream adds no second row).
+    pub failover_only_if_counted: bool,
+    /// When the reports arrived (unix milliseconds).
+    pub now_ms: i64,
+}
+
+impl SessionBatch {
+    /// Whether the batch holds keep-alives only (no start, end, failover or untracked count).
+    pub fn only_keep_alives(&self) -> bool {
+        self.untracked.is_empty()
+            && self.failover.is_none()
+            && self
+                .tracked
+                .iter()
+                .all(|(_, r)| matches!(r, Reported::Alive(_)))
+    }
+
+    /// The distinct keys the batch reads, sorted (locks are taken in this order).
+    pub fn keys(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = self.tracked.iter().map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Applies the batch to `current` (the stored rows of [`keys`](Self::keys)): the rows to
+    /// write, the counter deltas, and whether the failover row is to be added.
+    pub fn plan(&self, current: Vec<(Key, Tracked)>) -> (Outcome, bool) {
+        let mut sessions = Sessions::from_rows(current);
+        let mut outcome = Outcome::default();
+        for (key, report) in &self.tracked {
+            let o = sessions.apply(key.clone(), report.as_report(), self.now_ms);
+            Sessions::merge(&mut outcome, o);
+        }
+        for (provider, d) in &self.untracked {
+            outcome.add(provider, d.active, d.total);
+        }
+        let failover = self.failover.is_some()
+            && (!self.failover_only_if_counted || !outcome.deltas.is_empty());
+        (outcome, failover)
+    }
+}
+
+/// Counter deltas of the removed rows of an expiry: one stream less on each row's provider.
+pub fn expired_deltas<'a>(providers: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, Delta> {
+    let mut out = Outcome::default();
+    for p in providers {
+        out.add(p, -1, 0);
+    }
+    out.deltas
 }
 
 /// The live streams of clients that identify themselves.
@@ -228,6 +327,44 @@ mod tests {
         // A keep-alive for a stream the registry never heard of counts it.
         let o = s.apply(key("c", "new"), Report::Alive("a"), 3);
         assert_eq!(deltas(&o), [("a", 1, 1)]);
+    }
+
+    #[test]
+    fn a_batch_plans_on_the_stored_rows_and_knows_keep_alives() {
+        let mut batch = SessionBatch {
+            now_ms: 10,
+            ..SessionBatch::default()
+        };
+        batch
+            .tracked
+            .push((key("c", "s"), Reported::Alive("a".into())));
+        batch
+            .tracked
+            .push((key("c", "t"), Reported::Alive("b".into())));
+        assert!(batch.only_keep_alives());
+        // "s" is stored on a already: only "t" counts.
+        let (o, _) = batch.plan(vec![(
+            key("c", "s"),
+            Tracked {
+                provider: "a".into(),
+                seen_ms: 1,
+            },
+        )]);
+        assert_eq!(deltas(&o), [("b", 1, 1)]);
+        assert_eq!(o.rows.len(), 2);
+        batch
+            .tracked
+            .push((key("c", "u"), Reported::Start("a".into())));
+        assert!(!batch.only_keep_alives());
+        batch.tracked.pop();
+        batch.untracked.push((
+            "a".into(),
+            Delta {
+                active: 1,
+                total: 1,
+            },
+        ));
+        assert!(!batch.only_keep_alives());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The registry's in-memory view of the database and its change feed.
-//! Writes go to SQLite first (one lock serialises them), then update the cache
-//! and publish events; reads, including every public route, only touch the cache.
+//! Writes go to the database first (one lock serialises them per instance), then update the
+//! cache and publish events; reads, including every public route, only touch the cache. With
+//! several instances on one PostgreSQL database, the changes of the others arrive as
+//! notifications ([`crate::fanout`]) and go through the same cache update and publication.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -14,8 +16,8 @@ use crate::error::ApiError;
 use crate::health::Prober;
 use crate::model::{PlacementRecord, ProviderRecord};
 use crate::placement::Placements;
-use crate::sessions::{Outcome, Report, RowChange, Sessions};
-use crate::store::{self, Store};
+use crate::sessions::{Delta, Key, Reported, SessionBatch};
+use crate::store::{Counts, Store};
 use crate::wire::{
     AdminProvider, AliveReport, CheckHistory, CheckReport, CheckSample, FailoverEntry, NewProvider,
     ProviderUpdate, PublicProvider, SessionEvent, SessionEventKind, StreamCounts,
@@ -86,15 +88,13 @@ struct Cache {
 /// Shared registry state behind every route and the health checker.
 pub(crate) struct Registry {
     config: Arc<Config>,
-    store: Store,
+    pub(crate) store: Store,
     /// Held across "write database, then update cache" so concurrent writers
     /// cannot leave the cache in a different order than the database.
     write_lock: Mutex<()>,
     cache: RwLock<Cache>,
     events: broadcast::Sender<Event>,
     prober: Prober,
-    /// Streams of clients that identify themselves; changed only under `write_lock`.
-    sessions: std::sync::Mutex<Sessions>,
     /// The placement directory (its own lock: it shares no rows with the above).
     pub(crate) placements: Placements,
     /// Viewers' reports and the outages they confirm (its own lock).
@@ -139,16 +139,11 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Registry {
     pub(crate) fn new(
         config: Arc<Config>,
         store: Store,
         records: Vec<ProviderRecord>,
-        sessions: Sessions,
         placements: Vec<PlacementRecord>,
         prober: Prober,
     ) -> Self {
@@ -186,7 +181,6 @@ impl Registry {
             }),
             events,
             prober,
-            sessions: std::sync::Mutex::new(sessions),
             placements,
             audience,
         }
@@ -313,7 +307,7 @@ impl Registry {
 
     /// Swaps changed records into the cache and publishes what clients can see change.
     /// Callers hold `write_lock`, so events go out in database order.
-    fn commit(&self, upserts: Vec<ProviderRecord>, removed: Option<&str>) {
+    fn commit(&self, upserts: Vec<ProviderRecord>, removed: &[String]) {
         let mut events = Vec::new();
         {
             let mut cache = write(&self.cache);
@@ -322,7 +316,7 @@ impl Registry {
                 touched.push(record.name.clone());
                 cache.providers.insert(record.name.clone(), record);
             }
-            if let Some(name) = removed {
+            for name in removed {
                 cache.providers.remove(name);
                 cache.health.remove(name);
             }
@@ -355,12 +349,10 @@ impl Registry {
         let record = body.into_record(crate::now_ms())?;
         let _guard = self.write_lock.lock().await;
         let stored = record.clone();
-        self.store
-            .call(move |c| store::insert_provider(c, &stored))
-            .await?;
+        self.store.insert_provider(stored).await?;
         tracing::info!(provider = %record.name, "provider created");
         let view = record.admin_view(false);
-        self.commit(vec![record], None);
+        self.commit(vec![record], &[]);
         Ok(view)
     }
 
@@ -374,12 +366,10 @@ impl Registry {
         let mut record = self.record(name)?;
         update.apply(&mut record, crate::now_ms())?;
         let stored = record.clone();
-        self.store
-            .call(move |c| store::update_providers(c, std::slice::from_ref(&stored)))
-            .await?;
+        self.store.update_settings(stored).await?;
         tracing::info!(provider = %name, active = record.is_active, priority = record.priority, "provider updated");
         let view = record.admin_view(false);
-        self.commit(vec![record], None);
+        self.commit(vec![record], &[]);
         Ok(view)
     }
 
@@ -387,12 +377,9 @@ impl Registry {
     pub(crate) async fn delete(&self, name: &str) -> Result<(), ApiError> {
         let _guard = self.write_lock.lock().await;
         self.record(name)?;
-        let owned = name.to_owned();
-        self.store
-            .call(move |c| store::delete_provider(c, &owned))
-            .await?;
+        self.store.delete_provider(name).await?;
         tracing::info!(provider = %name, "provider deleted");
-        self.commit(Vec::new(), Some(name));
+        self.commit(Vec::new(), &[name.to_owned()]);
         Ok(())
     }
 
@@ -420,15 +407,13 @@ impl Registry {
             record.history.pop_front();
         }
         let stored = record.clone();
-        self.store
-            .call(move |c| store::record_check(c, &stored, &sample, limit))
-            .await?;
+        self.store.record_check(stored, sample, limit).await?;
         let new_status = record.status();
         if old_status != new_status {
             tracing::warn!(provider = %name, from = ?old_status, to = ?new_status, error = ?outcome.error, "provider status changed");
         }
         let report = CheckReport::latest(&record);
-        self.commit(vec![record], None);
+        self.commit(vec![record], &[]);
         Ok(report)
     }
 
@@ -467,7 +452,7 @@ impl Registry {
         event: SessionEvent,
     ) -> Result<Vec<StreamCounts>, ApiError> {
         event.validate()?;
-        let _guard = self.write_lock.lock().await;
+        // No write lock: the database decides (see `store_sessions`).
         // Unknown providers are refused before anything changes.
         self.record(&event.provider)?;
         let to = event.to_provider.as_deref().unwrap_or_default();
@@ -476,39 +461,44 @@ impl Registry {
         }
         let now = crate::now_ms();
         let from = event.provider.as_str();
-        let outcome = match &event.client_id {
+        let mut batch = SessionBatch {
+            now_ms: now,
+            ..SessionBatch::default()
+        };
+        match &event.client_id {
             Some(client) => {
                 let report = match event.kind {
-                    SessionEventKind::Start => Report::Start(from),
-                    SessionEventKind::End => Report::End(from),
-                    SessionEventKind::Failover => Report::Failover(from, to),
+                    SessionEventKind::Start => Reported::Start(from.to_owned()),
+                    SessionEventKind::End => Reported::End(from.to_owned()),
+                    SessionEventKind::Failover => {
+                        Reported::Failover(from.to_owned(), to.to_owned())
+                    }
                 };
-                lock(&self.sessions).apply((client.clone(), event.stream_id.clone()), report, now)
+                batch
+                    .tracked
+                    .push(((client.clone(), event.stream_id.clone()), report));
+                // A repeated failover report adds no second history row.
+                batch.failover_only_if_counted = true;
             }
             None => {
-                let mut o = Outcome::default();
-                match event.kind {
-                    SessionEventKind::Start => o.add(from, 1, 1),
-                    SessionEventKind::End => o.add(from, -1, 0),
+                let d = |active, total| Delta { active, total };
+                batch.untracked = match event.kind {
+                    SessionEventKind::Start => vec![(from.to_owned(), d(1, 1))],
+                    SessionEventKind::End => vec![(from.to_owned(), d(-1, 0))],
                     SessionEventKind::Failover => {
-                        o.add(from, -1, 0);
-                        o.add(to, 1, 1);
+                        vec![(from.to_owned(), d(-1, 0)), (to.to_owned(), d(1, 1))]
                     }
-                }
-                o
+                };
             }
-        };
-        // A repeated failover report adds no second history row.
-        let failover = (event.kind == SessionEventKind::Failover
-            && (event.client_id.is_none() || !outcome.deltas.is_empty()))
-        .then(|| FailoverEntry {
+        }
+        batch.failover = (event.kind == SessionEventKind::Failover).then(|| FailoverEntry {
             at: now,
             from: from.to_string(),
             to: to.to_string(),
             stream_id: event.stream_id.clone(),
             reason: event.reason.clone(),
         });
-        self.store_outcome(outcome, failover).await?;
+        self.store_sessions(batch).await?;
         let mut names = vec![from];
         if event.kind == SessionEventKind::Failover {
             names.push(to);
@@ -536,20 +526,21 @@ impl Registry {
         ip: std::net::IpAddr,
     ) -> Result<usize, ApiError> {
         report.validate()?;
-        let _guard = self.write_lock.lock().await;
-        let now = crate::now_ms();
-        let mut outcome = Outcome::default();
+        let mut batch = SessionBatch {
+            now_ms: crate::now_ms(),
+            ..SessionBatch::default()
+        };
         let mut seen = Vec::with_capacity(report.sessions.len());
         {
             let known = read(&self.cache);
-            let mut sessions = lock(&self.sessions);
             for s in &report.sessions {
                 if !known.providers.contains_key(&s.provider) {
                     continue;
                 }
                 let key = (report.client_id.clone(), s.stream_id.clone());
-                let o = sessions.apply(key, Report::Alive(&s.provider), now);
-                Sessions::merge(&mut outcome, o);
+                batch
+                    .tracked
+                    .push((key, Reported::Alive(s.provider.clone())));
                 seen.push(Seen {
                     stream_id: &s.stream_id,
                     provider: &s.provider,
@@ -559,7 +550,7 @@ impl Registry {
             }
         }
         let tracked = seen.len();
-        self.store_outcome(outcome, None).await?;
+        self.store_sessions(batch).await?;
         self.audience.keep_alive(&report.client_id, &seen, ip).await;
         // The same keep-alive holds the client's placement claims on these streams.
         let ids = report.sessions.iter().map(|s| s.stream_id.as_str());
@@ -571,71 +562,114 @@ impl Registry {
     /// many expired.
     pub(crate) async fn expire_sessions(&self) -> Result<usize, ApiError> {
         let ttl = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
-        let _guard = self.write_lock.lock().await;
-        let outcome = lock(&self.sessions).expire(crate::now_ms().saturating_sub(ttl));
-        let expired = outcome.rows.len();
+        let (ended, counts) = self
+            .store
+            .expire_sessions(crate::now_ms().saturating_sub(ttl))
+            .await?;
+        let expired = ended.len();
         if expired > 0 {
             tracing::info!(
                 expired,
                 "sessions expired: their clients stopped confirming them"
             );
-            self.store_outcome(outcome, None).await?;
+            self.refresh_counts(counts).await?;
+            self.sessions_ended(&ended).await;
         }
         Ok(expired)
     }
 
-    /// Applies counter deltas and stores them with the session rows (and a failover), then
-    /// publishes the new counts. If storing fails, the tracked sessions are put back.
-    /// Callers hold `write_lock`.
-    async fn store_outcome(
-        &self,
-        outcome: Outcome,
-        failover: Option<FailoverEntry>,
-    ) -> Result<(), ApiError> {
-        let Outcome { deltas, rows, undo } = outcome;
-        if deltas.is_empty() && rows.is_empty() && failover.is_none() {
+    /// Stores session reports (the database decides what they change, see
+    /// [`SessionBatch::plan`]), then publishes the new counts. Not under `write_lock`: session
+    /// reports are the highest write rate, and the database orders them (per client), so
+    /// they run concurrently; only publishing a change of counts takes the lock.
+    async fn store_sessions(&self, batch: SessionBatch) -> Result<(), ApiError> {
+        if batch.tracked.is_empty() && batch.untracked.is_empty() && batch.failover.is_none() {
             return Ok(());
         }
-        let mut changed = Vec::new();
-        for (name, d) in &deltas {
-            // A provider deleted since: its counters are gone with it.
-            let Ok(mut r) = self.record(name) else {
-                continue;
-            };
-            let active = i64::try_from(r.metrics.active_streams).unwrap_or(i64::MAX);
-            r.metrics.active_streams = u64::try_from((active + d.active).max(0)).unwrap_or(0);
-            r.metrics.total_streams += d.total;
-            changed.push(r);
-        }
-        let ended: Vec<(String, String)> = rows
-            .iter()
-            .filter_map(|row| match row {
-                RowChange::Remove(key) => Some(key.clone()),
-                RowChange::Upsert(..) => None,
-            })
-            .collect();
-        let stored = changed.clone();
         let limit = self.config.failover_history_limit;
-        let result = self
-            .store
-            .call(move |c| store::record_session(c, &stored, &rows, failover.as_ref(), limit))
-            .await;
-        if let Err(e) = result {
-            lock(&self.sessions).restore(undo);
-            return Err(e.into());
+        let (counts, ended) = self.store.record_sessions(batch, limit).await?;
+        if !counts.is_empty() {
+            self.refresh_counts(counts).await?;
         }
-        self.commit(changed, None);
-        self.audience.ended(&ended).await;
+        self.sessions_ended(&ended).await;
+        Ok(())
+    }
+
+    /// Tracked sessions that ended (an end report, or expiry) leave the audience.
+    async fn sessions_ended(&self, ended: &[Key]) {
+        if !ended.is_empty() {
+            self.audience.ended(ended).await;
+        }
+    }
+
+    /// Publishes the counters of the providers in `changed` as they are in the database now.
+    /// They are read again under `write_lock` rather than taken from the write that changed
+    /// them: writes commit concurrently (and on other instances), so a write's own values may
+    /// already be older than the cache; the database's current values never are.
+    async fn refresh_counts(&self, changed: Vec<Counts>) -> Result<(), ApiError> {
+        let names = changed.into_iter().map(|(name, ..)| name).collect();
+        let _guard = self.write_lock.lock().await;
+        let counts = self.store.counts(names).await?;
+        self.apply_counts(counts);
+        Ok(())
+    }
+
+    /// Puts stream counters read from the database into the cache and publishes the list if
+    /// it changed. Callers hold `write_lock`.
+    fn apply_counts(&self, counts: Vec<Counts>) {
+        let changed: Vec<ProviderRecord> = {
+            let cache = read(&self.cache);
+            counts
+                .into_iter()
+                .filter_map(|(name, active, total)| {
+                    let mut r = cache.providers.get(&name)?.clone();
+                    r.metrics.active_streams = active;
+                    r.metrics.total_streams = total;
+                    Some(r)
+                })
+                .collect()
+        };
+        if !changed.is_empty() {
+            self.commit(changed, &[]);
+        }
+    }
+
+    /// Another instance changed the counters of `name`.
+    pub(crate) async fn counts_changed(&self, name: &str) -> Result<(), ApiError> {
+        self.refresh_counts(vec![(name.to_owned(), 0, 0)]).await
+    }
+
+    /// Another instance created, edited, checked or deleted `name`: reads it again.
+    pub(crate) async fn reload_provider(&self, name: &str) -> Result<(), ApiError> {
+        let _guard = self.write_lock.lock().await;
+        match self.store.provider(name, self.config.history_limit).await? {
+            Some(record) => self.commit(vec![record], &[]),
+            None => self.commit(Vec::new(), &[name.to_owned()]),
+        }
+        Ok(())
+    }
+
+    /// Notifications may have been missed: reads every provider again.
+    pub(crate) async fn reload_providers(&self) -> Result<(), ApiError> {
+        let _guard = self.write_lock.lock().await;
+        let records = self.store.providers(self.config.history_limit).await?;
+        let gone: Vec<String> = {
+            let cache = read(&self.cache);
+            cache
+                .providers
+                .keys()
+                .filter(|name| !records.iter().any(|r| &&r.name == name))
+                .cloned()
+                .collect()
+        };
+        self.commit(records, &gone);
         Ok(())
     }
 
     /// Failover history, newest first.
     pub(crate) async fn failovers(&self) -> Result<Vec<FailoverEntry>, ApiError> {
         let limit = self.config.failover_history_limit;
-        Ok(self
-            .store
-            .call(move |c| store::list_failovers(c, limit))
-            .await?)
+        Ok(self.store.failovers(limit).await?)
     }
 }
 

@@ -138,8 +138,9 @@ class Journal(Watched):
 
 class ScriptedAdapter(ProviderAdapter):
     """A provider adapter with async methods whose failures are scripted per method: each call
-    takes the next item of `script[method]` (an exception to raise, "hang", or None for
-    success); calls past the end of the script succeed."""
+    takes the next item of `script[method]` (an exception to raise, "hang", a threading.Event
+    to wait for whatever happens to the call, or None for success); calls past the end of the
+    script succeed."""
 
     def __init__(self, name, journal, parallel=False, **script):
         self.name = name
@@ -160,6 +161,14 @@ class ScriptedAdapter(ProviderAdapter):
                     self.journal.cancelled.append((self.name, method, stream_id))
                     self.journal.cond.notify_all()
                 raise
+        elif isinstance(step, threading.Event):
+            # An SDK call that cannot be interrupted: it returns once the test sets the event.
+            done = asyncio.get_running_loop().run_in_executor(None, step.wait, WAIT)
+            while not done.done():
+                try:
+                    await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    pass
         elif step is not None:
             raise step
 

@@ -95,6 +95,11 @@ def test_all_providers_down_fails_after_exactly_three_attempts(registry, journal
             assert [a.number for a in attempts] == [1, 2, 3]
             assert [a.provider for a in attempts] == ["agora", "agora", "zegocloud"]
             assert all(a.kind == ProviderErrorKind.UNAVAILABLE for a in attempts)
+            # The provider, attempt number, kind and detail are in the text a traceback or a
+            # log shows (records repr as their contents).
+            shown = str(err.value)
+            assert "provider=agora" in shown and "number=2" in shown, shown
+            assert "UNAVAILABLE" in shown and "detail=down" in shown, shown
             assert m.session("s").state == SessionState.FAILED
             # Nothing keeps retrying: no fourth start within several backoff caps.
             assert not journal.wait_for(lambda: journal.count(method="start") > 3, timeout=0.5)

@@ -3,7 +3,7 @@
 //! `streamguard::ProviderAdapter`.
 
 use crate::errors::ProviderError;
-use crate::types::ProviderInfo;
+use crate::types::{ProviderInfo, QualityLevel};
 use std::sync::Arc;
 use streamguard as sg;
 
@@ -39,6 +39,18 @@ pub trait ProviderAdapter: Send + Sync {
     /// True if the same stream can run on this provider and another one at once, which lets a
     /// planned migration start on the new provider before leaving the old (make-before-break).
     fn supports_parallel_sessions(&self) -> bool;
+
+    /// Lower (or raise) the media quality of `stream_id` (a lower simulcast layer, a lower
+    /// bitrate, audio only): what the engine asks instead of moving when this device's own
+    /// link is the problem (a viewer stalling while the rest of the audience watches fine, a
+    /// publisher whose uplink is bad on every provider). Throw `ProviderError.NotSupported`
+    /// when the SDK cannot (the default in the Python, Kotlin and Swift glue): never asked
+    /// again for that session.
+    async fn set_quality(
+        &self,
+        stream_id: String,
+        level: QualityLevel,
+    ) -> Result<(), ProviderError>;
 }
 
 /// The engine's view of a host adapter: converts arguments and errors, nothing else.
@@ -65,6 +77,17 @@ impl sg::ProviderAdapter for HostAdapter {
 
     async fn probe(&self) -> Result<(), sg::ProviderError> {
         Ok(self.0.probe().await?)
+    }
+
+    async fn set_quality(
+        &self,
+        stream_id: &str,
+        level: sg::QualityLevel,
+    ) -> Result<(), sg::ProviderError> {
+        Ok(self
+            .0
+            .set_quality(stream_id.to_owned(), level.into())
+            .await?)
     }
 
     fn supports_parallel_sessions(&self) -> bool {

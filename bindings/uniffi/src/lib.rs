@@ -22,8 +22,8 @@ mod types;
 pub use adapter::ProviderAdapter;
 pub use config::{default_manager_config, ManagerConfig};
 pub use errors::{Attempt, ProviderError, StreamguardError};
-pub use listener::{EventListener, ListenerHandle};
-pub use manager::StreamingProviderManager;
+pub use listener::{EventListener, EventSubscription, ListenerError, ListenerHandle};
+pub use manager::{CancelToken, StreamingProviderManager};
 pub use runtime::quiesce;
 pub use types::{
     EventKind, FailoverReason, HealthStatus, MigrationStrategy, Operation, ProviderErrorKind,

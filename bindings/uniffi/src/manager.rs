@@ -5,9 +5,10 @@
 use crate::adapter::{HostAdapter, ProviderAdapter};
 use crate::config::ManagerConfig;
 use crate::errors::{ProviderError, StreamguardError};
-use crate::listener::{EventListener, ListenerHandle};
-use crate::runtime::{run, RUNTIME};
+use crate::listener::{EventListener, EventSubscription, ListenerHandle};
+use crate::runtime::{run, run_cancellable, RUNTIME};
 use crate::types::{ProviderInfo, ProviderStats, QualitySample, SessionInfo};
+use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use streamguard as sg;
@@ -63,24 +64,60 @@ impl StreamingProviderManager {
     }
 
     /// Go live as publisher of `stream_id`, with retries and failover. Returns the session once
-    /// it is live; starting a live session again returns it unchanged.
+    /// it is live; starting a live session again returns it unchanged. Cancellable: cancelling
+    /// the awaiting task (Python task cancel or `asyncio.wait_for`, Kotlin `withTimeout` or
+    /// scope cancel, Swift task cancel) cancels the start as `end_stream` would, and a provider
+    /// that comes up late is left.
     pub async fn start_stream(&self, stream_id: String) -> Result<SessionInfo, StreamguardError> {
         let inner = self.engine();
-        Ok(run(async move { inner.start_stream(&stream_id).await })
-            .await??
-            .into())
+        Ok(
+            run_cancellable(async move { inner.start_stream(&stream_id).await })
+                .await??
+                .into(),
+        )
     }
 
-    /// Watch `stream_id` as a viewer, with retries and failover.
+    /// Watch `stream_id` as a viewer, with retries and failover. Cancellable like
+    /// `start_stream`.
     pub async fn join_stream(&self, stream_id: String) -> Result<SessionInfo, StreamguardError> {
         let inner = self.engine();
-        Ok(run(async move { inner.join_stream(&stream_id).await })
-            .await??
-            .into())
+        Ok(
+            run_cancellable(async move { inner.join_stream(&stream_id).await })
+                .await??
+                .into(),
+        )
+    }
+
+    /// `start_stream` that also ends when `cancel` is cancelled, as if the awaiting task had
+    /// been (throws `StreamguardError.Cancelled`). For the Swift glue only: UniFFI's Swift
+    /// never cancels an async call, so `startStream` there cancels this token from a task
+    /// cancellation handler. Excluded from Python and Kotlin.
+    pub async fn start_stream_with(
+        &self,
+        stream_id: String,
+        cancel: Arc<CancelToken>,
+    ) -> Result<SessionInfo, StreamguardError> {
+        self.open_until(stream_id, &cancel, |engine, id| async move {
+            engine.start_stream(&id).await
+        })
+        .await
+    }
+
+    /// `join_stream` with a `cancel` token, as `start_stream_with`. Swift glue only.
+    pub async fn join_stream_with(
+        &self,
+        stream_id: String,
+        cancel: Arc<CancelToken>,
+    ) -> Result<SessionInfo, StreamguardError> {
+        self.open_until(stream_id, &cancel, |engine, id| async move {
+            engine.join_stream(&id).await
+        })
+        .await
     }
 
     /// End a session: stop its monitoring at once and leave its provider. Cancels a start that
-    /// is still running. Ending a finished session does nothing; an unknown id throws.
+    /// is still running. Ending a finished session does nothing; an unknown id throws. Runs to
+    /// completion even if the awaiting task is cancelled.
     pub async fn end_stream(&self, stream_id: String) -> Result<(), StreamguardError> {
         let inner = self.engine();
         Ok(run(async move { inner.end_stream(&stream_id).await }).await??)
@@ -121,10 +158,11 @@ impl StreamingProviderManager {
     }
 
     /// Re-read the provider list now; live sessions migrate if the change calls for it. On a
-    /// registry error the last good list stays in use and the error is thrown.
+    /// registry error the last good list stays in use and the error is thrown. Cancelling the
+    /// await abandons the read (Python and Kotlin).
     pub async fn refresh_providers(&self) -> Result<Vec<ProviderInfo>, StreamguardError> {
         let inner = self.engine();
-        let list = run(async move { inner.refresh_providers().await }).await??;
+        let list = run_cancellable(async move { inner.refresh_providers().await }).await??;
         Ok(list.into_iter().map(Into::into).collect())
     }
 
@@ -164,7 +202,8 @@ impl StreamingProviderManager {
         )
     }
 
-    /// Leave every provider and stop every task, listeners included: they first receive the
+    /// Leave every provider and stop every task, listeners included (and every `subscribe()`
+    /// subscription ends after its buffered events): they first receive the
     /// events already emitted, and none is called after this returns. Idempotent. Afterwards
     /// every call but the read-only ones throws `StreamguardError.ShutDown`. Do not await it
     /// from inside `on_event` (it waits for that very call to return).
@@ -183,6 +222,15 @@ impl StreamingProviderManager {
         Ok(())
     }
 
+    /// Subscribe to every event from now on, to be read with `next()`: the pull form of
+    /// `add_listener`, behind Python's `async for event in manager.events()`, Kotlin's
+    /// `events(): Flow<StreamEvent>` and Swift's `events(): AsyncStream<StreamEvent>`. It
+    /// subscribes before returning, so no event emitted after this call is missed. A reader
+    /// that falls more than `event_buffer` events behind loses the oldest, as a listener does.
+    pub fn subscribe(&self) -> Arc<EventSubscription> {
+        EventSubscription::new(self.inner.subscribe(), self.shut_down.clone())
+    }
+
     /// Background tasks the engine still runs (monitor, checks, operations). Zero after
     /// `shutdown()`.
     pub fn task_count(&self) -> u64 {
@@ -190,7 +238,52 @@ impl StreamingProviderManager {
     }
 }
 
+/// Cancels one `start_stream_with`/`join_stream_with` call (the Swift glue's task
+/// cancellation handler holds it). Cancelled before the call starts, the call does nothing.
+#[derive(uniffi::Object, Default)]
+pub struct CancelToken(CancellationToken);
+
+#[uniffi::export]
+impl CancelToken {
+    /// A token not cancelled yet.
+    #[uniffi::constructor]
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Cancel the call that holds this token. Idempotent.
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+}
+
 impl StreamingProviderManager {
+    /// Run `open` (a start or join) until it returns or `cancel` is cancelled, which drops the
+    /// engine's future and so cancels the operation (see `start_stream`).
+    async fn open_until<F, Fut>(
+        &self,
+        stream_id: String,
+        cancel: &CancelToken,
+        open: F,
+    ) -> Result<SessionInfo, StreamguardError>
+    where
+        F: FnOnce(sg::StreamingProviderManager, String) -> Fut,
+        Fut: Future<Output = Result<sg::SessionInfo, sg::StreamguardError>> + Send + 'static,
+    {
+        let cancel = cancel.0.clone();
+        let id = stream_id.clone();
+        let opening = open(self.engine(), stream_id);
+        Ok(run_cancellable(async move {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(sg::StreamguardError::Cancelled(id)),
+                result = opening => result,
+            }
+        })
+        .await??
+        .into())
+    }
+
     /// A handle to the engine for a task on the runtime (the engine is cheap to clone).
     fn engine(&self) -> sg::StreamingProviderManager {
         sg::StreamingProviderManager::clone(&self.inner)

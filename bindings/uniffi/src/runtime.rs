@@ -10,7 +10,8 @@ use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
-use tokio::task::JoinHandle;
+use tokio::task::JoinError;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Built on first use and never dropped, so work left running when a host object is
 /// released (leaving providers, listener tasks) can still finish.
@@ -26,33 +27,50 @@ pub(crate) static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
 ///
 /// A `JoinHandle` needs no runtime context to be polled, so the foreign side can drive it. A
 /// panic inside `fut` comes back as [`StreamguardError::Internal`] rather than unwinding into
-/// the host. Dropping the returned future (a cancelled host task) does not cancel `fut`: engine
-/// operations always run to completion, and `end_stream` is the way to cancel a start.
+/// the host. Dropping the returned future (a cancelled host task) does not cancel `fut`: used
+/// for the calls that must run to completion (`end_stream`, `shutdown`).
 pub(crate) async fn run<F>(fut: F) -> Result<F::Output, StreamguardError>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    HostWoken(RUNTIME.spawn(fut))
-        .await
-        .map_err(|e| StreamguardError::Internal {
-            detail: if e.is_panic() {
-                format!("panic in streamguard: {}", panic_text(e.into_panic()))
-            } else {
-                "streamguard task was cancelled".into()
-            },
-        })
+    joined(HostWoken(RUNTIME.spawn(fut)).await)
+}
+
+/// [`run`], except that dropping the returned future aborts `fut`, which drops the engine's
+/// future where it is: that is how a cancelled host await (Python task cancellation or
+/// `asyncio.wait_for`, Kotlin coroutine cancellation or `withTimeout`) cancels `start_stream`
+/// and `join_stream`. UniFFI frees the Rust future of an async call when the awaiting Python
+/// or Kotlin coroutine is cancelled; its Swift code never does (the Swift glue ends the
+/// stream instead, see `bindings/swift`).
+pub(crate) async fn run_cancellable<F>(fut: F) -> Result<F::Output, StreamguardError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    joined(HostWoken(AbortOnDropHandle::new(RUNTIME.spawn(fut))).await)
+}
+
+fn joined<T>(result: Result<T, JoinError>) -> Result<T, StreamguardError> {
+    result.map_err(|e| StreamguardError::Internal {
+        detail: if e.is_panic() {
+            format!("panic in streamguard: {}", panic_text(e.into_panic()))
+        } else {
+            "streamguard task was cancelled".into()
+        },
+    })
 }
 
 /// Wakes of host tasks in progress: a Streamguard thread is inside the host's continuation
 /// callback (UniFFI calls it from whichever thread completes the work).
 static WAKES_IN_PROGRESS: AtomicUsize = AtomicUsize::new(0);
 
-/// Awaits a task and counts the wakes it delivers to the host, for [`quiesce`].
-struct HostWoken<T>(JoinHandle<T>);
+/// Awaits a future (a task, an event) and counts the wakes it delivers to the host, for
+/// [`quiesce`].
+pub(crate) struct HostWoken<F>(pub(crate) F);
 
-impl<T> Future for HostWoken<T> {
-    type Output = Result<T, tokio::task::JoinError>;
+impl<F: Future + Unpin> Future for HostWoken<F> {
+    type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let waker = Waker::from(Arc::new(CountingWaker(cx.waker().clone())));
@@ -110,6 +128,38 @@ mod tests {
             StreamguardError::Internal { detail } => assert!(detail.contains("boom"), "{detail}"),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn dropping_a_cancellable_run_aborts_its_future() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let pending = run_cancellable(async move {
+            let _tx = tx; // dropped when the task is aborted
+            std::future::pending::<()>().await
+        });
+        // Start it, then drop the await (a cancelled host task).
+        poll_once_then_drop(pending);
+        assert!(
+            block_on(rx).is_err(),
+            "the task was aborted, dropping its sender"
+        );
+    }
+
+    #[test]
+    fn dropping_a_plain_run_lets_its_future_finish() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        poll_once_then_drop(run(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let _ = tx.send(());
+        }));
+        assert!(block_on(rx).is_ok());
+    }
+
+    /// Poll `fut` once (which spawns its task) and drop it while it is still pending.
+    fn poll_once_then_drop<F: Future>(fut: F) {
+        let mut fut = Box::pin(fut);
+        let poll = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        assert!(poll.is_pending());
     }
 
     #[test]

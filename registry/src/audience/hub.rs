@@ -12,8 +12,9 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio::time::Instant;
 
 use super::{Audience, AudienceConfig, AudienceView, Published};
+use crate::sessions::SessionBatch;
 use crate::state::{CachedBody, Event};
-use crate::store::{self, Store};
+use crate::store::Store;
 use crate::wire::{AudienceState, FailoverEntry, Role};
 
 /// Most tallies `GET /api/admin/audience` lists.
@@ -121,17 +122,15 @@ impl Hub {
         }
         let entries: Vec<FailoverEntry> = started.iter().map(history_entry).collect();
         let limit = self.history_limit;
-        let result = self
-            .store
-            .call(move |c| {
-                for entry in &entries {
-                    store::record_session(c, &[], &[], Some(entry), limit)?;
-                }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not record an audience outage in the history");
+        for entry in entries {
+            let batch = SessionBatch {
+                now_ms: entry.at,
+                failover: Some(entry),
+                ..SessionBatch::default()
+            };
+            if let Err(e) = self.store.record_sessions(batch, limit).await {
+                tracing::warn!(error = %e, "could not record an audience outage in the history");
+            }
         }
     }
 

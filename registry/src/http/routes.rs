@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -68,10 +68,16 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
 }
 
+/// `Cache-Control` of the public reads (list, health, placement): any cache (a CDN, a proxy,
+/// the client) may serve a copy for one second, then revalidates it with its ETag (a 304).
+/// One second bounds what a cache adds to the staleness of a change to what the instances
+/// of one database already allow (notifications arrive within about a second); event-stream
+/// clients get changes pushed anyway.
+pub(super) const PUBLIC_CACHE_CONTROL: &str = "public, max-age=1";
+
 pub(super) fn cached(headers: &HeaderMap, body: &CachedBody) -> Response {
     let etag = HeaderValue::from_str(&body.etag).expect("etag is hex in quotes");
-    // Clients may keep the body but must revalidate, which costs them a 304.
-    let cache_control = HeaderValue::from_static("no-cache");
+    let cache_control = HeaderValue::from_static(PUBLIC_CACHE_CONTROL);
     if not_modified(headers, &body.etag) {
         return (
             StatusCode::NOT_MODIFIED,
@@ -220,7 +226,18 @@ pub(crate) async fn events(
             sse_event(event, &streams)
         })
         .map(Ok::<_, Infallible>);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"));
+    // Never stored; and a proxy (nginx) must pass each event on at once, not buffer it.
+    Ok((
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        sse,
+    ))
 }
 
 /// `GET /api/streaming/providers/admin`: every provider with full config and statistics.

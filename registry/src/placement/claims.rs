@@ -4,7 +4,7 @@
 
 use std::sync::PoisonError;
 
-use super::store::{self, Release};
+use super::store::Release;
 use super::{owned_by_other, Entry, Placements};
 use crate::error::ApiError;
 use crate::model::PlacementRecord;
@@ -44,10 +44,7 @@ impl Placements {
         let _guard = self.write_lock.lock().await;
         let now = crate::now_ms();
         let expires = self.expires_at(now);
-        let outcome = self
-            .store
-            .call(move |c| store::claim(c, &stream_id, &claim, now, expires))
-            .await?;
+        let outcome = self.store.claim(stream_id, claim, now, expires).await?;
         let record = outcome.map_err(|refusal| refusal.into_api_error(epoch))?;
         tracing::info!(stream = %record.stream_id, provider = %record.provider, epoch, "placement claimed");
         let view = record.public_view();
@@ -66,10 +63,7 @@ impl Placements {
         query.validate()?;
         let _guard = self.write_lock.lock().await;
         let now = crate::now_ms();
-        let released = self
-            .store
-            .call(move |c| store::release(c, &stream_id, &query.client_id, now))
-            .await?;
+        let released = self.store.release(stream_id, query.client_id, now).await?;
         match released {
             Release::Ended(record) => {
                 tracing::info!(stream = %record.stream_id, epoch = record.epoch, "placement ended");
@@ -110,10 +104,7 @@ impl Placements {
         }
         let expires = self.expires_at(crate::now_ms());
         let client = client_id.to_owned();
-        let refreshed = self
-            .store
-            .call(move |c| store::refresh(c, &client, &owned, expires))
-            .await?;
+        let refreshed = self.store.refresh(client, owned, expires).await?;
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         for id in refreshed {
             if let Some(entry) = cache.get_mut(&id) {
@@ -123,22 +114,66 @@ impl Placements {
         Ok(())
     }
 
+    /// Another instance changed `stream_id`'s placement (or dropped it): reads it again and
+    /// publishes it if it differs from the copy.
+    pub(crate) async fn reload(&self, stream_id: &str) -> Result<(), ApiError> {
+        let _guard = self.write_lock.lock().await;
+        match self.store.placement(stream_id).await? {
+            Some(record) => {
+                let same = self
+                    .read()
+                    .get(stream_id)
+                    .is_some_and(|e| e.record == record);
+                if !same {
+                    self.publish(record);
+                }
+            }
+            None => {
+                self.cache
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(stream_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Notifications from other instances may have been missed: reads every placement again,
+    /// publishing those that differ and dropping those gone.
+    pub(crate) async fn reload_all(&self) -> Result<(), ApiError> {
+        let _guard = self.write_lock.lock().await;
+        let records = self.store.placements().await?;
+        let stored: std::collections::HashSet<String> =
+            records.iter().map(|r| r.stream_id.clone()).collect();
+        for record in records {
+            let same = self
+                .read()
+                .get(&record.stream_id)
+                .is_some_and(|e| e.record == record);
+            if !same {
+                self.publish(record);
+            }
+        }
+        self.cache
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|id, _| stored.contains(id));
+        Ok(())
+    }
+
     /// Ends the claims not kept alive in time (publishing each) and drops tombstones older than
     /// the retention. Returns how many claims expired.
     pub(crate) async fn sweep(&self) -> Result<usize, ApiError> {
         let _guard = self.write_lock.lock().await;
         let now = crate::now_ms();
-        let expired = self.store.call(move |c| store::expire(c, now)).await?;
+        let expired = self.store.expire_placements(now).await?;
         let count = expired.len();
         for record in expired {
             tracing::info!(stream = %record.stream_id, epoch = record.epoch, "placement expired: its client stopped confirming it");
             self.publish(record);
         }
         let cutoff = now.saturating_sub(millis(self.retention));
-        let dropped = self
-            .store
-            .call(move |c| store::collect_garbage(c, cutoff))
-            .await?;
+        let dropped = self.store.collect_garbage(cutoff).await?;
         if !dropped.is_empty() {
             tracing::debug!(dropped = dropped.len(), "ended placements dropped");
             let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);

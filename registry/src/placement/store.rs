@@ -36,7 +36,8 @@ fn decode(rows: Vec<(PlacementRecord, String)>) -> Result<Vec<PlacementRecord>, 
         .collect()
 }
 
-fn select(conn: &Connection, stream_id: &str) -> Result<Option<PlacementRecord>, StoreError> {
+/// One stored placement, live or not.
+pub fn select(conn: &Connection, stream_id: &str) -> Result<Option<PlacementRecord>, StoreError> {
     let row = conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM placements WHERE stream_id = ?1"),

@@ -1,6 +1,6 @@
 //! Shared test harness: a registry on a free loopback port over a temporary
-//! SQLite file, an HTTP client with the test tokens, and a small SSE reader
-//! whose every wait is bounded.
+//! SQLite file (or a fresh PostgreSQL database with `STREAMGUARD_TEST_DB=postgres`), an HTTP
+//! client with the test tokens, and a small SSE reader whose every wait is bounded.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -73,11 +73,27 @@ pub fn demo_seed() -> Vec<NewProvider> {
     ]
 }
 
+/// Whether the tests run on PostgreSQL (`STREAMGUARD_TEST_DB=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("STREAMGUARD_TEST_DB").is_ok_and(|v| v == "postgres")
+}
+
+/// A new database for a test: a SQLite file in `dir`, or a fresh PostgreSQL database.
+pub fn database(dir: &TempDir) -> PathBuf {
+    if on_postgres() {
+        PathBuf::from(crate::pg::shared().create_database())
+    } else {
+        dir.path().join("registry.db")
+    }
+}
+
 pub struct Harness {
     pub registry: Option<RunningRegistry>,
     pub url: String,
     pub client: reqwest::Client,
-    pub dir: TempDir,
+    /// Holds the SQLite file (removed with the harness).
+    _dir: TempDir,
+    db: PathBuf,
 }
 
 impl Harness {
@@ -90,25 +106,28 @@ impl Harness {
     pub async fn start_with(customize: impl FnOnce(&mut Config)) -> Self {
         let dir = TempDir::new("h");
         let mut config = Config::local_test(ADMIN, SUPER);
-        config.db_path = dir.path().join("registry.db");
+        config.db_path = database(&dir);
         config.seed = Seed::Providers(demo_seed());
         customize(&mut config);
         Self::serve_in(dir, config).await
     }
 
     pub async fn serve_in(dir: TempDir, config: Config) -> Self {
+        let db = config.db_path.clone();
         let registry = serve(config).await.expect("registry starts");
         let url = registry.url();
         Self {
             registry: Some(registry),
             url,
             client: reqwest::Client::new(),
-            dir,
+            _dir: dir,
+            db,
         }
     }
 
+    /// The database this registry runs on (a SQLite path or a PostgreSQL URL).
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("registry.db")
+        self.db.clone()
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {

@@ -147,9 +147,10 @@ async fn history_needs_admin_and_a_valid_query() {
 #[tokio::test]
 async fn history_survives_a_restart() {
     let dir = TempDir::new("history-restart");
+    let db = crate::common::database(&dir);
     let config = || {
         let mut c = Config::local_test(ADMIN, SUPER);
-        c.db_path = dir.path().join("registry.db");
+        c.db_path = db.clone();
         c.seed = Seed::Providers(demo_seed());
         c
     };

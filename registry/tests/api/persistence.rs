@@ -22,9 +22,10 @@ async fn admin_list(h: &Harness) -> Value {
 #[tokio::test]
 async fn restart_keeps_providers_metrics_and_history() {
     let dir = TempDir::new("restart");
+    let db = crate::common::database(&dir);
     let config = || {
         let mut c = Config::local_test(ADMIN, SUPER);
-        c.db_path = dir.path().join("registry.db");
+        c.db_path = db.clone();
         c.seed = Seed::Providers(demo_seed());
         c
     };

@@ -173,6 +173,11 @@ async fn public_routes_are_rate_limited_per_client() {
 #[tokio::test]
 async fn public_reads_never_write_to_the_database() {
     let mut h = Harness::start().await;
+    if crate::common::on_postgres() {
+        // The observer reads SQLite's data_version; reads are served from memory on both
+        // backends by the same code.
+        return h.shutdown().await;
+    }
     let observer = rusqlite::Connection::open(h.db_path()).unwrap();
     let data_version = |c: &rusqlite::Connection| -> i64 {
         c.query_row("PRAGMA data_version", [], |r| r.get(0))

@@ -9,9 +9,11 @@ import io.streamguard.EventListener
 import io.streamguard.FailoverReason
 import io.streamguard.ListenerHandle
 import io.streamguard.ManagerConfig
+import io.streamguard.tests.fastConfig
 import io.streamguard.ProviderAdapter
 import io.streamguard.ProviderException
 import io.streamguard.ProviderInfo
+import io.streamguard.QualityLevel
 import io.streamguard.SessionState
 import io.streamguard.StreamEvent
 import io.streamguard.StreamguardException
@@ -147,6 +149,8 @@ class SimAdapter(
     override suspend fun joinStream(streamId: String) = call("join", streamId)
     override suspend fun leaveStream(streamId: String) = call("leave", streamId)
     override suspend fun probe() = throw ProviderException.NotSupported("probe")
+    override suspend fun setQuality(streamId: String, level: QualityLevel) =
+        throw ProviderException.NotSupported("set_quality")
     override fun supportsParallelSessions() = parallel
 }
 
@@ -202,15 +206,8 @@ class Engine(
     val calls = Calls()
     val events = Events()
     val manager = StreamingProviderManager(
-        ManagerConfig(
-            baseUrl = registry.baseUrl,
+        fastConfig(registry.baseUrl).copy(
             authToken = TELEMETRY,
-            healthCheckIntervalMs = 300uL,
-            suspectRecheckDelayMs = 100uL,
-            providerRefreshIntervalMs = 300uL,
-            backoffBaseMs = 20uL,
-            backoffCapMs = 50uL,
-            adapterTimeoutMs = 3000uL,
             standbyProviders = standbyProviders,
             waitForLiveMs = waitForLiveMs,
         ),

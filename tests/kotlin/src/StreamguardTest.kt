@@ -13,18 +13,23 @@ import io.streamguard.ProviderAdapter
 import io.streamguard.ProviderErrorKind
 import io.streamguard.ProviderException
 import io.streamguard.ProviderInfo
+import io.streamguard.QualityLevel
 import io.streamguard.SessionState
 import io.streamguard.StreamEvent
 import io.streamguard.StreamguardException
 import io.streamguard.StreamingProviderManager
 import io.streamguard.defaultManagerConfig
 import kotlinx.coroutines.CancellationException
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.NonCancellable
+import kotlinx.coroutines.withContext
 import kotlinx.coroutines.awaitCancellation
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
 import org.junit.jupiter.api.AfterEach
 import org.junit.jupiter.api.Test
 import java.net.InetSocketAddress
+import java.util.concurrent.CountDownLatch
 import java.util.concurrent.TimeUnit
 import java.util.concurrent.locks.ReentrantLock
 import kotlin.concurrent.withLock
@@ -114,8 +119,9 @@ class Journal : Watched() {
     fun count(call: String) = lock.withLock { calls.count { it == call } }
 }
 
-/** Scripted failures per method: each call takes the next step ("hang", an exception, or
- *  success once the script is used up). */
+/** Scripted failures per method: each call takes the next step ("hang", an exception, a
+ *  CountDownLatch to wait for whatever happens to the call, or success once the script is used
+ *  up). */
 class ScriptedAdapter(
     private val name: String,
     private val journal: Journal,
@@ -124,6 +130,11 @@ class ScriptedAdapter(
     private suspend fun call(method: String, id: String) {
         journal.record("$name $method $id")
         val step = script[method]?.removeFirstOrNull() ?: return
+        if (step is CountDownLatch) {
+            // An SDK call that cannot be interrupted: it returns once the test counts down.
+            withContext(NonCancellable + Dispatchers.IO) { step.await(WAIT_MS, TimeUnit.MILLISECONDS) }
+            return
+        }
         if (step == "hang") {
             try {
                 awaitCancellation()
@@ -142,6 +153,8 @@ class ScriptedAdapter(
     override suspend fun joinStream(streamId: String) = call("join", streamId)
     override suspend fun leaveStream(streamId: String) = call("leave", streamId)
     override suspend fun probe() = throw ProviderException.NotSupported("probe")
+    override suspend fun setQuality(streamId: String, level: QualityLevel) =
+        throw ProviderException.NotSupported("set_quality")
     override fun supportsParallelSessions() = false
 }
 
@@ -161,25 +174,29 @@ class Recorder : Watched(), EventListener {
     }
 }
 
-class StreamguardTest {
-    private val registry = Registry()
-    private val journal = Journal()
-    private val recorder = Recorder()
+/** Short intervals so every scenario runs in real time within a second or two. */
+fun fastConfig(baseUrl: String, adapterTimeoutMs: ULong = 3000uL) = ManagerConfig(
+    baseUrl = baseUrl,
+    healthCheckIntervalMs = 300uL,
+    suspectRecheckDelayMs = 100uL,
+    providerRefreshIntervalMs = 300uL,
+    backoffBaseMs = 20uL,
+    backoffCapMs = 50uL,
+    adapterTimeoutMs = adapterTimeoutMs,
+)
+
+/** A registry, a journal and a recorder per test, and managers with scripted adapters. */
+open class Scenario {
+    protected val registry = Registry()
+    protected val journal = Journal()
+    protected val recorder = Recorder()
 
     @AfterEach
     fun stop() = registry.close()
 
-    private fun config(adapterTimeoutMs: ULong = 3000uL) = ManagerConfig(
-        baseUrl = registry.baseUrl,
-        healthCheckIntervalMs = 300uL,
-        suspectRecheckDelayMs = 100uL,
-        providerRefreshIntervalMs = 300uL,
-        backoffBaseMs = 20uL,
-        backoffCapMs = 50uL,
-        adapterTimeoutMs = adapterTimeoutMs,
-    )
+    protected fun config(adapterTimeoutMs: ULong = 3000uL) = fastConfig(registry.baseUrl, adapterTimeoutMs)
 
-    private fun manager(
+    protected fun manager(
         scripts: Map<String, MutableMap<String, MutableList<Any>>> = emptyMap(),
         config: ManagerConfig = config(),
     ): StreamingProviderManager {
@@ -189,7 +206,9 @@ class StreamguardTest {
         }
         return m
     }
+}
 
+class StreamguardTest : Scenario() {
     @Test
     fun startFailsOverAfterTwoTransientErrors() = runBlocking {
         val timeouts = mutableListOf<Any>(ProviderException.Timeout("join timed out"), ProviderException.Timeout("again"))

@@ -15,17 +15,24 @@ health monitoring, live migration, cool-downs, and an event for every decision::
             raise ProviderError.Timeout("join timed out")   # retried, then next provider
         async def join_stream(self, stream_id): ...
         async def leave_stream(self, stream_id): ...
-        # Optional: async def probe(self) (default: not supported) and
-        # def supports_parallel_sessions(self) (default: False).
+        # Optional: async def probe(self) (default: not supported),
+        # def supports_parallel_sessions(self) (default: False) and
+        # async def set_quality(self, stream_id, level) (default: not supported).
 
     async def main():
-        manager = StreamingProviderManager(ManagerConfig(base_url="https://api.example.com/api"))
-        manager.register_adapter("agora", AgoraAdapter())
-        handle = manager.add_listener(MyListener())   # keep it: releasing it unsubscribes
-        session = await manager.start_stream("stream-42")
-        ...
-        await manager.end_stream("stream-42")
-        await manager.shutdown()                        # leaves every provider
+        config = ManagerConfig(base_url="https://api.example.com/api")
+        async with StreamingProviderManager(config) as manager:   # shut down on exit
+            manager.register_adapter("agora", AgoraAdapter())
+            events = manager.events()        # subscribed now: no later event is missed
+            session = await manager.start_stream("stream-42")
+            async for event in events:       # ends when the manager shuts down
+                ...
+            await manager.end_stream("stream-42")
+
+Cancellation. ``start_stream``, ``join_stream`` and ``refresh_providers`` are cancellable:
+cancelling the awaiting task (``task.cancel()``, ``asyncio.wait_for``, ``asyncio.timeout``)
+cancels the operation as ``end_stream`` would, and a provider that comes up late is left.
+``end_stream`` and ``shutdown`` run to completion even if their await is cancelled.
 
 Event loops. Awaiting a manager method uses the event loop of the awaiting code, as usual.
 Adapter coroutines are different: the engine calls them from its own threads (health checks,
@@ -43,21 +50,87 @@ because an engine thread that calls into a finalizing interpreter aborts the pro
 
 import asyncio
 import atexit
-import functools
 import threading
 import weakref
 
 from ._uniffi import streamguard as _ffi
-from ._uniffi.streamguard import *  # noqa: F401,F403  (the generated API, its __all__)
+
+# The generated API, by name (not `import *`, so that mypy sees the StreamingProviderManager
+# defined below, a subclass of the generated one). A test checks that nothing generated is left
+# out.
 from ._uniffi.streamguard import (
+    Attempt,
+    EventKind,
+    EventListener,
+    EventListenerImpl,
+    EventSubscription,
+    EventSubscriptionProtocol,
+    FailoverReason,
+    HealthStatus,
+    InternalError,
+    ListenerError,
+    ListenerHandle,
+    ListenerHandleProtocol,
+    ManagerConfig,
+    MigrationStrategy,
+    Operation,
     ProviderAdapter,
+    ProviderAdapterImpl,
     ProviderError,
-    StreamingProviderManager,
+    ProviderErrorKind,
+    ProviderInfo,
+    ProviderStats,
+    QualityBand,
+    QualityLevel,
+    QualitySample,
+    Role,
+    SessionInfo,
+    SessionState,
+    StreamEvent,
+    StreamguardError,
+    StreamingProviderManagerProtocol,
+    default_manager_config,
     uniffi_set_event_loop,
 )
 
-# quiesce() is internal (the exit hook below); everything else generated is public.
-__all__ = [name for name in _ffi.__all__ if name != "quiesce"] + ["uniffi_set_event_loop"]
+# Everything generated but quiesce() (internal: the exit hook below), and EventStream. A literal
+# list, so mypy knows what is exported.
+__all__ = [
+    "Attempt",
+    "EventKind",
+    "EventListener",
+    "EventListenerImpl",
+    "EventStream",
+    "EventSubscription",
+    "EventSubscriptionProtocol",
+    "FailoverReason",
+    "HealthStatus",
+    "InternalError",
+    "ListenerError",
+    "ListenerHandle",
+    "ListenerHandleProtocol",
+    "ManagerConfig",
+    "MigrationStrategy",
+    "Operation",
+    "ProviderAdapter",
+    "ProviderAdapterImpl",
+    "ProviderError",
+    "ProviderErrorKind",
+    "ProviderInfo",
+    "ProviderStats",
+    "QualityBand",
+    "QualityLevel",
+    "QualitySample",
+    "Role",
+    "SessionInfo",
+    "SessionState",
+    "StreamEvent",
+    "StreamguardError",
+    "StreamingProviderManager",
+    "StreamingProviderManagerProtocol",
+    "default_manager_config",
+    "uniffi_set_event_loop",
+]
 
 # The generated module's hooks this file replaces. Checked at import so a UniFFI upgrade that
 # renames them fails loudly instead of silently losing the behaviour documented above.
@@ -126,26 +199,91 @@ def _no_parallel_sessions(self):
     return False
 
 
-# The engine's trait has defaults for these two; give Python adapters the same, so one that
+async def _set_quality_not_supported(self, stream_id, level):
+    raise ProviderError.NotSupported("set_quality")
+
+
+# The engine's trait has defaults for these three; give Python adapters the same, so one that
 # does not define them is not reported as failing every health check.
 _probe_not_supported.__doc__ = ProviderAdapter.probe.__doc__
 _no_parallel_sessions.__doc__ = ProviderAdapter.supports_parallel_sessions.__doc__
+_set_quality_not_supported.__doc__ = ProviderAdapter.set_quality.__doc__
 ProviderAdapter.probe = _probe_not_supported
 ProviderAdapter.supports_parallel_sessions = _no_parallel_sessions
+ProviderAdapter.set_quality = _set_quality_not_supported
+
+
+class EventStream:
+    """The events of a manager as an async iterator: ``async for event in manager.events()``.
+
+    Subscribed when created, so no event emitted after ``events()`` returned is missed. Ends
+    when the manager shuts down (after the events emitted before) or on :meth:`aclose`. Events
+    are read on demand: a consumer more than ``event_buffer`` events behind loses the oldest.
+    """
+
+    def __init__(self, subscription: EventSubscription) -> None:
+        self._subscription = subscription
+
+    def __aiter__(self) -> "EventStream":
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        event = await self._subscription.next()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    async def aclose(self) -> None:
+        """End the stream: a pending and every later iteration stops."""
+        self._subscription.close()
+
+    async def __aenter__(self) -> "EventStream":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _printable_records() -> None:
+    # Generated records are dataclasses without annotated fields, so their generated __repr__
+    # is "Attempt()", and errors format their fields with {!r}: an AllAttemptsFailed printed
+    # as "attempts=[Attempt(), Attempt()]". Their __str__ has the contents ("Attempt(provider=
+    # agora, number=1, ...)"): use it for repr too, for records and enum variants (EventKind.*).
+    # A ManagerConfig keeps its token redacted: its __str__ is the engine's redacting Display.
+    classes = [c for c in vars(_ffi).values() if isinstance(c, type)]
+    classes += [v for c in classes for v in vars(c).values() if isinstance(v, type)]
+    for cls in classes:
+        generated = cls.__module__ == _ffi.__name__
+        if generated and not issubclass(cls, BaseException) and "__str__" in vars(cls):
+            cls.__repr__ = cls.__str__  # type: ignore[method-assign]
+
+
+_printable_records()
 
 
 # Every manager, weakly, for the exit hook below.
-_managers = weakref.WeakSet()
-_manager_init = StreamingProviderManager.__init__
+_managers: "weakref.WeakSet[StreamingProviderManager]" = weakref.WeakSet()
 
 
-@functools.wraps(_manager_init)
-def _tracked_init(self, *args, **kwargs):
-    _manager_init(self, *args, **kwargs)
-    _managers.add(self)
+class StreamingProviderManager(_ffi.StreamingProviderManager):
+    __doc__ = _ffi.StreamingProviderManager.__doc__
+
+    def __init__(self, config: ManagerConfig) -> None:
+        super().__init__(config)
+        _managers.add(self)
+
+    def events(self) -> EventStream:
+        """Every event from this call on, as an async iterator (see :class:`EventStream`)."""
+        return EventStream(self.subscribe())
+
+    async def __aenter__(self) -> "StreamingProviderManager":
+        """``async with StreamingProviderManager(config) as manager:`` shuts it down on exit."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
 
 
-StreamingProviderManager.__init__ = _tracked_init
 
 
 @atexit.register
