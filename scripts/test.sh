@@ -32,6 +32,9 @@ command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(red
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 # The Flutter plugin's Linux CMake build (flutter_plugin/tool/check.sh) needs cmake.
 command -v cmake >/dev/null || need+=(cmake)
+# libFuzzer (fuzz/run.sh) is C++; schemathesis runs in a Python venv.
+command -v c++ >/dev/null || need+=(g++)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   step "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -48,12 +51,22 @@ fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
 
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --workspace
+
+# The fuzz workspace: its targets (linked with libFuzzer, without the sanitizer build that
+# `fuzz/run.sh` makes, which takes far longer) and every committed corpus file through its
+# target's property. `fuzz/run.sh 0` replays them under libFuzzer and ASan; long runs stay out.
+step "fuzz targets: build and replay the committed corpora"
+cargo test --manifest-path fuzz/Cargo.toml
+
+step "registry API against its own OpenAPI document (schemathesis, live registry, 60 s)"
+./registry/tests/schemathesis/run.sh 60
 
 step "registry API tests on PostgreSQL"
 STREAMGUARD_TEST_DB=postgres cargo test -p streamguard-registry --test api

@@ -177,7 +177,10 @@ pub fn parse(json: &[u8]) -> Option<StreamInfo> {
 fn rate(r: &str) -> Option<f64> {
     let (n, d) = r.split_once('/')?;
     let (n, d): (f64, f64) = (n.parse().ok()?, d.parse().ok()?);
-    (n > 0.0 && d > 0.0).then(|| (n / d * 100.0).round() / 100.0)
+    let fps = (n / d * 100.0).round() / 100.0;
+    // `1e308/1e-308` overflows to infinity; a report must not carry it (nor a rate that
+    // rounds to zero).
+    (n > 0.0 && d > 0.0 && fps.is_finite() && fps > 0.0).then_some(fps)
 }
 
 #[cfg(test)]
@@ -213,6 +216,14 @@ mod tests {
         assert_eq!(parse(br#"{"streams":[{"codec_type":"data"}]}"#), None);
         assert_eq!(parse(b"not json"), None);
         assert_eq!(rate("15/1"), Some(15.0));
+        // The `ffprobe` fuzz target found a rate that rounds to 0 fps (fuzz/corpus/ffprobe/
+        // crash-fps-rounds-to-zero); one that overflows gave infinity. Both were `Some`.
+        assert_eq!(
+            rate("30000/10088888888888888888888888888888888888888881"),
+            None
+        );
+        assert_eq!(rate("1/1000"), None);
+        assert_eq!(rate("1e308/1e-308"), None);
         assert_eq!(rate("x"), None);
     }
 

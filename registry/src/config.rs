@@ -115,6 +115,18 @@ pub struct Config {
     pub failover_history_limit: usize,
     /// Open event streams allowed at once; more get 503.
     pub max_event_subscribers: usize,
+    /// Open event streams one client (address, see `trust_forwarded_for`) may hold; more get
+    /// 429, so one client cannot take every slot of `max_event_subscribers`.
+    pub max_event_subscribers_per_client: usize,
+    /// Longest a client may take to send a request's headers, and longest a keep-alive
+    /// connection may stay idle; then the connection is closed (slow-loris, idle sockets).
+    pub header_read_timeout: Duration,
+    /// Connections open at once; at the limit new clients wait in the listen backlog until one
+    /// closes. Keep it below the process's file-descriptor limit (`ulimit -n`).
+    pub max_connections: usize,
+    /// Connections one client address may hold; more are closed at once. Behind a proxy every
+    /// client has the proxy's address: raise it there.
+    pub max_connections_per_client: usize,
     /// A stream reported with a `clientId` stops counting when its client has not confirmed
     /// it (start, failover or keep-alive report) for this long: a client that died cannot hold
     /// a provider's slots for ever. Zero turns expiry off.
@@ -150,6 +162,10 @@ impl Default for Config {
             session_ttl: Duration::from_secs(120),
             placement_retention: Duration::from_secs(3600),
             max_event_subscribers: 1000,
+            max_event_subscribers_per_client: 16,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_client: 256,
             audience: AudienceConfig::default(),
         }
     }
@@ -176,6 +192,10 @@ struct FileConfig {
     history_limit: Option<usize>,
     failover_history_limit: Option<usize>,
     max_event_subscribers: Option<usize>,
+    max_event_subscribers_per_client: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
     session_ttl_ms: Option<u64>,
     placement_retention_ms: Option<u64>,
     audience: Option<FileAudience>,
@@ -255,6 +275,19 @@ impl Config {
         set(&mut c.history_limit, f.history_limit);
         set(&mut c.failover_history_limit, f.failover_history_limit);
         set(&mut c.max_event_subscribers, f.max_event_subscribers);
+        set(
+            &mut c.max_event_subscribers_per_client,
+            f.max_event_subscribers_per_client,
+        );
+        set(
+            &mut c.header_read_timeout,
+            f.header_read_timeout_ms.map(Duration::from_millis),
+        );
+        set(&mut c.max_connections, f.max_connections);
+        set(
+            &mut c.max_connections_per_client,
+            f.max_connections_per_client,
+        );
         set(
             &mut c.session_ttl,
             f.session_ttl_ms.map(Duration::from_millis),
@@ -361,6 +394,15 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return bad("maxBodyBytes must be at least 1");
+        }
+        if self.header_read_timeout.is_zero() {
+            return bad("headerReadTimeoutMs must be at least 1");
+        }
+        if self.max_connections == 0
+            || self.max_connections_per_client == 0
+            || self.max_event_subscribers_per_client == 0
+        {
+            return bad("connection and event-stream limits must be at least 1");
         }
         if self.history_limit == 0 || self.failover_history_limit == 0 {
             return bad("history limits must be at least 1");

@@ -239,17 +239,12 @@ pub async fn serve(config: Config) -> Result<RunningRegistry, RegistryError> {
     });
 
     let (shutdown, stop) = watch::channel(false);
-    let mut server_stop = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        })
-        .await
-    });
+    let limits = http::ConnectionLimits {
+        header_read_timeout: config.header_read_timeout,
+        max_connections: config.max_connections,
+        max_connections_per_client: config.max_connections_per_client,
+    };
+    let server = tokio::spawn(http::serve_connections(listener, app, limits, stop.clone()));
     let fanout = fanout::start(&registry, stop.clone());
     let sweeper = (!config.session_ttl.is_zero()).then(|| {
         tokio::spawn(sweep_sessions(

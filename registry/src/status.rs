@@ -18,7 +18,7 @@ pub const HEALTHY_UPTIME_PERCENT: f64 = 95.0;
 pub const HEALTHY_MAX_ERROR_RATE_PERCENT: f64 = 10.0;
 
 /// Detailed status shown to administrators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum HealthStatus {
     /// Uptime of at least 99 %.
@@ -36,7 +36,7 @@ pub enum HealthStatus {
 }
 
 /// Coarse status published to clients on the public health route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PublicStatus {
     /// EXCELLENT or HEALTHY.

@@ -501,7 +501,8 @@ pub struct SseEvent {
 pub struct SseParser {
     line: Vec<u8>,
     event: Option<String>,
-    data: Vec<String>,
+    /// The `data:` lines so far, joined by newlines; `None` before the first.
+    data: Option<String>,
     max: usize,
 }
 
@@ -511,7 +512,7 @@ impl SseParser {
         Self {
             line: Vec::new(),
             event: None,
-            data: Vec::new(),
+            data: None,
             max,
         }
     }
@@ -532,10 +533,10 @@ impl SseParser {
             }
             let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
             if line.is_empty() {
-                if !self.data.is_empty() || self.event.is_some() {
+                if self.data.is_some() || self.event.is_some() {
                     out.push(SseEvent {
                         event: self.event.take().unwrap_or_else(|| "message".into()),
-                        data: std::mem::take(&mut self.data).join("\n"),
+                        data: self.data.take().unwrap_or_default(),
                     });
                 }
                 continue;
@@ -549,7 +550,21 @@ impl SseParser {
             };
             match field {
                 "event" => self.event = Some(value.to_string()),
-                "data" => self.data.push(value.to_string()),
+                "data" => {
+                    // The whole event is bounded, not only each line: `data:` lines without
+                    // the blank line that ends an event must not pile up for ever.
+                    let len = self.data.as_ref().map_or(0, |d| d.len() + 1) + value.len();
+                    if len > self.max {
+                        return Err(BackendError::TooLarge { limit: self.max });
+                    }
+                    match &mut self.data {
+                        Some(data) => {
+                            data.push('\n');
+                            data.push_str(value);
+                        }
+                        None => self.data = Some(value.to_string()),
+                    }
+                }
                 _ => {}
             }
         }
@@ -836,6 +851,34 @@ mod tests {
                     data: "plain".into()
                 },
             ]
+        );
+    }
+
+    /// Found while writing the `sse` fuzz target's bound on the parser's state: each line was
+    /// bounded, but `data:` lines without the blank line that ends an event piled up without
+    /// limit (a hostile registry could grow a client's memory for ever).
+    #[test]
+    fn sse_parser_bounds_an_event_without_its_blank_line() {
+        let mut p = SseParser::new(64);
+        let mut result = Ok(Vec::new());
+        for _ in 0..1000 {
+            result = p.push(b"data: x\n");
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(BackendError::TooLarge { limit: 64 }));
+        // Empty data lines count too (each adds a newline).
+        let mut p = SseParser::new(64);
+        assert!(p.push(&b"data:\n".repeat(100)).is_err());
+        // An event within the limit still parses, empty lines and all.
+        let mut p = SseParser::new(64);
+        assert_eq!(
+            p.push(b"data:\ndata:\ndata: a\n\n").unwrap(),
+            vec![SseEvent {
+                event: "message".into(),
+                data: "\n\na".into()
+            }]
         );
     }
 

@@ -33,7 +33,7 @@ pub(crate) struct Seen<'a> {
 }
 
 /// Body of `GET /api/admin/audience`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AdminAudience {
     /// Tallies with viewers, by stream id and provider, at most the first 1000.
     pub audience: Vec<AudienceView>,

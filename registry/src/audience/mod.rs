@@ -177,7 +177,7 @@ pub fn decide(
 
 /// The audience of one stream on one provider as the API shows it: `audience` events, the
 /// `audience` array of `GET /api/streaming/streams/{streamId}` and `GET /api/admin/audience`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AudienceView {
     /// The stream.

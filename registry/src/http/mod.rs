@@ -4,8 +4,13 @@
 
 mod dashboard;
 mod extract;
+pub(crate) mod openapi;
+mod per_client;
 mod placement;
 mod routes;
+mod server;
+
+pub(crate) use server::{serve as serve_connections, ConnectionLimits};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,9 +101,14 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/admin/app.css", get(dashboard::stylesheet).layer(limited))
         .route("/healthz", get(routes::liveness))
+        .route("/api/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        // The event stream's per-client cap (one per server).
+        .layer(axum::Extension(per_client::PerClient::new(
+            state.config.max_event_subscribers_per_client,
+        )))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
 }

@@ -18,17 +18,27 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
+use super::extract::client_ip;
 use super::extract::{AdminAuth, ApiJson, ProviderName, SourceIp, SuperAdminAuth, TelemetryAuth};
+use super::openapi::{
+    AdminProviders, CheckResults, Deleted, Failovers, Failure, Liveness, PublicProviders,
+    SessionCounts, Tracked,
+};
+use super::per_client::PerClient;
 use super::AppState;
 use crate::error::ApiError;
 use crate::state::{CachedBody, Event};
 use crate::wire::{parse_stream_list, AliveReport, NewProvider, ProviderUpdate, SessionEvent};
+use crate::wire::{AdminProvider, CheckHistory, CheckReport, PublicHealth};
+use axum::extract::ConnectInfo;
+use axum::Extension;
+use std::net::SocketAddr;
 
 /// Interval of the comment line that keeps idle event streams (and proxies) alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The success envelope; a struct (not `json!`) so fields keep their declared order.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Success<T> {
     success: bool,
     data: T,
@@ -90,11 +100,32 @@ pub(super) fn cached(headers: &HeaderMap, body: &CachedBody) -> Response {
 }
 
 /// `GET /api/streaming/providers`: active providers in failover order.
+#[utoipa::path(
+    get,
+    path = "/api/streaming/providers",
+    tag = "public",
+    responses(
+        (status = 200, description = "Active providers in failover order", body = Success<PublicProviders>),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn public_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
     cached(&headers, &state.registry.public_list())
 }
 
 /// `GET /api/streaming/providers/{name}/health`: cached result of the last check.
+#[utoipa::path(
+    get,
+    path = "/api/streaming/providers/{name}/health",
+    tag = "public",
+    params(("name" = String, Path, description = "Provider name")),
+    responses(
+        (status = 200, description = "Cached result of the last check", body = Success<PublicHealth>),
+        (status = 400, description = "Invalid input", body = Failure),
+        (status = 404, description = "No such provider or stream", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn public_health(
     State(state): State<AppState>,
     ProviderName(name): ProviderName,
@@ -131,8 +162,23 @@ pub(crate) struct EventsQuery {
 
 /// `GET /api/streaming/providers/events[?streams=a,b]`: current state, then every change;
 /// `placement` and `audience` events only for the streams named.
+#[utoipa::path(
+    get,
+    path = "/api/streaming/providers/events",
+    tag = "public",
+    params(("streams" = Option<String>, Query, description = "Comma-separated stream ids whose placement and audience events to receive (at most 100)")),
+    responses(
+        (status = 200, description = "Server-sent events: `providers`, `health` and (for the streams named) `placement` and `audience`, each with a JSON `data` line", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid input", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure),
+        (status = 503, description = "Too many open event streams", body = Failure)
+    )
+)]
 pub(crate) async fn events(
     State(state): State<AppState>,
+    Extension(per_client): Extension<Arc<PerClient>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
@@ -149,6 +195,18 @@ pub(crate) async fn events(
             "too many open event streams, retry later",
         ));
     }
+    let client = client_ip(
+        &headers,
+        connect.map(|Extension(ConnectInfo(peer))| peer),
+        state.config.trust_forwarded_for,
+    );
+    let slot = per_client.try_open(client).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_event_streams",
+            "this client has too many open event streams",
+        )
+    })?;
     let (receiver, initial) = state.registry.subscribe(&streams);
     let registry = state.registry;
     let followed = Arc::clone(&streams);
@@ -162,7 +220,11 @@ pub(crate) async fn events(
     let live = futures_util::StreamExt::flat_map(live, tokio_stream::iter);
     let stream = tokio_stream::iter(initial)
         .chain(live)
-        .filter_map(move |event| sse_event(event, &streams))
+        // The stream owns the client's slot: it is freed when the stream ends.
+        .filter_map(move |event| {
+            let _owned = &slot;
+            sse_event(event, &streams)
+        })
         .map(Ok::<_, Infallible>);
     let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"));
     // Never stored; and a proxy (nginx) must pass each event on at once, not buffer it.
@@ -179,11 +241,36 @@ pub(crate) async fn events(
 }
 
 /// `GET /api/streaming/providers/admin`: every provider with full config and statistics.
+#[utoipa::path(
+    get,
+    path = "/api/streaming/providers/admin",
+    tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Every provider with config and statistics", body = Success<AdminProviders>),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn admin_list(_: AdminAuth, State(state): State<AppState>) -> impl IntoResponse {
     ok(field("providers", state.registry.admin_list()))
 }
 
 /// `GET /api/streaming/providers/{name}`: one provider with its recent checks.
+#[utoipa::path(
+    get,
+    path = "/api/streaming/providers/{name}",
+    tag = "admin",
+    params(("name" = String, Path, description = "Provider name")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "One provider with its recent checks", body = Success<AdminProvider>),
+        (status = 400, description = "Invalid input", body = Failure),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 404, description = "No such provider or stream", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn admin_get(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -207,6 +294,20 @@ pub(crate) struct HistoryQuery {
 }
 
 /// `GET /api/streaming/providers/{name}/history`: stored checks, oldest first (admin).
+#[utoipa::path(
+    get,
+    path = "/api/streaming/providers/{name}/history",
+    tag = "admin",
+    params(("name" = String, Path, description = "Provider name"), ("since" = Option<i64>, Query, description = "Only checks at or after this time (unix milliseconds)"), ("limit" = Option<u64>, Query, minimum = 1, description = "At most this many of the newest checks")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Stored checks, oldest first", body = Success<CheckHistory>),
+        (status = 400, description = "Invalid input", body = Failure),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 404, description = "No such provider or stream", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn history(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -233,6 +334,22 @@ pub(crate) async fn history(
 }
 
 /// `POST /api/streaming/providers`: create (super admin).
+#[utoipa::path(
+    post,
+    path = "/api/streaming/providers",
+    tag = "admin",
+    request_body = NewProvider,
+    security(("super_admin" = [])),
+    responses(
+        (status = 201, description = "Created", body = Success<AdminProvider>),
+        (status = 400, description = "Invalid input", body = Failure),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 409, description = "Conflict (duplicate name, stale epoch, owned by another client)", body = Failure),
+        (status = 413, description = "Body too large", body = Failure),
+        (status = 415, description = "Body is not JSON", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn create(
     _: SuperAdminAuth,
     State(state): State<AppState>,
@@ -243,6 +360,23 @@ pub(crate) async fn create(
 }
 
 /// `PUT /api/streaming/providers/{name}`: partial update (admin).
+#[utoipa::path(
+    put,
+    path = "/api/streaming/providers/{name}",
+    tag = "admin",
+    params(("name" = String, Path, description = "Provider name")),
+    request_body = ProviderUpdate,
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Updated", body = Success<AdminProvider>),
+        (status = 400, description = "Invalid input", body = Failure),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 404, description = "No such provider or stream", body = Failure),
+        (status = 413, description = "Body too large", body = Failure),
+        (status = 415, description = "Body is not JSON", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn update(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -253,6 +387,20 @@ pub(crate) async fn update(
 }
 
 /// `DELETE /api/streaming/providers/{name}` (super admin).
+#[utoipa::path(
+    delete,
+    path = "/api/streaming/providers/{name}",
+    tag = "admin",
+    params(("name" = String, Path, description = "Provider name")),
+    security(("super_admin" = [])),
+    responses(
+        (status = 200, description = "Deleted with its history", body = Success<Deleted>),
+        (status = 400, description = "Invalid input", body = Failure),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 404, description = "No such provider or stream", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn delete(
     _: SuperAdminAuth,
     State(state): State<AppState>,
@@ -263,6 +411,20 @@ pub(crate) async fn delete(
 }
 
 /// `POST /api/streaming/providers/{name}/health-check`: probe now (admin).
+#[utoipa::path(
+    post,
+    path = "/api/streaming/providers/{name}/health-check",
+    tag = "admin",
+    params(("name" = String, Path, description = "Provider name")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The check just made", body = Success<CheckReport>),
+        (status = 400, description = "Invalid input", body = Failure),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 404, description = "No such provider or stream", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn check_one(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -272,11 +434,33 @@ pub(crate) async fn check_one(
 }
 
 /// `POST /api/streaming/providers/health-check-all`: probe every provider now (admin).
+#[utoipa::path(
+    post,
+    path = "/api/streaming/providers/health-check-all",
+    tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The checks just made", body = Success<CheckResults>),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn check_all(_: AdminAuth, State(state): State<AppState>) -> impl IntoResponse {
     ok(field("results", state.registry.check_all(false).await))
 }
 
 /// `GET /api/streaming/providers/health-check-all`: latest results (admin).
+#[utoipa::path(
+    get,
+    path = "/api/streaming/providers/health-check-all",
+    tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Latest check of every provider", body = Success<CheckResults>),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn latest_checks(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -285,6 +469,17 @@ pub(crate) async fn latest_checks(
 }
 
 /// `GET /api/streaming/providers/failovers`: reported failovers, newest first (admin).
+#[utoipa::path(
+    get,
+    path = "/api/streaming/providers/failovers",
+    tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Reported failovers, newest first", body = Success<Failovers>),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn failovers(
     _: AdminAuth,
     State(state): State<AppState>,
@@ -293,6 +488,22 @@ pub(crate) async fn failovers(
 }
 
 /// `POST /api/streaming/sessions/events`: client session telemetry.
+#[utoipa::path(
+    post,
+    path = "/api/streaming/sessions/events",
+    tag = "telemetry",
+    request_body = SessionEvent,
+    security(("telemetry" = [])),
+    responses(
+        (status = 200, description = "Recorded; the stream counts of the providers named", body = Success<SessionCounts>),
+        (status = 400, description = "Invalid input", body = Failure),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 404, description = "No such provider or stream", body = Failure),
+        (status = 413, description = "Body too large", body = Failure),
+        (status = 415, description = "Body is not JSON", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn session_event(
     _: TelemetryAuth,
     State(state): State<AppState>,
@@ -306,6 +517,22 @@ pub(crate) async fn session_event(
 
 /// `POST /api/streaming/sessions/alive`: a client's keep-alive listing its live streams.
 /// Viewers' audience reports are counted under the sender's address (`SourceIp`).
+#[utoipa::path(
+    post,
+    path = "/api/streaming/sessions/alive",
+    tag = "telemetry",
+    request_body = AliveReport,
+    security(("telemetry" = [])),
+    responses(
+        (status = 200, description = "Recorded", body = Success<Tracked>),
+        (status = 400, description = "Invalid input", body = Failure),
+        (status = 401, description = "Missing or invalid bearer token", body = Failure),
+        (status = 404, description = "No such provider or stream", body = Failure),
+        (status = 413, description = "Body too large", body = Failure),
+        (status = 415, description = "Body is not JSON", body = Failure),
+        (status = 429, description = "Rate limited (see Retry-After)", body = Failure)
+    )
+)]
 pub(crate) async fn sessions_alive(
     _: TelemetryAuth,
     SourceIp(ip): SourceIp,
@@ -319,6 +546,14 @@ pub(crate) async fn sessions_alive(
 }
 
 /// `GET /healthz`: the registry process itself is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "public",
+    responses(
+        (status = 200, description = "The registry process is up", body = Success<Liveness>)
+    )
+)]
 pub(crate) async fn liveness() -> impl IntoResponse {
     ok(field("status", "ok"))
 }

@@ -16,17 +16,21 @@ pub const MAX_SUBSCRIBED_STREAMS: usize = 100;
 
 /// Body of `PUT /api/streaming/streams/{streamId}/placement`: the publisher `clientId` carries
 /// the stream on `provider` (and on the `standby` providers) since epoch `epoch`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlacementClaim {
     /// Provider carrying the stream.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub provider: String,
     /// Fencing token: must be above the stored one.
+    #[schema(minimum = 1)]
     pub epoch: i64,
     /// Providers also carrying it (hot standby), in the order viewers should try them.
     #[serde(default)]
+    #[schema(max_items = 4)]
     pub standby: Vec<String>,
     /// The publishing client (one engine instance).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub client_id: String,
 }
 
@@ -73,7 +77,7 @@ impl ReleaseQuery {
 
 /// Where a stream is published: the body of `GET /api/streaming/streams/{streamId}` and of
 /// `placement` events. Never names the owning client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlacementView {
     /// The stream.
@@ -89,7 +93,7 @@ pub struct PlacementView {
 }
 
 /// A placement as administrators see it (`GET /api/admin/streams`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminPlacement {
     /// The stream.
@@ -111,7 +115,7 @@ pub struct AdminPlacement {
 }
 
 /// Body of `GET /api/admin/streams`: live placements by stream id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminStreams {
     /// Live placements, sorted by stream id, at most the first 1000.

@@ -39,7 +39,7 @@ pub fn validate_name(name: &str) -> Result<(), Invalid> {
 }
 
 /// How the health checker reaches a provider, read from `config.probe`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Probe {
     /// `GET url`; healthy on a 2xx answer (redirects are followed).
@@ -109,16 +109,18 @@ pub fn public_config(config: &Map<String, Value>) -> Value {
 }
 
 /// Body of `POST /api/streaming/providers` and an entry of a seed file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewProvider {
     /// Unique name, `[a-z0-9_-]{1,64}`.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub name: String,
     /// Defaults to true.
     #[serde(default = "default_true")]
     pub is_active: bool,
     /// Defaults to 100; must be >= 0.
     #[serde(default = "default_priority")]
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
     pub priority: i64,
     /// Defaults to `{}`.
     #[serde(default)]
@@ -128,6 +130,7 @@ pub struct NewProvider {
     pub max_streams: Option<u32>,
     /// Defaults to 0.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub monthly_cost: f64,
 }
 
@@ -140,12 +143,13 @@ fn default_priority() -> i64 {
 }
 
 /// Body of `PUT /api/streaming/providers/{name}`: every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProviderUpdate {
     /// New active flag.
     pub is_active: Option<bool>,
     /// New priority, must be >= 0.
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
     pub priority: Option<i64>,
     /// Replaces the whole config.
     pub config: Option<Map<String, Value>>,
@@ -153,6 +157,7 @@ pub struct ProviderUpdate {
     #[serde(default, deserialize_with = "present_or_null")]
     pub max_streams: Option<Option<u32>>,
     /// New monthly cost, must be >= 0.
+    #[schema(minimum = 0)]
     pub monthly_cost: Option<f64>,
 }
 

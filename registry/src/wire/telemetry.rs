@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::Invalid;
 
 /// Kind of session telemetry event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionEventKind {
     /// A stream started on `provider`.
@@ -18,7 +18,7 @@ pub enum SessionEventKind {
 }
 
 /// Body of `POST /api/streaming/sessions/events`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SessionEvent {
     /// What happened.
@@ -27,37 +27,43 @@ pub struct SessionEvent {
     /// Provider the stream is (or was) on.
     pub provider: String,
     /// Client's stream id.
+    #[schema(min_length = 1, max_length = 256)]
     pub stream_id: String,
     /// Failover target; required for failovers, refused otherwise.
     #[serde(default)]
     pub to_provider: Option<String>,
     /// Free-text reason, at most 512 bytes.
     #[serde(default)]
+    #[schema(max_length = 512)]
     pub reason: Option<String>,
     /// The reporting client (one engine instance). With it, reports are deduplicated per
     /// `(clientId, streamId)` and streams expire when the client stops confirming them;
     /// without it every report is counted as sent.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub client_id: Option<String>,
 }
 
 /// Body of `POST /api/streaming/sessions/alive`: every stream a client still runs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AliveReport {
     /// The reporting client.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub client_id: String,
     /// Its live streams.
+    #[schema(max_items = 500)]
     pub sessions: Vec<AliveSession>,
 }
 
 /// One live stream in an [`AliveReport`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AliveSession {
     /// Provider carrying it.
     pub provider: String,
     /// Client's stream id.
+    #[schema(min_length = 1, max_length = 256)]
     pub stream_id: String,
     /// Whether the client publishes or watches the stream; absent: publisher (as before
     /// viewers reported). Both count as a live session of the provider alike.
@@ -69,7 +75,9 @@ pub struct AliveSession {
 }
 
 /// What a client does with a stream it reports alive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// It publishes the stream (the default).
@@ -80,7 +88,9 @@ pub enum Role {
 }
 
 /// A viewer's player state, as its engine reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AudienceState {
     /// Frames arrive normally (the default).

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::status::{HealthStatus, PublicStatus};
 
 /// One recorded health check, kept for charts.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckSample {
     /// When the check finished (unix milliseconds).
@@ -19,7 +19,7 @@ pub struct CheckSample {
 }
 
 /// Body of `GET /api/streaming/providers/{name}/history`: stored checks for charts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckHistory {
     /// Provider name.
@@ -31,7 +31,7 @@ pub struct CheckHistory {
 }
 
 /// A provider in the public list (`GET /api/streaming/providers`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublicProvider {
     /// Provider name.
@@ -50,7 +50,7 @@ pub struct PublicProvider {
 }
 
 /// Body of `GET /api/streaming/providers/{name}/health` and of `health` events.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublicHealth {
     /// Whether clients should keep using the provider.
@@ -62,7 +62,7 @@ pub struct PublicHealth {
 }
 
 /// Check and stream statistics on the admin views.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Statistics {
     /// Checks ever recorded.
@@ -92,7 +92,7 @@ pub struct Statistics {
 }
 
 /// A provider as administrators see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminProvider {
     /// Provider name.
@@ -125,7 +125,7 @@ pub struct AdminProvider {
 }
 
 /// Stream counters of one provider, returned after a session event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamCounts {
     /// Provider name.
@@ -137,7 +137,7 @@ pub struct StreamCounts {
 }
 
 /// A provider's latest health-check outcome, as returned by the check routes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckReport {
     /// Provider name.
@@ -167,7 +167,7 @@ pub struct CheckReport {
 }
 
 /// One failover reported by a client.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverEntry {
     /// When it was reported (unix milliseconds).

@@ -13,6 +13,7 @@ mod dashboard;
 mod events;
 mod health;
 mod history;
+mod limits;
 mod persistence;
 #[path = "../support/postgres.rs"]
 pub mod pg;
