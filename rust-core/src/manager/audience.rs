@@ -87,8 +87,7 @@ impl Shared {
     /// A viewer's own player stalls on `provider` (its samples, or its SDK's stall error):
     /// its own problem if the rest of the audience watches fine (it lowers its quality, never
     /// moves); if the registry confirmed an outage or cannot tell, it moves to a standby of the
-    /// stream if there is one (a viewer never wanders where the stream is not). Returns whether
-    /// it moves.
+    /// stream if there is one (a viewer never wanders where the stream is not).
     pub(super) fn own_stall(
         self: &Arc<Self>,
         st: &mut State,
@@ -96,7 +95,7 @@ impl Shared {
         gen: u64,
         provider: &str,
         now: Instant,
-    ) -> bool {
+    ) {
         let view = st
             .session(stream_id, gen)
             .and_then(|s| s.quality.as_ref())
@@ -108,10 +107,10 @@ impl Shared {
                 provider, "stalled alone: the rest of the audience watches fine"
             );
             self.degrade(st, stream_id, gen, provider, now, "viewer stalled alone");
-            return false;
+            return;
         }
         if !self.viewer_standby_elsewhere(st, stream_id, gen, provider) {
-            return false;
+            return;
         }
         info!(
             stream_id,
@@ -124,7 +123,6 @@ impl Shared {
             reason: FailoverReason::ErrorReported,
         };
         self.start_migrations(st, vec![job]);
-        true
     }
 
     /// Ask the adapter for the next lower quality level of a live session (at most one step

@@ -238,6 +238,24 @@ impl RtmpAdapter {
         self.lock_viewers().get(stream_id).and_then(|v| v.pid)
     }
 
+    /// With a quality sink set, send quality samples of `timeline` (a viewer's or a
+    /// publisher's own frames) until `stop`.
+    fn sample(&self, timeline: &SharedTimeline, stream_id: &str, stop: &CancellationToken) {
+        let sink = self
+            .quality
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(sink) = sink {
+            tokio::spawn(sample_quality(
+                timeline.clone(),
+                stream_id.to_string(),
+                stop.clone(),
+                sink,
+            ));
+        }
+    }
+
     fn lock_publishers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Supervised>> {
         self.publishers.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -383,19 +401,7 @@ impl RtmpAdapter {
         };
         let pid = proc.pid();
         let process = self.supervised(proc, stream_id, Some(watch));
-        if let Some(sink) = self
-            .quality
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            tokio::spawn(sample_quality(
-                timeline.clone(),
-                stream_id.to_string(),
-                process.stop.clone(),
-                sink,
-            ));
-        }
+        self.sample(&timeline, stream_id, &process.stop);
         Ok(Viewer {
             process,
             timeline,
@@ -676,19 +682,7 @@ impl ProviderAdapter for RtmpAdapter {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let publisher = self.supervised(proc, stream_id, None);
-        if let Some(sink) = self
-            .quality
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            tokio::spawn(sample_quality(
-                timeline,
-                stream_id.to_string(),
-                publisher.stop.clone(),
-                sink,
-            ));
-        }
+        self.sample(&timeline, stream_id, &publisher.stop);
         self.lock_publishers()
             .insert(stream_id.to_string(), publisher);
         Ok(())

@@ -167,20 +167,7 @@ pub async fn scenario_frozen_primary(viewers: usize, check_interval: Duration) -
         v.log
             .wait(mark, within, "viewer live on backup", finished_on("backup"))
             .await;
-        let new = frames_arrive(
-            &v.adapters[1],
-            CAM,
-            15,
-            Duration::from_secs(5),
-            "frames on backup",
-        )
-        .await;
-        let old = v.adapters[0].viewer_stats(CAM).expect("viewed on primary");
-        gaps.push(
-            new.first_frame_at
-                .unwrap()
-                .saturating_duration_since(old.last_frame_at.unwrap()),
-        );
+        gaps.push(watching_on_backup(v).await.1);
     }
     let r = FrozenPrimary {
         decided: decided - at,

@@ -142,6 +142,27 @@ pub async fn frames_arrive(
     adapter.viewer_stats(stream).unwrap()
 }
 
+/// Wait (bounded) until `viewer` receives frames on backup; its viewer's stats there, and the
+/// gap it saw: its last frame on primary to its first frame on backup, from its own frames.
+pub async fn watching_on_backup(viewer: &App) -> (streamguard::rtmp::ViewerStats, Duration) {
+    let new = frames_arrive(
+        &viewer.adapters[1],
+        CAM,
+        15,
+        Duration::from_secs(5),
+        "frames on backup",
+    )
+    .await;
+    let old = viewer.adapters[0]
+        .viewer_stats(CAM)
+        .expect("viewed on primary");
+    let gap = new
+        .first_frame_at
+        .unwrap()
+        .saturating_duration_since(old.last_frame_at.unwrap());
+    (new, gap)
+}
+
 /// A provider-fatal error as an SDK's own callback would report it.
 pub fn sdk_error(detail: &str) -> ProviderError {
     ProviderError::new(ProviderErrorKind::Unauthorized, detail)
@@ -430,21 +451,10 @@ pub async fn scenario_follow(fault: PublisherFault, learns: Learns) -> Follow {
             v.log.since(vm)
         );
     }
-    let new = frames_arrive(
-        &v.adapters[1],
-        CAM,
-        15,
-        Duration::from_secs(5),
-        "frames on backup",
-    )
-    .await;
+    let (new, gap) = watching_on_backup(&v).await;
     let old = v.adapters[0].viewer_stats(CAM).expect("viewed on primary");
     assert!(old.ended_at.is_some(), "left primary: {old:?}");
     assert_eq!(v.on(CAM).as_deref(), Some("backup"));
-    let gap = new
-        .first_frame_at
-        .unwrap()
-        .saturating_duration_since(old.last_frame_at.unwrap());
     let viewer_stayed = v.log.find(vm, stayed_on("primary")).is_some();
     let follow = Follow {
         gap,
@@ -525,19 +535,7 @@ pub async fn scenario_standby() -> StandbyFailover {
             |e| matches!(e, EventKind::StandbyPromoted { to, .. } if to == "backup"),
         )
         .await;
-    let new = frames_arrive(
-        &v.adapters[1],
-        CAM,
-        15,
-        Duration::from_secs(5),
-        "frames on backup",
-    )
-    .await;
-    let old = v.adapters[0].viewer_stats(CAM).expect("viewed on primary");
-    let gap = new
-        .first_frame_at
-        .unwrap()
-        .saturating_duration_since(old.last_frame_at.unwrap());
+    let (_, gap) = watching_on_backup(&v).await;
     assert_eq!(
         w.placement(CAM).await.map(|(p, _, live)| (p, live)),
         Some(("backup".into(), true)),
